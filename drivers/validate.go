@@ -1,0 +1,146 @@
+package drivers
+
+import (
+	"fmt"
+	"math"
+	"os"
+	"path"
+	"regexp"
+	"sort"
+	"strings"
+)
+
+// CheckedTask is what CheckTask derived from a valid task.
+type CheckedTask struct {
+	// Args is the command split with SplitCommand; nil runs the image's.
+	Args []string
+	// Image is the validated, normalised image reference.
+	Image Reference
+	// Env holds "KEY=value" entries sorted by key.
+	Env []string
+}
+
+// validID is the set of names Docker accepts for a container; containerd
+// accepts a superset.
+var validID = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$`)
+
+// Limits below these cannot start a container on any runtime we drive.
+const (
+	minMemoryBytes = 6 << 20 // Docker refuses less than 6 MiB
+	minMilliCPUs   = 10      // a 1ms CFS quota per 100ms period
+	maxMegabytes   = math.MaxInt64 >> 20
+)
+
+// CheckTask validates everything about a task that can be checked without
+// a daemon. Every driver calls it before its first daemon call, so bad
+// input fails fast with an error wrapping ErrInvalidTask and leaves nothing
+// behind.
+func CheckTask(task ContainerTask) (*CheckedTask, error) {
+	if task == nil {
+		return nil, InvalidTaskf("nil task")
+	}
+	id := task.Id()
+	if !validID.MatchString(id) {
+		return nil, InvalidTaskf("task id %q is not a valid container name ([a-zA-Z0-9][a-zA-Z0-9_.-]*, at most 128 characters)", id)
+	}
+	ref, err := NormalizeImage(task.Image())
+	if err != nil {
+		return nil, fmt.Errorf("task %s: %w", id, err)
+	}
+	checked := &CheckedTask{Image: ref}
+	if cmd := task.Command(); strings.TrimSpace(cmd) != "" {
+		if checked.Args, err = SplitCommand(cmd); err != nil {
+			return nil, fmt.Errorf("task %s: %w", id, err)
+		}
+	}
+	if checked.Env, err = checkEnv(task.EnvVars()); err != nil {
+		return nil, fmt.Errorf("task %s: %w", id, err)
+	}
+	if err := checkLimits(task); err != nil {
+		return nil, fmt.Errorf("task %s: %w", id, err)
+	}
+	if err := checkMounts(task); err != nil {
+		return nil, fmt.Errorf("task %s: %w", id, err)
+	}
+	if dir := task.WorkDir(); dir != "" && !path.IsAbs(dir) {
+		return nil, InvalidTaskf("task %s: work dir %q is not absolute", id, dir)
+	}
+	return checked, nil
+}
+
+func checkEnv(env map[string]string) ([]string, error) {
+	keys := make([]string, 0, len(env))
+	for k, v := range env {
+		switch {
+		case k == "":
+			return nil, InvalidTaskf("empty environment variable name")
+		case strings.ContainsAny(k, "=\x00"):
+			return nil, InvalidTaskf("environment variable name %q contains '=' or NUL", k)
+		case strings.ContainsRune(v, 0):
+			return nil, InvalidTaskf("environment variable %q has a NUL in its value", k)
+		}
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	out := make([]string, len(keys))
+	for i, k := range keys {
+		out[i] = k + "=" + env[k]
+	}
+	return out, nil
+}
+
+func checkLimits(task ContainerTask) error {
+	if m := task.Memory(); m != 0 && (m < minMemoryBytes || m > math.MaxInt64) {
+		return InvalidTaskf("memory limit %d bytes is outside [%d, %d]", m, minMemoryBytes, int64(math.MaxInt64))
+	}
+	if c := task.CPUs(); c != 0 && (c < minMilliCPUs || c > math.MaxInt64/100) {
+		return InvalidTaskf("CPU limit %d milli-CPUs is outside [%d, %d]", c, minMilliCPUs, int64(math.MaxInt64/100))
+	}
+	if p := task.PIDs(); p > math.MaxInt64 {
+		return InvalidTaskf("pids limit %d is too large", p)
+	}
+	if s := task.FsSize(); s > maxMegabytes {
+		return InvalidTaskf("filesystem size %d MB is too large", s)
+	}
+	if s := task.TmpFsSize(); s > maxMegabytes {
+		return InvalidTaskf("tmpfs size %d MB is too large", s)
+	}
+	for _, l := range []struct {
+		name string
+		v    *uint64
+	}{
+		{"open files", task.OpenFiles()},
+		{"locked memory", task.LockedMemory()},
+		{"pending signals", task.PendingSignals()},
+		{"message queue", task.MessageQueue()},
+	} {
+		if l.v != nil && *l.v > math.MaxInt64 {
+			return InvalidTaskf("%s limit %d is too large", l.name, *l.v)
+		}
+	}
+	if n := task.OpenFiles(); n != nil && *n == 0 {
+		return InvalidTaskf("open files limit 0 leaves the process unable to start")
+	}
+	return nil
+}
+
+func checkMounts(task ContainerTask) error {
+	for _, v := range task.Volumes() {
+		host, ctr := v[0], v[1]
+		if !path.IsAbs(host) || !path.IsAbs(ctr) {
+			return InvalidTaskf("volume %q:%q: both paths must be absolute", host, ctr)
+		}
+		if strings.ContainsAny(host+ctr, ":\x00,") {
+			return InvalidTaskf("volume %q:%q: paths must not contain ':', ',' or NUL", host, ctr)
+		}
+		if _, err := os.Stat(host); err != nil {
+			return InvalidTaskf("volume %q:%q: host path: %v", host, ctr, err)
+		}
+	}
+	if src, dst := task.UDSDockerPath(), task.UDSDockerDest(); src != "" || dst != "" {
+		if !path.IsAbs(src) || !path.IsAbs(dst) {
+			return InvalidTaskf("unix socket mount %q:%q: both paths must be absolute", src, dst)
+		}
+	}
+	return nil
+}
