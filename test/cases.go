@@ -1,0 +1,539 @@
+package test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fnrun/fnrun/drivers"
+	"github.com/fnrun/fnrun/drivers/mock"
+)
+
+// cases is the suite, in the order it runs.
+var cases = []testCase{
+	{name: "Success", run: testSuccess},
+	{name: "Stdout", run: testStdout},
+	{name: "Stderr", run: testStderr},
+	{name: "OutputWithoutNewlineAtExit", run: testOutputWithoutNewline},
+	{name: "LargeOutput", run: testLargeOutput},
+	{name: "Stdin", run: testStdin},
+	{name: "Env", needs: drivers.CapRunsCommands, run: testEnv},
+	{name: "WorkDir", needs: drivers.CapRunsCommands, run: testWorkDir},
+	{name: "QuotedArguments", needs: drivers.CapRunsCommands, run: testQuotedArgs},
+	{name: "ExitCode", run: testExitCode},
+	{name: "Timeout", run: testTimeout},
+	{name: "Cancel", run: testCancel},
+	{name: "OutOfMemory", needs: drivers.CapOOMDetection, run: testOOM},
+	{name: "SIGKILLIsNotOutOfMemory", run: testSIGKILL},
+	{name: "FreezeStopsProgress", needs: drivers.CapFreeze, run: testFreeze},
+	{name: "CloseWhileFrozen", needs: drivers.CapFreeze, run: testCloseFrozen},
+	{name: "ImagePull", needs: drivers.CapImagePull, run: testImagePull},
+	{name: "MissingImage", needs: drivers.CapImagePull, run: testMissingImage},
+	{name: "InvalidTask", run: testInvalidTask},
+	{name: "ReadOnlyRoot", needs: drivers.CapReadOnlyRoot | drivers.CapRunsCommands, run: testReadOnlyRoot},
+	{name: "Limits", needs: drivers.CapResourceLimits | drivers.CapRunsCommands, run: testLimits},
+	{name: "UnprivilegedByDefault", needs: drivers.CapUnprivileged | drivers.CapRunsCommands, run: testUnprivileged},
+	{name: "Stats", run: testStats},
+	{name: "CloseIdempotent", run: testCloseIdempotent},
+	{name: "Concurrent", run: testConcurrent},
+}
+
+func testSuccess(t *testing.T, s *suite) {
+	out := s.mustRun(t, testContext(t, time.Minute), s.task(t, "true", nil))
+	wantSuccess(t, out)
+}
+
+func testStdout(t *testing.T, s *suite) {
+	out := s.mustRun(t, testContext(t, time.Minute), s.task(t, "echo hello world", ext(mock.ExtStdout, "hello world\n")))
+	wantSuccess(t, out)
+	if out.stdout != "hello world\n" || out.stderr != "" {
+		t.Fatalf("stdout %q stderr %q, want %q and nothing", out.stdout, out.stderr, "hello world\n")
+	}
+}
+
+func testStderr(t *testing.T, s *suite) {
+	out := s.mustRun(t, testContext(t, time.Minute), s.task(t, `sh -c 'echo oops >&2'`, ext(mock.ExtStderr, "oops\n")))
+	wantSuccess(t, out)
+	if out.stderr != "oops\n" || out.stdout != "" {
+		t.Fatalf("stdout %q stderr %q, want nothing and %q", out.stdout, out.stderr, "oops\n")
+	}
+}
+
+// A process that writes without a trailing newline and exits at once is
+// where naive attach-after-start implementations lose output.
+func testOutputWithoutNewline(t *testing.T, s *suite) {
+	ctx := testContext(t, 2*time.Minute)
+	for i := 0; i < 5; i++ {
+		want := fmt.Sprintf("abc%d", i)
+		out := s.mustRun(t, ctx, s.task(t, "printf "+want, ext(mock.ExtStdout, want)))
+		wantSuccess(t, out)
+		if out.stdout != want {
+			t.Fatalf("run %d: stdout %q, want %q", i, out.stdout, want)
+		}
+	}
+}
+
+func testLargeOutput(t *testing.T, s *suite) {
+	const size = 1 << 20
+	cmd := fmt.Sprintf(`sh -c 'head -c %d /dev/zero | tr "\000" x'`, size)
+	out := s.mustRun(t, testContext(t, time.Minute), s.task(t, cmd, ext(mock.ExtStdout, strings.Repeat("x", size))))
+	wantSuccess(t, out)
+	if len(out.stdout) != size || strings.Trim(out.stdout, "x") != "" {
+		t.Fatalf("got %d bytes of stdout, want %d x's", len(out.stdout), size)
+	}
+}
+
+func testStdin(t *testing.T, s *suite) {
+	const in = "ping\npong without newline"
+	task := s.task(t, "cat", ext(mock.ExtEchoStdin, "true"))
+	task.Stdin = strings.NewReader(in)
+	out := s.mustRun(t, testContext(t, time.Minute), task)
+	wantSuccess(t, out)
+	if out.stdout != in {
+		t.Fatalf("stdout %q, want stdin echoed %q", out.stdout, in)
+	}
+}
+
+func testEnv(t *testing.T, s *suite) {
+	task := s.task(t, `sh -c 'echo "$FOO|$BAR"'`, nil)
+	task.Env = map[string]string{"FOO": "a b  c", "BAR": "x=y"}
+	out := s.mustRun(t, testContext(t, time.Minute), task)
+	wantSuccess(t, out)
+	if out.stdout != "a b  c|x=y\n" {
+		t.Fatalf("stdout %q, want the env values", out.stdout)
+	}
+}
+
+func testWorkDir(t *testing.T, s *suite) {
+	task := s.task(t, "pwd", nil)
+	task.Dir = "/tmp"
+	out := s.mustRun(t, testContext(t, time.Minute), task)
+	wantSuccess(t, out)
+	if out.stdout != "/tmp\n" {
+		t.Fatalf("pwd printed %q, want /tmp", out.stdout)
+	}
+}
+
+func testQuotedArgs(t *testing.T, s *suite) {
+	task := s.task(t, `sh -c 'printf "%s|" "$@"' _ 'a b' "c \"d\"" e`, nil)
+	out := s.mustRun(t, testContext(t, time.Minute), task)
+	wantSuccess(t, out)
+	if want := `a b|c "d"|e|`; out.stdout != want {
+		t.Fatalf("stdout %q, want %q: quoted arguments must stay whole", out.stdout, want)
+	}
+}
+
+func testExitCode(t *testing.T, s *suite) {
+	out := s.mustRun(t, testContext(t, time.Minute), s.task(t, `sh -c 'exit 3'`, ext(mock.ExtExitCode, "3")))
+	if out.result.Status() != drivers.StatusError {
+		t.Fatalf("status %q, want error", out.result.Status())
+	}
+	var exit *drivers.ExitError
+	if !errors.As(out.result.Error(), &exit) || exit.ExitCode != 3 {
+		t.Fatalf("error %v, want *ExitError with code 3", out.result.Error())
+	}
+}
+
+func testTimeout(t *testing.T, s *suite) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	start := time.Now()
+	out, err := lifecycle(ctx, s.h.Driver, s.task(t, "sleep 120", ext(mock.ExtHang, "true")))
+	if err != nil {
+		t.Fatalf("life cycle: %v", err)
+	}
+	if out.result.Status() != drivers.StatusTimeout {
+		t.Fatalf("status %q (%v), want timeout", out.result.Status(), out.result.Error())
+	}
+	if !errors.Is(out.result.Error(), context.DeadlineExceeded) {
+		t.Errorf("error %v does not wrap context.DeadlineExceeded", out.result.Error())
+	}
+	if took := time.Since(start); took > 30*time.Second {
+		t.Errorf("timed-out run took %v to end", took)
+	}
+}
+
+func testCancel(t *testing.T, s *suite) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	task := s.task(t, "sleep 120", ext(mock.ExtHang, "true"))
+	cookie, err := s.h.Driver.CreateCookie(ctx, task)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cookie.Close(context.Background())
+	if err := prepare(ctx, cookie); err != nil {
+		t.Fatal(err)
+	}
+	wait, err := cookie.Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.AfterFunc(500*time.Millisecond, cancel)
+	res := wait.Wait(ctx)
+	if res.Status() != drivers.StatusCancelled {
+		t.Fatalf("status %q (%v), want cancelled", res.Status(), res.Error())
+	}
+	if !errors.Is(res.Error(), context.Canceled) {
+		t.Errorf("error %v does not wrap context.Canceled", res.Error())
+	}
+	if err := cookie.Close(context.Background()); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+}
+
+// oomCommand grows a shell variable until the kernel's OOM killer ends it.
+const oomCommand = `sh -c 'a=x; while true; do a="$a$a"; done'`
+
+func testOOM(t *testing.T, s *suite) {
+	task := s.task(t, oomCommand, ext(mock.ExtOOM, "true"))
+	task.MemoryBytes = 32 << 20
+	out := s.mustRun(t, testContext(t, 2*time.Minute), task)
+	if out.result.Status() != drivers.StatusKilled {
+		t.Fatalf("status %q (%v), want killed", out.result.Status(), out.result.Error())
+	}
+	if !errors.Is(out.result.Error(), drivers.ErrOutOfMemory) {
+		t.Fatalf("error %v does not wrap ErrOutOfMemory", out.result.Error())
+	}
+}
+
+// A process killed by SIGKILL exits 137 like an OOM kill; only the
+// runtime's OOM report may turn that into "killed".
+func testSIGKILL(t *testing.T, s *suite) {
+	task := s.task(t, `sh -c 'kill -9 $$'`, ext(mock.ExtExitCode, "137"))
+	task.MemoryBytes = 64 << 20
+	out := s.mustRun(t, testContext(t, time.Minute), task)
+	if out.result.Status() != drivers.StatusError {
+		t.Fatalf("status %q (%v), want error", out.result.Status(), out.result.Error())
+	}
+	var exit *drivers.ExitError
+	if !errors.As(out.result.Error(), &exit) || exit.ExitCode != 137 {
+		t.Fatalf("error %v, want *ExitError with code 137", out.result.Error())
+	}
+	if errors.Is(out.result.Error(), drivers.ErrOutOfMemory) {
+		t.Fatal("a plain SIGKILL was reported as out of memory")
+	}
+}
+
+func testFreeze(t *testing.T, s *suite) {
+	ctx := testContext(t, 2*time.Minute)
+	task := s.task(t, `sh -c 'sleep 1; echo done'`, ext(mock.ExtDelay, "1s", mock.ExtStdout, "done\n"))
+	var stdout syncBuffer
+	task.Stdout = &stdout
+	cookie, err := s.h.Driver.CreateCookie(ctx, task)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cookie.Close(context.Background())
+	if err := prepare(ctx, cookie); err != nil {
+		t.Fatal(err)
+	}
+	wait, err := cookie.Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cookie.Freeze(ctx); err != nil {
+		t.Fatalf("Freeze: %v", err)
+	}
+	done := make(chan drivers.RunResult, 1)
+	go func() { done <- wait.Wait(ctx) }()
+	select {
+	case res := <-done:
+		t.Fatalf("a frozen container finished (%s, stdout %q)", res.Status(), stdout.String())
+	case <-time.After(2500 * time.Millisecond):
+	}
+	if got := stdout.String(); got != "" {
+		t.Fatalf("a frozen container wrote %q", got)
+	}
+	if err := cookie.Unfreeze(ctx); err != nil {
+		t.Fatalf("Unfreeze: %v", err)
+	}
+	select {
+	case res := <-done:
+		if res.Status() != drivers.StatusSuccess {
+			t.Fatalf("status %q (%v) after unfreeze, want success", res.Status(), res.Error())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("container did not finish after Unfreeze")
+	}
+	if got := stdout.String(); got != "done\n" {
+		t.Fatalf("stdout %q, want done", got)
+	}
+}
+
+func testCloseFrozen(t *testing.T, s *suite) {
+	ctx := testContext(t, time.Minute)
+	cookie, err := s.h.Driver.CreateCookie(ctx, s.task(t, "sleep 120", ext(mock.ExtHang, "true")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := prepare(ctx, cookie); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cookie.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := cookie.Freeze(ctx); err != nil {
+		t.Fatalf("Freeze: %v", err)
+	}
+	if err := cookie.Close(ctx); err != nil {
+		t.Fatalf("Close of a frozen container: %v", err)
+	}
+}
+
+func testImagePull(t *testing.T, s *suite) {
+	ctx := testContext(t, 2*time.Minute)
+	if s.h.PullImage == "" || s.h.RemoveImage == nil {
+		t.Fatal("harness sets no PullImage or RemoveImage")
+	}
+	if err := s.h.RemoveImage(ctx, s.h.PullImage); err != nil {
+		t.Fatalf("RemoveImage: %v", err)
+	}
+	task := s.task(t, "echo pulled", ext(mock.ExtStdout, "pulled\n"))
+	task.ImageRef = s.h.PullImage
+	cookie, err := s.h.Driver.CreateCookie(ctx, task)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cookie.Close(context.Background())
+	needsPull, err := cookie.ValidateImage(ctx)
+	if err != nil || !needsPull {
+		t.Fatalf("ValidateImage of a removed image = %v, %v; want true, nil", needsPull, err)
+	}
+	if err := cookie.PullImage(ctx); err != nil {
+		t.Fatalf("PullImage: %v", err)
+	}
+	if needsPull, err = cookie.ValidateImage(ctx); err != nil || needsPull {
+		t.Fatalf("ValidateImage after pull = %v, %v; want false, nil", needsPull, err)
+	}
+	if err := cookie.CreateContainer(ctx); err != nil {
+		t.Fatalf("CreateContainer: %v", err)
+	}
+	var stdout syncBuffer
+	task.Stdout = &stdout
+	wait, err := cookie.Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res := wait.Wait(ctx); res.Status() != drivers.StatusSuccess {
+		t.Fatalf("status %q (%v)", res.Status(), res.Error())
+	}
+	if stdout.String() != "pulled\n" {
+		t.Fatalf("stdout %q", stdout.String())
+	}
+}
+
+func testMissingImage(t *testing.T, s *suite) {
+	ctx := testContext(t, time.Minute)
+	task := s.task(t, "true", ext(mock.ExtImageMissing, "true"))
+	task.ImageRef = s.h.MissingImage
+	cookie, err := s.h.Driver.CreateCookie(ctx, task)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cookie.Close(context.Background())
+	needsPull, err := cookie.ValidateImage(ctx)
+	if err != nil || !needsPull {
+		t.Fatalf("ValidateImage of a missing image = %v, %v; want true, nil", needsPull, err)
+	}
+	err = cookie.PullImage(ctx)
+	if !errors.Is(err, drivers.ErrImageNotFound) {
+		t.Fatalf("PullImage of a missing image: %v; want ErrImageNotFound", err)
+	}
+	if err := cookie.CreateContainer(ctx); err == nil {
+		t.Fatal("CreateContainer of a missing image succeeded")
+	}
+}
+
+func testInvalidTask(t *testing.T, s *suite) {
+	huge := uint64(1 << 63)
+	for _, tc := range []struct {
+		name   string
+		modify func(*drivers.Task)
+	}{
+		{"malformed image", func(task *drivers.Task) { task.ImageRef = "UPPER/Case::tag" }},
+		{"empty image", func(task *drivers.Task) { task.ImageRef = "" }},
+		{"bad id", func(task *drivers.Task) { task.ID = "no spaces/allowed" }},
+		{"env name with =", func(task *drivers.Task) { task.Env = map[string]string{"A=B": "c"} }},
+		{"env with NUL", func(task *drivers.Task) { task.Env = map[string]string{"A": "b\x00c"} }},
+		{"unbalanced quote", func(task *drivers.Task) { task.Cmd = `echo "unterminated` }},
+		{"memory below minimum", func(task *drivers.Task) { task.MemoryBytes = 1 }},
+		{"absurd open files", func(task *drivers.Task) { task.MaxOpenFiles = &huge }},
+		{"relative volume", func(task *drivers.Task) { task.Mounts = [][2]string{{"rel/path", "/data"}} }},
+		{"missing volume source", func(task *drivers.Task) { task.Mounts = [][2]string{{"/does/not/exist/fnrun", "/data"}} }},
+		{"relative work dir", func(task *drivers.Task) { task.Dir = "tmp" }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := testContext(t, time.Minute)
+			task := s.task(t, "true", nil)
+			tc.modify(task)
+			_, err := lifecycle(ctx, s.h.Driver, task)
+			if !errors.Is(err, drivers.ErrInvalidTask) {
+				t.Fatalf("got %v, want ErrInvalidTask", err)
+			}
+		})
+	}
+	s.checkNoLeftovers(t, s.h)
+}
+
+func testReadOnlyRoot(t *testing.T, s *suite) {
+	h := s.newHarness(t, drivers.Config{EnableReadOnlyRootFs: true})
+	defer h.Driver.Close()
+	task := s.task(t, `sh -c 'touch /x 2>/dev/null && echo rw || echo ro; touch /tmp/y && echo tmp-ok'`, nil)
+	task.ImageRef = h.Image
+	out, err := lifecycle(testContext(t, time.Minute), h.Driver, task)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantSuccess(t, out)
+	if out.stdout != "ro\ntmp-ok\n" {
+		t.Fatalf("stdout %q, want a read-only root and a writable /tmp", out.stdout)
+	}
+	s.checkNoLeftovers(t, h)
+}
+
+// limitsScript prints the limits as the container sees them, on cgroup v1
+// or v2.
+const limitsScript = `sh -c '
+mem=$(cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes)
+pids=$(cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max)
+if [ -f /sys/fs/cgroup/cpu.max ]; then cpu=$(cat /sys/fs/cgroup/cpu.max); else cpu="$(cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us) $(cat /sys/fs/cgroup/cpu/cpu.cfs_period_us)"; fi
+echo "mem=$mem"
+echo "pids=$pids"
+echo "cpu=$cpu"
+echo "nofile=$(ulimit -n)"
+echo "tmp=$(df -k /tmp | tail -n 1 | awk "{print \$2}")"
+'`
+
+func testLimits(t *testing.T, s *suite) {
+	task := s.task(t, limitsScript, nil)
+	task.MemoryBytes = 64 << 20
+	task.MaxPIDs = 50
+	task.MilliCPUs = 500
+	nofile := uint64(256)
+	task.MaxOpenFiles = &nofile
+	task.TmpFsSizeMB = 16
+	out := s.mustRun(t, testContext(t, time.Minute), task)
+	wantSuccess(t, out)
+	got := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(out.stdout), "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok {
+			got[k] = strings.TrimSpace(v)
+		}
+	}
+	if got["mem"] != strconv.Itoa(64<<20) {
+		t.Errorf("memory limit %q, want %d", got["mem"], 64<<20)
+	}
+	if got["pids"] != "50" {
+		t.Errorf("pids limit %q, want 50", got["pids"])
+	}
+	if f := strings.Fields(got["cpu"]); len(f) != 2 || !ratioIs(f[0], f[1], 0.5) {
+		t.Errorf("cpu quota/period %q, want half a CPU", got["cpu"])
+	}
+	if got["nofile"] != "256" {
+		t.Errorf("open files %q, want 256", got["nofile"])
+	}
+	if got["tmp"] != strconv.Itoa(16*1024) {
+		t.Errorf("/tmp size %q KiB, want %d", got["tmp"], 16*1024)
+	}
+	if t.Failed() {
+		t.Logf("container printed:\n%s%s", out.stdout, out.stderr)
+	}
+}
+
+func ratioIs(quota, period string, want float64) bool {
+	q, err1 := strconv.ParseFloat(quota, 64)
+	p, err2 := strconv.ParseFloat(period, 64)
+	return err1 == nil && err2 == nil && p > 0 && q/p == want
+}
+
+func testUnprivileged(t *testing.T, s *suite) {
+	out := s.mustRun(t, testContext(t, time.Minute), s.task(t,
+		`sh -c 'id -u; grep -E "^(CapEff|NoNewPrivs):" /proc/self/status'`, nil))
+	wantSuccess(t, out)
+	lines := strings.Split(strings.TrimSpace(out.stdout), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("unexpected output %q", out.stdout)
+	}
+	if lines[0] != "1000" {
+		t.Errorf("uid %s, want 1000", lines[0])
+	}
+	if f := strings.Fields(lines[1]); len(f) != 2 || strings.Trim(f[1], "0") != "" {
+		t.Errorf("effective capabilities %q, want none", lines[1])
+	}
+	if f := strings.Fields(lines[2]); len(f) != 2 || f[1] != "1" {
+		t.Errorf("%q, want NoNewPrivs 1", lines[2])
+	}
+}
+
+func testStats(t *testing.T, s *suite) {
+	var rec statRecorder
+	task := s.task(t, "sleep 3", ext(mock.ExtDelay, "3s"))
+	task.Stats = rec.write
+	out := s.mustRun(t, testContext(t, time.Minute), task)
+	wantSuccess(t, out)
+	if rec.count() == 0 {
+		t.Fatal("no stat written for a 3s run")
+	}
+}
+
+func testCloseIdempotent(t *testing.T, s *suite) {
+	ctx := testContext(t, time.Minute)
+	// Closing a cookie that never created anything.
+	c1, err := s.h.Driver.CreateCookie(ctx, s.task(t, "true", nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		if err := c1.Close(ctx); err != nil {
+			t.Fatalf("close %d of an unused cookie: %v", i, err)
+		}
+	}
+	// Closing a created, never-run container, twice.
+	c2, err := s.h.Driver.CreateCookie(ctx, s.task(t, "true", nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := prepare(ctx, c2); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		if err := c2.Close(ctx); err != nil {
+			t.Fatalf("close %d of a created cookie: %v", i, err)
+		}
+	}
+	s.checkNoLeftovers(t, s.h)
+}
+
+func testConcurrent(t *testing.T, s *suite) {
+	ctx := testContext(t, 3*time.Minute)
+	const n = 6
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			want := fmt.Sprintf("call %d\n", i)
+			out, err := lifecycle(ctx, s.h.Driver, s.task(t, fmt.Sprintf("echo call %d", i), ext(mock.ExtStdout, want)))
+			switch {
+			case err != nil:
+				errs <- fmt.Errorf("call %d: %w", i, err)
+			case out.result.Status() != drivers.StatusSuccess:
+				errs <- fmt.Errorf("call %d: status %s: %v", i, out.result.Status(), out.result.Error())
+			case out.stdout != want:
+				errs <- fmt.Errorf("call %d: stdout %q, want %q", i, out.stdout, want)
+			}
+		}(i)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
