@@ -2,6 +2,7 @@ package drivers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"time"
@@ -100,7 +101,9 @@ func (b *BackOff) Next() (time.Duration, bool) {
 func (b *BackOff) Retries() uint64 { return b.retries }
 
 // Retry calls op until it succeeds, the retries of cfg are used up, retry
-// says an error is final, or ctx ends. It returns op's last error, or the
+// says an error is final, or ctx ends. Errors that no retry can fix
+// (ErrImageNotFound, ErrUnauthorized, ErrInvalidTask, context errors) are
+// final whatever retry says. It returns op's last error, or the
 // context's error if ctx ended while waiting.
 func Retry(ctx context.Context, cfg BackOffConfig, retry RetryErrorChecker, op func(context.Context) error) error {
 	b, err := NewBackOff(cfg)
@@ -112,7 +115,7 @@ func Retry(ctx context.Context, cfg BackOffConfig, retry RetryErrorChecker, op f
 		if err == nil {
 			return nil
 		}
-		if retry == nil {
+		if retry == nil || isPermanent(err) {
 			return err
 		}
 		if ok, _ := retry(err); !ok {
@@ -130,4 +133,13 @@ func Retry(ctx context.Context, cfg BackOffConfig, retry RetryErrorChecker, op f
 		case <-t.C:
 		}
 	}
+}
+
+func isPermanent(err error) bool {
+	for _, final := range []error{ErrImageNotFound, ErrUnauthorized, ErrInvalidTask, context.Canceled, context.DeadlineExceeded} {
+		if errors.Is(err, final) {
+			return true
+		}
+	}
+	return false
 }

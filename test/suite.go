@@ -264,4 +264,3 @@ func ext(kv ...string) map[string]string {
 	}
 	return m
 }
-
