@@ -222,7 +222,7 @@ func testSIGKILL(t *testing.T, s *suite) {
 
 func testFreeze(t *testing.T, s *suite) {
 	ctx := testContext(t, 2*time.Minute)
-	task := s.task(t, `sh -c 'sleep 1; echo done'`, ext(mock.ExtDelay, "1s", mock.ExtStdout, "done\n"))
+	task := s.task(t, `sh -c 'sleep 2; echo done'`, ext(mock.ExtDelay, "2s", mock.ExtStdout, "done\n"))
 	var stdout syncBuffer
 	task.Stdout = &stdout
 	cookie, err := s.h.Driver.CreateCookie(ctx, task)
@@ -245,7 +245,7 @@ func testFreeze(t *testing.T, s *suite) {
 	select {
 	case res := <-done:
 		t.Fatalf("a frozen container finished (%s, stdout %q)", res.Status(), stdout.String())
-	case <-time.After(2500 * time.Millisecond):
+	case <-time.After(3 * time.Second):
 	}
 	if got := stdout.String(); got != "" {
 		t.Fatalf("a frozen container wrote %q", got)

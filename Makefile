@@ -1,0 +1,58 @@
+# fnrun — run function calls in containers over Docker and containerd.
+#
+# `make demo` runs a function through every driver; `make test` runs every
+# test against the real daemons, which `make up` installs and starts.
+
+SHELL := /bin/bash
+export PATH := /usr/local/go/bin:$(PATH)
+
+FNRUN_STATE ?= /var/tmp/fnrun-env
+export FNRUN_STATE
+# Loads the addresses `make up` wrote, so recipes see FNRUN_DOCKER_HOST etc.
+WITH_ENV := set -a; . $(FNRUN_STATE)/env; set +a;
+
+GO_TEST_FLAGS ?= -race -timeout 40m
+BENCH ?= .
+BENCH_FLAGS ?= -benchtime 30x -count 1
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## Show this help.
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
+
+.PHONY: up
+up: ## Install (if missing) and start dockerd, containerd and the registries; build the test image.
+	@bash test/env/up.sh
+
+.PHONY: down
+down: ## Stop what `make up` started (keeps the built images).
+	@bash test/env/down.sh
+
+.PHONY: test
+test: up ## Vet, then run every test with -race, integration tests included.
+	go vet ./...
+	$(WITH_ENV) go test $(GO_TEST_FLAGS) ./...
+
+.PHONY: test-unit
+test-unit: ## Run the tests that need no daemon (integration tests are skipped with -short).
+	go vet ./...
+	go test -short $(GO_TEST_FLAGS) ./...
+
+.PHONY: demo
+demo: up ## Run one function through each registered driver and print the result.
+	$(WITH_ENV) go run ./cmd/demo
+
+.PHONY: bench
+bench: up ## Run the benchmarks (driver versus bare client, in the same run).
+	$(WITH_ENV) go test -run '^$$' -bench '$(BENCH)' $(BENCH_FLAGS) ./...
+
+.PHONY: fuzz
+fuzz: ## Fuzz image parsing and command splitting for a short while.
+	go test -run '^$$' -fuzz FuzzParseImage -fuzztime 30s ./drivers/
+	go test -run '^$$' -fuzz FuzzSplitCommand -fuzztime 30s ./drivers/
+
+.PHONY: lint
+lint: ## gofmt and go vet.
+	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	go vet ./...
