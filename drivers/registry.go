@@ -52,9 +52,16 @@ func Drivers() []string {
 	return names
 }
 
-// unregisterAll empties the registry, for tests.
-func unregisterAll() {
+// emptyRegistry empties the registry for a test and returns the function
+// that puts the previous registrations back.
+func emptyRegistry() (restore func()) {
 	registryMu.Lock()
 	defer registryMu.Unlock()
+	saved := registry
 	registry = make(map[string]DriverFunc)
+	return func() {
+		registryMu.Lock()
+		defer registryMu.Unlock()
+		registry = saved
+	}
 }

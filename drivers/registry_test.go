@@ -11,8 +11,7 @@ import (
 type nopDriver struct{ Driver }
 
 func TestRegistry(t *testing.T) {
-	t.Cleanup(unregisterAll)
-	unregisterAll()
+	t.Cleanup(emptyRegistry())
 	factory := func(Config) (Driver, error) { return nopDriver{}, nil }
 
 	Register("zeta", factory)
@@ -30,8 +29,7 @@ func TestRegistry(t *testing.T) {
 }
 
 func TestRegisterPanics(t *testing.T) {
-	t.Cleanup(unregisterAll)
-	unregisterAll()
+	t.Cleanup(emptyRegistry())
 	factory := func(Config) (Driver, error) { return nopDriver{}, nil }
 	Register("taken", factory)
 	for _, tc := range []struct {
@@ -54,8 +52,7 @@ func TestRegisterPanics(t *testing.T) {
 }
 
 func TestRegistryConcurrent(t *testing.T) {
-	t.Cleanup(unregisterAll)
-	unregisterAll()
+	t.Cleanup(emptyRegistry())
 	factory := func(Config) (Driver, error) { return nopDriver{}, nil }
 	var wg sync.WaitGroup
 	for i := 0; i < 16; i++ {
