@@ -1,0 +1,13 @@
+package exec_test
+
+import (
+	"testing"
+
+	"go.uber.org/goleak"
+)
+
+// Every goroutine a command starts must end by the time Wait returns and
+// the drivers are closed.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
