@@ -9,5 +9,6 @@ import (
 // Every goroutine a command starts must end by the time Wait returns and
 // the drivers are closed.
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	// OpenCensus starts its view worker at init, for the whole process.
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"))
 }
