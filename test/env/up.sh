@@ -47,7 +47,7 @@ die() { printf '[up] ERROR: %s\n' "$*" >&2; exit 1; }
 # ---------------------------------------------------------------------------
 PACKAGES=(docker.io containerd runc docker-registry busybox-static
   containernetworking-plugins apache2-utils iptables iproute2 curl jq
-  ca-certificates tar)
+  ca-certificates tar tini)
 
 install_packages() {
   local missing=() p
