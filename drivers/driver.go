@@ -34,14 +34,18 @@ type Driver interface {
 	// call or a new image pull and container are needed.
 	GetSlotKeyExtensions(extn map[string]string) string
 
-	// Close shuts the driver down and waits for everything it started.
+	// Close shuts the driver down: it closes every cookie still open
+	// (ending and removing their containers), stops the driver's background
+	// work and waits for it. It is idempotent.
 	Close() error
 }
 
 // Cookie identifies one request to run a task. Callers always Close it.
 type Cookie interface {
-	// Close cleans up every resource the cookie used or was going to use.
-	// It is safe to call more than once.
+	// Close cleans up every resource the cookie used or was going to use:
+	// it ends a running container and removes it. It is safe to call more
+	// than once, and finishes its cleanup even when ctx has already ended
+	// (each daemon call is still bounded by the driver's own timeout).
 	Close(ctx context.Context) error
 
 	// Run starts the task. A failure of the task itself (a non-zero exit,

@@ -41,6 +41,9 @@ var cases = []testCase{
 	{name: "Stats", run: testStats},
 	{name: "CloseIdempotent", run: testCloseIdempotent},
 	{name: "Concurrent", run: testConcurrent},
+	{name: "NoNetwork", needs: drivers.CapRunsCommands, run: testNoNetwork},
+	{name: "FsSize", needs: drivers.CapRunsCommands, run: testFsSize},
+	{name: "DriverCloseEndsCookies", run: testDriverCloseEndsCookies},
 }
 
 func testSuccess(t *testing.T, s *suite) {
@@ -536,4 +539,66 @@ func testConcurrent(t *testing.T, s *suite) {
 	for err := range errs {
 		t.Error(err)
 	}
+}
+
+func testNoNetwork(t *testing.T, s *suite) {
+	task := s.task(t, "ls /sys/class/net", nil)
+	task.NoNetwork = true
+	out := s.mustRun(t, testContext(t, time.Minute), task)
+	wantSuccess(t, out)
+	if got := strings.Fields(out.stdout); len(got) != 1 || got[0] != "lo" {
+		t.Fatalf("interfaces %q, want only lo", got)
+	}
+}
+
+// FsSize either holds inside the container or, where the storage cannot
+// limit a root filesystem, is refused up front as an invalid task.
+func testFsSize(t *testing.T, s *suite) {
+	task := s.task(t, `sh -c 'df -k / | tail -n 1 | awk "{print \$2}"'`, nil)
+	task.FsSizeMB = 64
+	out, err := lifecycle(testContext(t, time.Minute), s.h.Driver, task)
+	if err != nil {
+		if !errors.Is(err, drivers.ErrInvalidTask) {
+			t.Fatalf("FsSize refused with %v, want ErrInvalidTask", err)
+		}
+		t.Logf("FsSize unsupported here: %v", err)
+		return
+	}
+	wantSuccess(t, out)
+	kb, err := strconv.Atoi(strings.TrimSpace(out.stdout))
+	if err != nil || kb > 64*1024 {
+		t.Fatalf("root filesystem size %q KiB, want at most %d", out.stdout, 64*1024)
+	}
+}
+
+func testDriverCloseEndsCookies(t *testing.T, s *suite) {
+	h := s.newHarness(t, drivers.Config{})
+	ctx := testContext(t, time.Minute)
+	task := s.task(t, "sleep 120", ext(mock.ExtHang, "true"))
+	task.ImageRef = h.Image
+	cookie, err := h.Driver.CreateCookie(ctx, task)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := prepare(ctx, cookie); err != nil {
+		t.Fatal(err)
+	}
+	wait, err := cookie.Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := h.Driver.Close(); err != nil {
+		t.Fatalf("driver Close: %v", err)
+	}
+	if res := wait.Wait(ctx); res.Status() == drivers.StatusSuccess {
+		t.Fatal("a container ended by driver Close reported success")
+	}
+	if took := time.Since(start); took > 30*time.Second {
+		t.Errorf("driver Close took %v with a running container", took)
+	}
+	if err := cookie.Close(ctx); err != nil {
+		t.Errorf("cookie Close after driver Close: %v", err)
+	}
+	s.checkNoLeftovers(t, h)
 }

@@ -166,12 +166,19 @@ func (d *Driver) GetSlotKeyExtensions(extn map[string]string) string {
 	return strings.Join(parts, ";")
 }
 
-// Close implements drivers.Driver. Cookies still open keep working until
-// they are closed; no new cookie can be created.
+// Close implements drivers.Driver: like the real drivers, it closes every
+// cookie still open, ending its run.
 func (d *Driver) Close() error {
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	d.closed = true
+	open := make([]*cookie, 0, len(d.open))
+	for c := range d.open {
+		open = append(open, c)
+	}
+	d.mu.Unlock()
+	for _, c := range open {
+		_ = c.Close(context.Background())
+	}
 	return nil
 }
 

@@ -148,6 +148,26 @@ func TestCookieTracking(t *testing.T) {
 	}
 }
 
+func TestDriverCloseEndsOpenCookies(t *testing.T) {
+	d, _ := mock.New(drivers.Config{}, mock.WithImages("busybox"))
+	ctx := context.Background()
+	c, _ := d.CreateCookie(ctx, newTask("hang", map[string]string{mock.ExtHang: "true"}))
+	_ = c.CreateContainer(ctx)
+	w, err := c.Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if res := w.Wait(ctx); res.Status() != drivers.StatusCancelled {
+		t.Fatalf("status %s after driver Close, want cancelled", res.Status())
+	}
+	if d.OpenCookies() != 0 {
+		t.Fatalf("%d cookies open after driver Close", d.OpenCookies())
+	}
+}
+
 func TestDelayAndSlotKey(t *testing.T) {
 	d, _ := mock.New(drivers.Config{}, mock.WithImages("busybox"))
 	ctx := context.Background()
