@@ -73,13 +73,13 @@ type Cmd struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	mu       sync.Mutex
-	started  bool
-	waited   bool
-	cookie   drivers.Cookie
-	done     chan struct{} // closed when the result is known and outputs are closed
-	result   drivers.RunResult
-	runErr   error
+	mu      sync.Mutex
+	started bool
+	waited  bool
+	cookie  drivers.Cookie
+	done    chan struct{} // closed when the result is known and outputs are closed
+	result  drivers.RunResult
+	runErr  error
 	closers []io.Closer // pipe ends closed once the command has ended
 }
 

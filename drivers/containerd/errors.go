@@ -1,0 +1,74 @@
+package containerd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/containerd/containerd/errdefs"
+	"github.com/containerd/containerd/remotes/docker"
+	remoteerrors "github.com/containerd/containerd/remotes/errors"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/fnrun/fnrun/drivers"
+)
+
+// daemonErr translates a containerd error at the boundary: an unreachable or
+// silent daemon becomes drivers.ErrDaemonUnavailable, a context error stays
+// matchable with errors.Is, and the containerd class (errdefs) is kept as
+// well so nothing is lost. msg names the operation and the object.
+func daemonErr(err error, msg string) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, drivers.ErrDaemonUnavailable):
+		return fmt.Errorf("%s: %w", msg, err)
+	case isUnavailable(err):
+		return fmt.Errorf("%s: %w: %w", msg, drivers.ErrDaemonUnavailable, err)
+	}
+	return fmt.Errorf("%s: %w", msg, err)
+}
+
+// notFoundErr translates err, turning containerd's not-found class into
+// class (ErrImageNotFound for images, ErrContainerGone for containers).
+func notFoundErr(err error, class error, msg string) error {
+	if err != nil && errdefs.IsNotFound(err) {
+		return fmt.Errorf("%s: %w: %w", msg, class, err)
+	}
+	return daemonErr(err, msg)
+}
+
+func isUnavailable(err error) bool {
+	if errdefs.IsUnavailable(err) {
+		return true
+	}
+	if s, ok := status.FromError(err); ok && s.Code() == codes.Unavailable {
+		return true
+	}
+	return false
+}
+
+// pullErr translates a pull failure: a missing repository, tag or digest is
+// drivers.ErrImageNotFound; a refused or missing login is
+// drivers.ErrUnauthorized. Registry errors carry the request URL, never the
+// credentials (they travel in headers).
+func pullErr(err error, ref string) error {
+	msg := fmt.Sprintf("pull %s", ref)
+	var status remoteerrors.ErrUnexpectedStatus
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("%s: %w", msg, err)
+	case errors.Is(err, docker.ErrInvalidAuthorization), errdefs.IsUnauthorized(err), errdefs.IsPermissionDenied(err):
+		return fmt.Errorf("%s: %w: %w", msg, drivers.ErrUnauthorized, err)
+	case errors.As(err, &status) && (status.StatusCode == 401 || status.StatusCode == 403):
+		return fmt.Errorf("%s: %w: %v", msg, drivers.ErrUnauthorized, status.Status)
+	case errors.As(err, &status) && status.StatusCode == 404:
+		return fmt.Errorf("%s: %w: %v", msg, drivers.ErrImageNotFound, status.Status)
+	case errdefs.IsNotFound(err):
+		return fmt.Errorf("%s: %w: %w", msg, drivers.ErrImageNotFound, err)
+	}
+	return daemonErr(err, msg)
+}

@@ -1,0 +1,119 @@
+package containerd
+
+import (
+	"context"
+	"fmt"
+
+	ctrd "github.com/containerd/containerd"
+	"github.com/containerd/containerd/errdefs"
+	"github.com/containerd/containerd/leases"
+	"github.com/containerd/containerd/snapshots"
+)
+
+// labelFilter is a containerd filter matching our label key == value.
+func labelFilter(key, op, value string) string {
+	return fmt.Sprintf("labels.%q%s%q", key, op, value)
+}
+
+// reapLeaks removes what other instances with our label tag left behind:
+// their containers with tasks and snapshots, root snapshots whose container
+// was never recorded, and leases. Objects without our tag are never
+// touched. It runs once, in a goroutine the driver owns, and stops early
+// when the driver closes.
+func (d *Driver) reapLeaks(ctx context.Context) {
+	tag := d.cfg.ContainerLabelTag
+	others := labelFilter(LabelLibrary, "==", "fnrun") + "," + labelFilter(LabelTag, "==", tag) + "," + labelFilter(LabelInstance, "!=", d.instance)
+	log := d.log.WithField("label_tag", tag)
+
+	var ctrs []ctrd.Container
+	err := d.call(ctx, "containers.List", func(ctx context.Context) error {
+		var err error
+		ctrs, err = d.client.Containers(ctx, others)
+		return err
+	})
+	if err != nil {
+		log.WithError(err).Warn("leak reaper: cannot list containers")
+	}
+	removed := 0
+	for _, c := range ctrs {
+		if ctx.Err() != nil {
+			return
+		}
+		if err := d.removeContainer(ctx, c); err != nil {
+			log.WithError(err).WithField("container", c.ID()).Warn("leak reaper: cannot remove container")
+			continue
+		}
+		removed++
+	}
+
+	// Snapshots prepared by an instance that died before recording the
+	// container belong to no container; their lease usually expires, but
+	// removing them now frees the space at once.
+	sn := d.client.SnapshotService(d.opts.snapshotter)
+	var orphans []string
+	err = d.call(ctx, "snapshots.Walk", func(ctx context.Context) error {
+		return sn.Walk(ctx, func(_ context.Context, info snapshots.Info) error {
+			orphans = append(orphans, info.Name)
+			return nil
+		}, others)
+	})
+	if err != nil {
+		log.WithError(err).Warn("leak reaper: cannot list snapshots")
+	}
+	for _, key := range orphans {
+		err := d.call(ctx, "snapshots.Remove", func(ctx context.Context) error { return sn.Remove(ctx, key) })
+		if err != nil && !errdefs.IsNotFound(err) {
+			log.WithError(err).WithField("snapshot", key).Warn("leak reaper: cannot remove snapshot")
+		}
+	}
+
+	ls := d.client.LeasesService()
+	var stale []leases.Lease
+	err = d.call(ctx, "leases.List", func(ctx context.Context) error {
+		var err error
+		stale, err = ls.List(ctx, others)
+		return err
+	})
+	if err != nil {
+		log.WithError(err).Warn("leak reaper: cannot list leases")
+	}
+	for _, l := range stale {
+		err := d.call(ctx, "leases.Delete", func(ctx context.Context) error { return ls.Delete(ctx, l) })
+		if err != nil && !errdefs.IsNotFound(err) {
+			log.WithError(err).WithField("lease", l.ID).Warn("leak reaper: cannot delete lease")
+		}
+	}
+	if removed+len(orphans)+len(stale) > 0 {
+		log.WithFields(map[string]interface{}{"containers": removed, "snapshots": len(orphans), "leases": len(stale)}).Info("removed leftovers of earlier instances")
+	}
+}
+
+// removeContainer kills and deletes a container's task, then the container
+// and its snapshot; what is already gone is skipped.
+func (d *Driver) removeContainer(ctx context.Context, c ctrd.Container) error {
+	var task ctrd.Task
+	err := d.call(ctx, "tasks.Get", func(ctx context.Context) error {
+		var err error
+		task, err = c.Task(ctx, nil)
+		return err
+	})
+	switch {
+	case err == nil:
+		err = d.call(ctx, "tasks.Delete", func(ctx context.Context) error {
+			_, err := task.Delete(ctx, ctrd.WithProcessKill)
+			return err
+		})
+		if err != nil && !errdefs.IsNotFound(err) {
+			return daemonErr(err, "delete task of "+c.ID())
+		}
+	case !errdefs.IsNotFound(err):
+		return daemonErr(err, "load task of "+c.ID())
+	}
+	err = d.call(ctx, "containers.Delete", func(ctx context.Context) error {
+		return c.Delete(ctx, ctrd.WithSnapshotCleanup)
+	})
+	if err != nil && !errdefs.IsNotFound(err) {
+		return daemonErr(err, "delete container "+c.ID())
+	}
+	return nil
+}

@@ -1,0 +1,344 @@
+package containerd
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sync"
+	"syscall"
+	"time"
+
+	ctrd "github.com/containerd/containerd"
+	"github.com/containerd/containerd/cio"
+	"github.com/containerd/containerd/errdefs"
+
+	"github.com/fnrun/fnrun/drivers"
+	"github.com/fnrun/fnrun/stats"
+)
+
+// ioDrainTimeout bounds the wait for the output still in the pipes once the
+// container has exited. Every process of the container is dead by then, so
+// only a stuck output writer can make it run out.
+const ioDrainTimeout = 10 * time.Second
+
+// Run implements drivers.Cookie. The task's streams are wired through FIFOs
+// before the process starts, and its exit is awaited from before Start, so
+// neither output nor a quick exit can be missed. Cancelling ctx ends the
+// container.
+func (c *cookie) Run(ctx context.Context) (drivers.WaitResult, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case c.closed:
+		return nil, fmt.Errorf("cookie %s: %w", c.id(), drivers.ErrClosed)
+	case c.container == nil:
+		return nil, fmt.Errorf("run %s: container not created", c.id())
+	case c.run != nil:
+		return nil, fmt.Errorf("run %s: already started", c.id())
+	}
+	d := c.d
+	ctx = d.nsCtx(ctx)
+
+	stdout, stderr := c.task.Logger()
+	out := &gate{}
+	var stdin io.Reader
+	var stdinDone chan struct{}
+	if in := c.task.Input(); in != nil {
+		stdinDone = make(chan struct{})
+		stdin = &eofReader{r: in, done: stdinDone}
+	}
+	streams := []cio.Opt{cio.WithStreams(stdin, out.writer(stdout), out.writer(stderr))}
+	if d.opts.fifoDir != "" {
+		streams = append(streams, cio.WithFIFODir(d.opts.fifoDir))
+	}
+	var task ctrd.Task
+	err := d.call(ctx, "tasks.Create", func(ctx context.Context) error {
+		var err error
+		task, err = c.container.NewTask(ctx, cio.NewCreator(streams...))
+		return err
+	})
+	if err != nil {
+		c.taskLeft = true // the daemon may have made it before failing
+		return nil, notFoundErr(err, drivers.ErrContainerGone, "run "+c.id()+": create task")
+	}
+
+	// The exit stream outlives Run, so it is not bound to ctx: the monitor
+	// watches ctx and ends the container itself.
+	waitCtx, stopWait := context.WithCancel(d.nsCtx(context.Background()))
+	statusC, err := task.Wait(waitCtx)
+	if err == nil {
+		oomSeen, unwatch := d.oom.watch(c.id())
+		r := &run{
+			c: c, d: d, task: task, statusC: statusC, out: out,
+			oomSeen: oomSeen, unwatch: unwatch, stopWait: stopWait,
+			done: make(chan struct{}), stop: make(chan struct{}),
+			waitStart: time.Now(),
+		}
+		err = d.call(ctx, "tasks.Start", task.Start)
+		if err == nil && d.spawn(func() { r.monitor(ctx, stdinDone) }) {
+			c.run = r
+			return r, nil
+		}
+		unwatch()
+		if err == nil {
+			err = fmt.Errorf("containerd driver: %w", drivers.ErrClosed)
+		}
+	}
+	stopWait()
+	// Remove the task made above, so the cookie is left as it was.
+	cctx, cancel := d.cleanupCtx(ctx)
+	defer cancel()
+	derr := d.call(cctx, "tasks.Delete", func(ctx context.Context) error {
+		_, err := task.Delete(ctx, ctrd.WithProcessKill)
+		return err
+	})
+	if derr != nil && !errdefs.IsNotFound(derr) {
+		c.taskLeft = true
+	}
+	return nil, notFoundErr(err, drivers.ErrContainerGone, "run "+c.id()+": start task")
+}
+
+// run is one started task; it implements drivers.WaitResult.
+type run struct {
+	c         *cookie
+	d         *Driver
+	task      ctrd.Task
+	statusC   <-chan ctrd.ExitStatus
+	out       *gate
+	oomSeen   <-chan struct{}
+	unwatch   func()
+	stopWait  context.CancelFunc
+	waitStart time.Time
+
+	done   chan struct{} // closed once result is set and the output is in
+	result drivers.RunResult
+
+	stop     chan struct{} // closed to end the container early
+	stopOnce sync.Once
+	stopMu   sync.Mutex
+	stopCtx  context.Context // whose end stopped the run; nil for Close
+}
+
+var _ drivers.WaitResult = (*run)(nil)
+
+// Wait implements drivers.WaitResult. When ctx ends first the container is
+// ended and the result says timeout or cancelled.
+func (r *run) Wait(ctx context.Context) drivers.RunResult {
+	select {
+	case <-r.done:
+	case <-ctx.Done():
+		r.requestStop(ctx)
+		<-r.done
+	}
+	return r.result
+}
+
+// requestStop asks the monitor to end the container; ctx is the context
+// whose end is the reason, nil when the cookie is closing.
+func (r *run) requestStop(ctx context.Context) {
+	r.stopOnce.Do(func() {
+		r.stopMu.Lock()
+		r.stopCtx = ctx
+		r.stopMu.Unlock()
+		close(r.stop)
+	})
+}
+
+func (r *run) finished() bool {
+	select {
+	case <-r.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// monitor is the one goroutine of a run: it closes stdin once the input is
+// consumed, samples stats, watches runCtx and stop requests, and after the
+// exit collects the output and decides the result. Being the only caller
+// of task.WriteStat, it needs no lock around it.
+func (r *run) monitor(runCtx context.Context, stdinDone <-chan struct{}) {
+	defer close(r.done)
+	defer r.unwatch()
+	defer r.stopWait()
+
+	ticker := time.NewTicker(r.d.opts.statsInterval)
+	defer ticker.Stop()
+	var (
+		status  ctrd.ExitStatus
+		stopCtx context.Context
+		stopped bool
+	)
+loop:
+	for {
+		select {
+		case status = <-r.statusC:
+			break loop
+		case <-stdinDone:
+			stdinDone = nil // a closed channel fires forever: stop watching
+			r.closeStdin(runCtx)
+		case <-ticker.C:
+			if s, _, ok := r.sample(runCtx, true); ok {
+				r.c.task.WriteStat(runCtx, s)
+			}
+		case <-runCtx.Done():
+			stopCtx, stopped = runCtx, true
+			r.requestStop(runCtx) // later stop requests are no-ops
+			break loop
+		case <-r.stop:
+			r.stopMu.Lock()
+			stopCtx, stopped = r.stopCtx, true
+			r.stopMu.Unlock()
+			break loop
+		}
+	}
+	if stopped {
+		status = r.end()
+	}
+	stats.RecordDaemonCall(runCtx, DriverName, "tasks.Wait", r.waitStart, status.Error())
+	outErr := r.drainOutput()
+
+	switch {
+	case stopped:
+		if stopCtx == nil {
+			stopCtx = closedContext()
+		}
+		r.result = drivers.ContextResult(stopCtx)
+	case status.Error() != nil:
+		r.result = drivers.ErrorResult(daemonErr(status.Error(), "wait for "+r.c.id()))
+	default:
+		code := int(status.ExitCode())
+		var oomKills uint64
+		if code != 0 {
+			// The OOM event may still be on its way: the cgroup's counter
+			// is the sure answer, and the last sample is worth writing.
+			// A clean exit skips the call; the killer ends processes
+			// with a signal, so it cannot have struck the main one.
+			var s stats.Stat
+			var ok bool
+			if s, oomKills, ok = r.sample(runCtx, false); ok {
+				r.c.task.WriteStat(runCtx, s)
+			}
+		}
+		switch {
+		case r.oomReported() || oomKills > 0:
+			r.result = drivers.OOMResult(code)
+		case code == 0 && outErr != nil:
+			r.result = drivers.ErrorResult(fmt.Errorf("container %s output: %w", r.c.id(), outErr))
+		default:
+			r.result = drivers.ExitResult(code)
+		}
+	}
+	stats.RecordExit(runCtx, DriverName, r.result.Status())
+}
+
+// end stops the container gracefully: SIGTERM, the grace period, then
+// SIGKILL to every process. A frozen container is thawed first, since it
+// cannot act on any signal. It returns the exit status.
+func (r *run) end() ctrd.ExitStatus {
+	d := r.d
+	ctx, cancel := d.cleanupCtx(d.bg)
+	defer cancel()
+	var st ctrd.Status
+	if err := d.call(ctx, "tasks.Status", func(ctx context.Context) error {
+		var err error
+		st, err = r.task.Status(ctx)
+		return err
+	}); err == nil && (st.Status == ctrd.Paused || st.Status == ctrd.Pausing) {
+		if err := d.call(ctx, "tasks.Resume", r.task.Resume); err != nil {
+			d.log.WithError(err).WithField("container", r.c.id()).Warn("cannot thaw container before ending it")
+		}
+	}
+	if d.opts.stopGrace > 0 {
+		if r.kill(ctx, syscall.SIGTERM, false) {
+			t := time.NewTimer(d.opts.stopGrace)
+			select {
+			case status := <-r.statusC:
+				t.Stop()
+				return status
+			case <-t.C:
+			}
+		}
+	}
+	r.kill(ctx, syscall.SIGKILL, true)
+	t := time.NewTimer(d.opts.callTimeout)
+	defer t.Stop()
+	select {
+	case status := <-r.statusC:
+		return status
+	case <-t.C:
+		err := fmt.Errorf("container %s did not exit within %v of SIGKILL: %w", r.c.id(), d.opts.callTimeout, drivers.ErrDaemonUnavailable)
+		return *ctrd.NewExitStatus(ctrd.UnknownExitStatus, time.Now(), err)
+	}
+}
+
+// kill signals the task and reports whether the signal was delivered.
+func (r *run) kill(ctx context.Context, sig syscall.Signal, all bool) bool {
+	var opts []ctrd.KillOpts
+	if all {
+		opts = append(opts, ctrd.WithKillAll)
+	}
+	err := r.d.call(ctx, "tasks.Kill", func(ctx context.Context) error { return r.task.Kill(ctx, sig, opts...) })
+	if err != nil && !errdefs.IsNotFound(err) && !errdefs.IsFailedPrecondition(err) {
+		r.d.log.WithError(err).WithFields(map[string]interface{}{"container": r.c.id(), "signal": sig}).Warn("cannot signal container")
+	}
+	return err == nil
+}
+
+// closeStdin tells the shim the input is over once the task's reader is
+// exhausted, so a process reading stdin sees EOF. Data still in the FIFO
+// is delivered first.
+func (r *run) closeStdin(ctx context.Context) {
+	cctx, cancel := r.d.cleanupCtx(ctx)
+	defer cancel()
+	err := r.d.call(cctx, "tasks.CloseIO", func(ctx context.Context) error {
+		return r.task.CloseIO(ctx, ctrd.WithStdinCloser)
+	})
+	if err != nil && !errdefs.IsNotFound(err) {
+		r.d.log.WithError(err).WithField("container", r.c.id()).Warn("cannot close stdin")
+	}
+}
+
+// drainOutput waits until the output still in the pipes has reached the
+// task's writers, then shuts them so nothing is written after Wait
+// returns. It returns the first error of a writer, if any.
+func (r *run) drainOutput() error {
+	taskIO := r.task.IO()
+	if taskIO == nil {
+		return r.out.shut()
+	}
+	drained := make(chan struct{})
+	go func() {
+		taskIO.Wait()
+		close(drained)
+	}()
+	t := time.NewTimer(ioDrainTimeout)
+	select {
+	case <-drained:
+		t.Stop()
+	case <-t.C:
+		r.d.log.WithField("container", r.c.id()).Warn("output not drained in time, dropping the rest")
+		taskIO.Cancel()
+		<-drained // the copies end once their pipes are closed
+	}
+	_ = taskIO.Close()
+	return r.out.shut()
+}
+
+func (r *run) oomReported() bool {
+	select {
+	case <-r.oomSeen:
+		return true
+	default:
+		return false
+	}
+}
+
+func closedContext() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}

@@ -1,0 +1,291 @@
+package containerd
+
+import (
+	"context"
+	"strconv"
+
+	ctrd "github.com/containerd/containerd"
+	"github.com/containerd/containerd/containers"
+	"github.com/containerd/containerd/contrib/seccomp"
+	"github.com/containerd/containerd/oci"
+	"github.com/containerd/containerd/snapshots"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/fnrun/fnrun/drivers"
+)
+
+// Security and limit constants shared with the docker driver's behaviour.
+const (
+	// UnprivilegedUID and UnprivilegedGID run every container unless
+	// Config.DisableUnprivilegedContainers is set.
+	UnprivilegedUID = 1000
+	UnprivilegedGID = 1000
+	// cpuPeriod is the CFS period in microseconds; milli-CPUs scale the
+	// quota against it (500 milli-CPUs: 50000us per 100000us).
+	cpuPeriod = 100000
+	// defaultPath is containerd's PATH for images that set no environment.
+	defaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	// maxHostname is the kernel's limit on a host name.
+	maxHostname = 64
+)
+
+// ContainerOptions is what ContainerOptions returns: the options
+// CreateContainer applies. Until then a caller may change them.
+type ContainerOptions struct {
+	// SpecOpts build the OCI spec, in order, on top of containerd's default
+	// spec and the image configuration (entrypoint, command with the
+	// task's arguments, environment, working directory).
+	SpecOpts []oci.SpecOpts
+	// ContainerOpts are extra NewContainer options, applied after the
+	// driver's (snapshot, spec, runtime, labels).
+	ContainerOpts []ctrd.NewContainerOpts
+	// Labels go on the container and its root snapshot.
+	Labels map[string]string
+	// Snapshotter prepares the root filesystem; Runtime runs the task.
+	Snapshotter string
+	Runtime     string
+	// NetNSPath, when set, is the network namespace the container joins;
+	// empty gives it a new one with loopback only. A NetworkProvider fills
+	// it in at create time.
+	NetNSPath string
+	// Init is the host path of a static init (tini) that runs as the
+	// container's process 1, mounted read-only at InitPath, with the
+	// task's command as its child; empty runs the command as process 1.
+	Init string
+}
+
+// InitPath is where the init binary appears inside the container: on the
+// /dev tmpfs, so nothing is written into the image's filesystem.
+const InitPath = "/dev/init"
+
+// containerOptions derives the create options of a checked task.
+func (d *Driver) containerOptions(task drivers.ContainerTask, checked *drivers.CheckedTask) *ContainerOptions {
+	o := &ContainerOptions{
+		Init:        d.init,
+		Labels:      d.Labels(),
+		Snapshotter: d.opts.snapshotter,
+		Runtime:     d.opts.runtime,
+	}
+	add := func(opts ...oci.SpecOpts) { o.SpecOpts = append(o.SpecOpts, opts...) }
+
+	add(oci.WithHostname(hostname(task.Id())))
+	if len(checked.Env) > 0 {
+		add(oci.WithEnv(checked.Env))
+	}
+	if dir := task.WorkDir(); dir != "" {
+		add(oci.WithProcessCwd(dir))
+	}
+
+	// Security: an unprivileged user with no capability that cannot gain
+	// any, unless the configuration says otherwise (then the image's user
+	// and containerd's default capabilities, as Docker would run it).
+	if d.cfg.DisableUnprivilegedContainers {
+		add(oci.WithNewPrivileges)
+	} else {
+		add(oci.WithUIDGID(UnprivilegedUID, UnprivilegedGID), oci.WithCapabilities(nil), withNoAmbientCaps, oci.WithNoNewPrivileges)
+	}
+
+	// Limits.
+	if m := task.Memory(); m > 0 {
+		// Swap equal to memory: the limit covers memory plus swap, so the
+		// container cannot swap at all.
+		add(oci.WithMemoryLimit(m), oci.WithMemorySwap(int64(m)))
+	}
+	if c := task.CPUs(); c > 0 {
+		add(oci.WithCPUCFS(int64(c*cpuPeriod/1000), cpuPeriod))
+	}
+	if p := task.PIDs(); p > 0 {
+		add(oci.WithPidsLimit(int64(p)))
+	}
+	for _, rl := range []struct {
+		kind string
+		v    *uint64
+	}{
+		{"RLIMIT_NOFILE", task.OpenFiles()},
+		{"RLIMIT_MEMLOCK", task.LockedMemory()},
+		{"RLIMIT_SIGPENDING", task.PendingSignals()},
+		{"RLIMIT_MSGQUEUE", task.MessageQueue()},
+	} {
+		if rl.v != nil {
+			add(withRlimit(rl.kind, *rl.v))
+		}
+	}
+
+	// Filesystems.
+	readOnly := d.cfg.EnableReadOnlyRootFs
+	if readOnly {
+		add(oci.WithRootFSReadonly())
+	}
+	if size := task.TmpFsSize(); size > 0 || readOnly {
+		add(withTmp(size, d.cfg.MaxTmpFsInodes))
+	}
+	var mounts []specs.Mount
+	for _, v := range task.Volumes() {
+		mounts = append(mounts, bindMount(v[0], v[1]))
+	}
+	if src, dst := task.UDSDockerPath(), task.UDSDockerDest(); src != "" && dst != "" {
+		mounts = append(mounts, bindMount(src, dst))
+	}
+	// The cgroup filesystem, read-only, so a function can read its own
+	// limits; containerd's default spec has none.
+	mounts = append(mounts, specs.Mount{
+		Destination: "/sys/fs/cgroup",
+		Type:        "cgroup",
+		Source:      "cgroup",
+		Options:     []string{"ro", "nosuid", "noexec", "nodev"},
+	})
+	add(withMounts(mounts))
+
+	// Docker's default seccomp profile, computed from the capabilities
+	// above, so it must come after them.
+	add(seccomp.WithDefaultProfile())
+	return o
+}
+
+// specOpts is the complete list CreateContainer hands to NewContainer: the
+// image configuration first, the options, then the network namespace.
+func (o *ContainerOptions) specOpts(img *localImage, args []string, privileged bool) []oci.SpecOpts {
+	opts := make([]oci.SpecOpts, 0, len(o.SpecOpts)+2)
+	opts = append(opts, withImageConfig(img.config.Config, args, privileged))
+	opts = append(opts, o.SpecOpts...)
+	if o.Init != "" {
+		opts = append(opts, withInit(o.Init))
+	}
+	if o.NetNSPath != "" {
+		opts = append(opts, oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: o.NetNSPath}))
+	}
+	return opts
+}
+
+// withImageConfig applies the image's entrypoint and command (args replace
+// the command, as Docker does), environment and working directory. Unlike
+// oci.WithImageConfig it does not mount the root filesystem to read
+// /etc/group: an unprivileged container's user is fixed, and only a
+// privileged container whose image names a user needs that lookup.
+func withImageConfig(cfg ocispec.ImageConfig, args []string, privileged bool) oci.SpecOpts {
+	return func(ctx context.Context, client oci.Client, c *containers.Container, s *oci.Spec) error {
+		if s.Process == nil {
+			s.Process = &specs.Process{}
+		}
+		env := append([]string(nil), cfg.Env...)
+		if len(env) == 0 {
+			env = []string{defaultPath}
+		}
+		s.Process.Env = env
+		cmd := cfg.Cmd
+		if len(args) > 0 {
+			cmd = args
+		}
+		s.Process.Args = append(append([]string(nil), cfg.Entrypoint...), cmd...)
+		if len(s.Process.Args) == 0 {
+			return drivers.InvalidTaskf("the task gives no command and the image has none")
+		}
+		s.Process.Cwd = cfg.WorkingDir
+		if s.Process.Cwd == "" {
+			s.Process.Cwd = "/"
+		}
+		if privileged && cfg.User != "" {
+			return oci.WithUser(cfg.User)(ctx, client, c, s)
+		}
+		return nil
+	}
+}
+
+// withInit makes the init at host path process 1, with the command as its
+// child. Process 1 ignores every signal it has no handler for, SIGKILL sent
+// from inside included: without an init, "kill -9 $$" in a shell does
+// nothing and SIGTERM never stops a plain command. tini forwards signals,
+// reaps zombies and exits with its child's status (128+n for a signal).
+func withInit(path string) oci.SpecOpts {
+	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+		s.Mounts = append(s.Mounts, specs.Mount{
+			Destination: InitPath,
+			Type:        "bind",
+			Source:      path,
+			Options:     []string{"bind", "ro", "nosuid", "nodev"},
+		})
+		s.Process.Args = append([]string{InitPath, "--"}, s.Process.Args...)
+		return nil
+	}
+}
+
+// withNoAmbientCaps clears the ambient set, which oci.WithCapabilities
+// leaves alone.
+func withNoAmbientCaps(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+	if s.Process != nil && s.Process.Capabilities != nil {
+		s.Process.Capabilities.Ambient = nil
+		s.Process.Capabilities.Inheritable = nil
+	}
+	return nil
+}
+
+// withRlimit sets one rlimit, soft and hard, replacing any default.
+func withRlimit(kind string, v uint64) oci.SpecOpts {
+	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+		if s.Process == nil {
+			s.Process = &specs.Process{}
+		}
+		for i := range s.Process.Rlimits {
+			if s.Process.Rlimits[i].Type == kind {
+				s.Process.Rlimits[i].Hard, s.Process.Rlimits[i].Soft = v, v
+				return nil
+			}
+		}
+		s.Process.Rlimits = append(s.Process.Rlimits, specs.POSIXRlimit{Type: kind, Hard: v, Soft: v})
+		return nil
+	}
+}
+
+// withTmp mounts a tmpfs on /tmp with Docker's --tmpfs defaults; sizeMB 0
+// leaves the kernel's default size.
+func withTmp(sizeMB, inodes uint64) oci.SpecOpts {
+	opts := []string{"nosuid", "nodev", "noexec", "mode=1777"}
+	if sizeMB > 0 {
+		opts = append(opts, "size="+strconv.FormatUint(sizeMB, 10)+"m")
+	}
+	if inodes > 0 {
+		opts = append(opts, "nr_inodes="+strconv.FormatUint(inodes, 10))
+	}
+	return withMounts([]specs.Mount{{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs", Options: opts}})
+}
+
+// withMounts adds mounts, replacing any earlier mount at the same place.
+func withMounts(mounts []specs.Mount) oci.SpecOpts {
+	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+		for _, m := range mounts {
+			kept := s.Mounts[:0]
+			for _, old := range s.Mounts {
+				if old.Destination != m.Destination {
+					kept = append(kept, old)
+				}
+			}
+			s.Mounts = append(kept, m)
+		}
+		return nil
+	}
+}
+
+func bindMount(src, dst string) specs.Mount {
+	return specs.Mount{Destination: dst, Type: "bind", Source: src, Options: []string{"rbind", "rw"}}
+}
+
+// hostname is the container's host name: its id, cut to the kernel's limit.
+func hostname(id string) string {
+	if len(id) > maxHostname {
+		return id[:maxHostname]
+	}
+	return id
+}
+
+// newContainerOpts is everything NewContainer needs for this cookie.
+func (o *ContainerOptions) newContainerOpts(id string, img *localImage, specOpts []oci.SpecOpts) []ctrd.NewContainerOpts {
+	opts := []ctrd.NewContainerOpts{
+		ctrd.WithSnapshotter(o.Snapshotter),
+		ctrd.WithNewSnapshot(id, img.image, snapshots.WithLabels(o.Labels)),
+		ctrd.WithNewSpec(specOpts...),
+		ctrd.WithRuntime(o.Runtime, nil),
+		ctrd.WithContainerLabels(o.Labels),
+	}
+	return append(opts, o.ContainerOpts...)
+}

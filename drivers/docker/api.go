@@ -1,0 +1,266 @@
+package docker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	docker "github.com/fsouza/go-dockerclient"
+
+	"github.com/fnrun/fnrun/drivers"
+	"github.com/fnrun/fnrun/stats"
+)
+
+// do runs one daemon call bounded by ctx and the short call timeout,
+// translates its error and records its latency and outcome.
+func (d *Driver) do(ctx context.Context, api, what string, kind objectKind, call func(ctx context.Context) error) error {
+	return d.doWithin(ctx, api, what, kind, d.opts.callTimeout, call)
+}
+
+// doWithin is do with an explicit timeout; 0 means only ctx bounds the call.
+func (d *Driver) doWithin(ctx context.Context, api, what string, kind objectKind, timeout time.Duration, call func(ctx context.Context) error) error {
+	start := time.Now()
+	callCtx, cancel := ctx, context.CancelFunc(func() {})
+	if timeout > 0 {
+		callCtx, cancel = context.WithTimeout(ctx, timeout)
+	}
+	err := call(callCtx)
+	// Translate before cancel: an expired callCtx is how a hung daemon shows.
+	err = translate(ctx, callCtx, api, what, kind, err)
+	cancel()
+	stats.RecordDaemonCall(ctx, driverName, api, start, err)
+	return err
+}
+
+// rawCall sends one request to the daemon and decodes a JSON answer into
+// out, if non-nil. A status of 400 or more gives a *docker.Error, like
+// go-dockerclient's own calls.
+func (a *rawAPI) rawCall(ctx context.Context, method, path string, out any) error {
+	req, err := http.NewRequestWithContext(ctx, method, a.baseURL+path, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("User-Agent", "fnrun")
+	resp, err := a.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= http.StatusBadRequest {
+		return readAPIError(resp)
+	}
+	if out != nil {
+		return json.NewDecoder(resp.Body).Decode(out)
+	}
+	// Drain so that the connection goes back to the pool.
+	_, err = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+	return err
+}
+
+func readAPIError(resp *http.Response) error {
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	var msg struct {
+		Message string `json:"message"`
+	}
+	if json.Unmarshal(body, &msg) == nil && msg.Message != "" {
+		return &docker.Error{Status: resp.StatusCode, Message: msg.Message}
+	}
+	return &docker.Error{Status: resp.StatusCode, Message: strings.TrimSpace(string(body))}
+}
+
+// info reads what the driver needs to know about the daemon.
+func (d *Driver) info(ctx context.Context) (hostInfo, error) {
+	var raw struct {
+		ServerVersion string
+		Driver        string
+		DriverStatus  [][2]string
+		CgroupVersion string
+	}
+	err := d.do(ctx, "info", "", kindNone, func(ctx context.Context) error {
+		return d.api.rawCall(ctx, http.MethodGet, "/info", &raw)
+	})
+	if err != nil {
+		return hostInfo{}, err
+	}
+	h := hostInfo{version: raw.ServerVersion, storageDriver: raw.Driver, cgroupVersion: raw.CgroupVersion}
+	for _, kv := range raw.DriverStatus {
+		if kv[0] == "Backing Filesystem" {
+			h.backingFs = kv[1]
+		}
+	}
+	if h.cgroupVersion == "" {
+		h.cgroupVersion = "1" // daemons before API 1.40 do not say, and only know v1
+	}
+	return h, nil
+}
+
+// inspectImage inspects an image; a missing one gives an error wrapping
+// drivers.ErrImageNotFound.
+func (d *Driver) inspectImage(ctx context.Context, ref string) (*docker.Image, error) {
+	var img docker.Image
+	err := d.do(ctx, "inspect_image", fmt.Sprintf("image %q", ref), kindImage, func(ctx context.Context) error {
+		return d.api.rawCall(ctx, http.MethodGet, "/images/"+ref+"/json", &img)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &img, nil
+}
+
+// inspectContainer inspects a container; a missing one gives an error
+// wrapping drivers.ErrContainerGone.
+func (d *Driver) inspectContainer(ctx context.Context, id string) (*docker.Container, error) {
+	var ctr *docker.Container
+	err := d.do(ctx, "inspect_container", fmt.Sprintf("container %q", id), kindContainer, func(ctx context.Context) error {
+		var err error
+		ctr, err = d.client.InspectContainerWithOptions(docker.InspectContainerOptions{ID: id, Context: ctx})
+		return err
+	})
+	return ctr, err
+}
+
+// kill sends sig to a container's main process.
+func (d *Driver) kill(ctx context.Context, id string, sig docker.Signal) error {
+	return d.do(ctx, "kill", fmt.Sprintf("container %q", id), kindContainer, func(ctx context.Context) error {
+		return d.client.KillContainer(docker.KillContainerOptions{ID: id, Signal: sig, Context: ctx})
+	})
+}
+
+// pause and unpause freeze and thaw every process of a container.
+func (d *Driver) pause(ctx context.Context, id string) error {
+	return d.do(ctx, "pause", fmt.Sprintf("container %q", id), kindContainer, func(ctx context.Context) error {
+		return d.api.rawCall(ctx, http.MethodPost, "/containers/"+id+"/pause", nil)
+	})
+}
+
+func (d *Driver) unpause(ctx context.Context, id string) error {
+	return d.do(ctx, "unpause", fmt.Sprintf("container %q", id), kindContainer, func(ctx context.Context) error {
+		return d.api.rawCall(ctx, http.MethodPost, "/containers/"+id+"/unpause", nil)
+	})
+}
+
+// remove removes a container with its anonymous volumes, killing it if it
+// runs. A container already gone is not an error.
+func (d *Driver) remove(ctx context.Context, id string) error {
+	err := d.do(ctx, "remove", fmt.Sprintf("container %q", id), kindContainer, func(ctx context.Context) error {
+		return d.client.RemoveContainer(docker.RemoveContainerOptions{ID: id, RemoveVolumes: true, Force: true, Context: ctx})
+	})
+	if isGone(err) || isRemovalInProgress(err) {
+		return nil
+	}
+	return err
+}
+
+// isRemovalInProgress: another remove of the same container is under way
+// (the reaper and a Close racing), which will finish the job.
+func isRemovalInProgress(err error) bool {
+	var apiErr *docker.Error
+	return errors.As(err, &apiErr) && apiErr.Status == http.StatusConflict && strings.Contains(apiErr.Message, "already in progress")
+}
+
+// streamError finds an error message in a JSON message stream that the
+// daemon sent with a success status.
+func streamError(stream string) error {
+	dec := json.NewDecoder(strings.NewReader(stream))
+	for {
+		var msg struct {
+			Error       string `json:"error"`
+			ErrorDetail *struct {
+				Code    int    `json:"code"`
+				Message string `json:"message"`
+			} `json:"errorDetail"`
+		}
+		if err := dec.Decode(&msg); err != nil {
+			return nil // end of stream, or not JSON: nothing reported
+		}
+		switch {
+		case msg.ErrorDetail != nil && msg.ErrorDetail.Message != "":
+			return &docker.Error{Status: msg.ErrorDetail.Code, Message: msg.ErrorDetail.Message}
+		case msg.Error != "":
+			return &docker.Error{Message: msg.Error}
+		}
+	}
+}
+
+// closedContext is a cancelled context: the cause of runs ended by Close.
+func closedContext() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}
+
+// errNotRunning is returned by Freeze and Unfreeze when there is no running
+// container to act on.
+var errNotRunning = errors.New("container is not running")
+
+func notRunning(id string) error {
+	return fmt.Errorf("container %s: %w", id, errNotRunning)
+}
+
+// rawAPI reaches the daemon directly for what go-dockerclient offers
+// without a context (pause, unpause, image inspect, info, a stats stream
+// that can be abandoned) and for attach, whose go-dockerclient form can
+// neither be cancelled while its handshake hangs nor report a refused
+// handshake. It shares go-dockerclient's connection pool.
+type rawAPI struct {
+	endpoint  string
+	network   string // "unix" or "tcp", to dial for attach
+	address   string
+	baseURL   string
+	transport *http.Transport
+	http      *http.Client
+}
+
+func newRawAPI(endpoint string, dialTimeout time.Duration) (*rawAPI, error) {
+	u, err := url.Parse(endpoint)
+	if err != nil || u.Scheme == "" {
+		return nil, fmt.Errorf("docker driver: endpoint %q: %w", endpoint, drivers.ErrInvalidConfig)
+	}
+	a := &rawAPI{endpoint: endpoint}
+	switch u.Scheme {
+	case "unix":
+		a.network, a.address, a.baseURL = "unix", u.Path, "http://docker"
+	case "tcp", "http":
+		a.network, a.address, a.baseURL = "tcp", u.Host, "http://"+u.Host
+	default:
+		return nil, fmt.Errorf("docker driver: endpoint %q: scheme %q is not supported (unix, tcp): %w", endpoint, u.Scheme, drivers.ErrInvalidConfig)
+	}
+	dialer := &net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}
+	network, address := a.network, a.address
+	// One pooled transport with keep-alives for every call: go-dockerclient's
+	// default opens a connection per call.
+	a.transport = &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return dialer.DialContext(ctx, network, address)
+		},
+		MaxIdleConns:        100,
+		MaxIdleConnsPerHost: 100,
+		IdleConnTimeout:     90 * time.Second,
+	}
+	a.http = &http.Client{Transport: a.transport}
+	return a, nil
+}
+
+// share makes client use the raw API's connection pool.
+func (a *rawAPI) share(client *docker.Client) {
+	client.HTTPClient = a.http
+	client.Dialer = contextlessDialer{a}
+}
+
+// closeIdle closes pooled connections, so none outlives the driver.
+func (a *rawAPI) closeIdle() { a.transport.CloseIdleConnections() }
+
+// contextlessDialer is the Dialer go-dockerclient uses for its streams
+// (pull, load): bounded by a dial timeout since it gets no context.
+type contextlessDialer struct{ a *rawAPI }
+
+func (c contextlessDialer) Dial(string, string) (net.Conn, error) {
+	return (&net.Dialer{Timeout: 30 * time.Second}).Dial(c.a.network, c.a.address)
+}

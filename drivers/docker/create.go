@@ -1,0 +1,234 @@
+package docker
+
+import (
+	"fmt"
+	"net/url"
+	"strings"
+	"sync"
+
+	docker "github.com/fsouza/go-dockerclient"
+
+	"github.com/fnrun/fnrun/drivers"
+)
+
+// Values of the container options that do not come from the task.
+const (
+	unprivilegedUser = "1000:1000"
+	// cpuPeriod is the CFS period; a milli-CPU is a thousandth of it.
+	cpuPeriod = 100000
+	// networkNone is Docker's network without any interface but lo.
+	networkNone = "none"
+)
+
+// createOptions maps every knob of the task and the driver configuration to
+// Docker's create options. It makes no daemon call, so a bad task fails
+// before any (the storage driver was learnt at start).
+func (d *Driver) createOptions(task drivers.ContainerTask, checked *drivers.CheckedTask, network string) (*docker.CreateContainerOptions, error) {
+	id := task.Id()
+	cfg := &docker.Config{
+		Image:        checked.Image.Familiar,
+		Cmd:          checked.Args, // nil runs the image's command
+		Env:          checked.Env,
+		WorkingDir:   task.WorkDir(),
+		Labels:       d.labels(),
+		AttachStdout: true,
+		AttachStderr: true,
+	}
+	if task.Input() != nil {
+		// StdinOnce makes the daemon close the container's stdin when the
+		// attached client closes its end: the process sees EOF.
+		cfg.AttachStdin, cfg.OpenStdin, cfg.StdinOnce = true, true, true
+	}
+	host := &docker.HostConfig{
+		NetworkMode:    network,
+		ReadonlyRootfs: d.cfg.EnableReadOnlyRootFs,
+		// An init process reaps zombies and forwards SIGTERM, which a
+		// function's PID 1 would otherwise ignore.
+		Init: true,
+	}
+	if !d.cfg.DisableUnprivilegedContainers {
+		cfg.User = unprivilegedUser
+		host.CapDrop = []string{"ALL"}
+		host.SecurityOpt = []string{"no-new-privileges"}
+	}
+	if m := task.Memory(); m > 0 {
+		// Swap equal to memory means no swap at all. No kernel-memory
+		// limit: it is gone from cgroup v2 and recent runtimes.
+		host.Memory, host.MemorySwap = int64(m), int64(m)
+	}
+	if c := task.CPUs(); c > 0 {
+		host.CPUPeriod = cpuPeriod
+		host.CPUQuota = int64(c) * cpuPeriod / 1000
+	}
+	if p := task.PIDs(); p > 0 {
+		n := int64(p)
+		host.PidsLimit = &n
+	}
+	host.Ulimits = ulimits(task)
+	if tmpfs := d.tmpfsOptions(task); tmpfs != "" {
+		host.Tmpfs = map[string]string{"/tmp": tmpfs}
+	}
+	if fs := task.FsSize(); fs > 0 {
+		if !d.host.supportsStorageSize() {
+			return nil, fmt.Errorf("task %s: storage driver %s on %s: %w", id, d.host.storageDriver, d.host.backingFs, ErrFsSizeUnsupported)
+		}
+		host.StorageOpt = map[string]string{"size": fmt.Sprintf("%dM", fs)}
+	}
+	for _, v := range task.Volumes() {
+		host.Binds = append(host.Binds, v[0]+":"+v[1])
+	}
+	if src, dst := task.UDSDockerPath(), task.UDSDockerDest(); src != "" {
+		host.Binds = append(host.Binds, src+":"+dst)
+	}
+	logCfg, err := logConfig(task.LoggerConfig())
+	if err != nil {
+		return nil, fmt.Errorf("task %s: %w", id, err)
+	}
+	host.LogConfig = logCfg
+	return &docker.CreateContainerOptions{Name: id, Config: cfg, HostConfig: host}, nil
+}
+
+func ulimits(task drivers.ContainerTask) []docker.ULimit {
+	var out []docker.ULimit
+	for _, l := range []struct {
+		name string
+		v    *uint64
+	}{
+		{"nofile", task.OpenFiles()},
+		{"memlock", task.LockedMemory()},
+		{"sigpending", task.PendingSignals()},
+		{"msgqueue", task.MessageQueue()},
+	} {
+		if l.v != nil {
+			out = append(out, docker.ULimit{Name: l.name, Soft: int64(*l.v), Hard: int64(*l.v)})
+		}
+	}
+	return out
+}
+
+// tmpfsOptions are the mount options of the /tmp tmpfs, or "" for none. A
+// read-only root gets a /tmp even without a size, so that it stays
+// writable.
+func (d *Driver) tmpfsOptions(task drivers.ContainerTask) string {
+	size := task.TmpFsSize()
+	if size == 0 && !d.cfg.EnableReadOnlyRootFs {
+		return ""
+	}
+	// 1777 like a real /tmp: the unprivileged user must write to it.
+	opts := []string{"rw", "nosuid", "nodev", "mode=1777"}
+	if size > 0 {
+		opts = append(opts, fmt.Sprintf("size=%dm", size))
+	}
+	if n := d.cfg.MaxTmpFsInodes; n > 0 {
+		opts = append(opts, fmt.Sprintf("nr_inodes=%d", n))
+	}
+	return strings.Join(opts, ",")
+}
+
+// supportsStorageSize reports whether the storage driver can honour the
+// "size" storage option.
+func (h hostInfo) supportsStorageSize() bool {
+	switch h.storageDriver {
+	case "devicemapper", "btrfs", "zfs", "windowsfilter":
+		return true
+	case "overlay2", "overlay":
+		// Only on xfs, and then only with the pquota mount option, which
+		// the daemon does not report: the create call tells (see
+		// classifyStatus).
+		return h.backingFs == "xfs"
+	}
+	return false
+}
+
+// logConfig maps the task's log configuration to a Docker log driver:
+// nothing at all, or syslog with the tags.
+func logConfig(lc drivers.LoggerConfig) (docker.LogConfig, error) {
+	if lc.URL == "" {
+		return docker.LogConfig{Type: "none"}, nil
+	}
+	u, err := url.Parse(lc.URL)
+	if err != nil {
+		return docker.LogConfig{}, drivers.InvalidTaskf("log URL %q: %v", lc.URL, err)
+	}
+	addr := lc.URL
+	switch u.Scheme {
+	case "syslog":
+		// Plain syslog is UDP; Docker wants the transport named.
+		addr = "udp://" + u.Host
+	case "tcp", "udp", "tcp+tls", "unix", "unixgram":
+	default:
+		return docker.LogConfig{}, drivers.InvalidTaskf("log URL %q: scheme %q is not one of syslog, tcp, udp, tcp+tls, unix, unixgram", lc.URL, u.Scheme)
+	}
+	tags := make([]string, 0, len(lc.Tags))
+	for _, t := range lc.Tags {
+		// The tag option is a Go template to Docker: braces would be
+		// evaluated, or refused at create.
+		if strings.ContainsAny(t.Name+t.Value, "{}") {
+			return docker.LogConfig{}, drivers.InvalidTaskf("log tag %q=%q contains a brace", t.Name, t.Value)
+		}
+		tags = append(tags, t.Name+"="+t.Value)
+	}
+	conf := map[string]string{
+		"syslog-address": addr,
+		"syslog-format":  "rfc5424",
+	}
+	if len(tags) > 0 {
+		conf["tag"] = strings.Join(tags, ",")
+	}
+	return docker.LogConfig{Type: "syslog", Config: conf}, nil
+}
+
+// networkSpread hands out the configured networks, least used first.
+type networkSpread struct {
+	mu    sync.Mutex
+	names []string
+	use   map[string]int
+}
+
+func newNetworkSpread(list string) *networkSpread {
+	names := strings.Fields(list)
+	use := make(map[string]int, len(names))
+	for _, n := range names {
+		use[n] = 0
+	}
+	return &networkSpread{names: names, use: use}
+}
+
+// acquire returns the least used network, or "" (Docker's default) when
+// none is configured.
+func (n *networkSpread) acquire() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	best := ""
+	for _, name := range n.names {
+		if best == "" || n.use[name] < n.use[best] {
+			best = name
+		}
+	}
+	if best != "" {
+		n.use[best]++
+	}
+	return best
+}
+
+func (n *networkSpread) release(name string) {
+	if name == "" {
+		return
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.use[name] > 0 {
+		n.use[name]--
+	}
+}
+
+// usage returns how many live cookies use each network.
+func (n *networkSpread) usage() map[string]int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := make(map[string]int, len(n.use))
+	for k, v := range n.use {
+		out[k] = v
+	}
+	return out
+}

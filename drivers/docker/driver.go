@@ -1,0 +1,417 @@
+package docker
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	docker "github.com/fsouza/go-dockerclient"
+	"github.com/sirupsen/logrus"
+
+	"github.com/fnrun/fnrun/drivers"
+)
+
+const (
+	driverName      = "docker"
+	defaultEndpoint = "unix:///var/run/docker.sock"
+)
+
+// Labels put on every container the driver creates. The driver never
+// touches a container that lacks LabelLibrary.
+const (
+	LabelLibrary  = "io.fnrun.library"  // always "fnrun"
+	LabelTag      = "io.fnrun.tag"      // drivers.Config.ContainerLabelTag
+	LabelInstance = "io.fnrun.instance" // drivers.Config.InstanceId, or a random id
+	libraryName   = "fnrun"
+)
+
+// Default timeouts. The short one bounds every call that answers at once
+// (inspect, create, start, kill, pause, remove...); a pull or a load moves
+// data and gets longer. Wait and the stats stream last as long as the
+// container, so only their contexts bound them.
+const (
+	defaultCallTimeout = 30 * time.Second
+	defaultPullTimeout = 10 * time.Minute
+	defaultLoadTimeout = 10 * time.Minute
+	defaultStopGrace   = 2 * time.Second
+	// defaultStatsDelay: the daemon publishes a sample a second, so a run
+	// shorter than this would get none worth having; not subscribing saves
+	// short calls a daemon request (about 6% of a `true` life cycle on a
+	// loaded host).
+	defaultStatsDelay = 250 * time.Millisecond
+	// pullInactivity ends a pull whose progress stream went silent: a
+	// registry that stalls mid-layer.
+	pullInactivity = 2 * time.Minute
+)
+
+// Option configures a Driver.
+type Option func(*options)
+
+type options struct {
+	log          *logrus.Entry
+	dockerConfig string
+	callTimeout  time.Duration
+	pullTimeout  time.Duration
+	loadTimeout  time.Duration
+	stopGrace    time.Duration
+	statsDelay   time.Duration
+}
+
+// WithLogger sets the logger; the default discards everything.
+func WithLogger(log *logrus.Entry) Option { return func(o *options) { o.log = log } }
+
+// WithDockerConfig reads registry credentials from a Docker config.json, or
+// from the config.json inside the folder path names (as DOCKER_CONFIG does).
+// Credential helpers are not run.
+func WithDockerConfig(path string) Option { return func(o *options) { o.dockerConfig = path } }
+
+// WithCallTimeout bounds every short daemon call (default 30s).
+func WithCallTimeout(d time.Duration) Option { return func(o *options) { o.callTimeout = d } }
+
+// WithPullTimeout bounds one pull attempt (default 10m).
+func WithPullTimeout(d time.Duration) Option { return func(o *options) { o.pullTimeout = d } }
+
+// WithLoadTimeout bounds the load of drivers.Config.DockerLoadFile (default 10m).
+func WithLoadTimeout(d time.Duration) Option { return func(o *options) { o.loadTimeout = d } }
+
+// WithStopGrace is how long a container has between SIGTERM and SIGKILL
+// when it is ended early (default 2s).
+func WithStopGrace(d time.Duration) Option { return func(o *options) { o.stopGrace = d } }
+
+// WithStatsDelay is how long a container runs before its stats are
+// streamed to the task (default 250ms; 0 streams from the start).
+func WithStatsDelay(d time.Duration) Option { return func(o *options) { o.statsDelay = d } }
+
+func (o *options) validate() error {
+	for _, t := range []struct {
+		name string
+		d    time.Duration
+	}{{"call timeout", o.callTimeout}, {"pull timeout", o.pullTimeout}, {"load timeout", o.loadTimeout}} {
+		if t.d <= 0 {
+			return fmt.Errorf("docker driver: %s %v must be positive: %w", t.name, t.d, drivers.ErrInvalidConfig)
+		}
+	}
+	if o.stopGrace < 0 || o.statsDelay < 0 {
+		return fmt.Errorf("docker driver: stop grace %v or stats delay %v is negative: %w", o.stopGrace, o.statsDelay, drivers.ErrInvalidConfig)
+	}
+	if o.log == nil {
+		return fmt.Errorf("docker driver: nil logger: %w", drivers.ErrInvalidConfig)
+	}
+	return nil
+}
+
+// Driver runs cookies as Docker containers. It is safe for concurrent use.
+type Driver struct {
+	cfg      drivers.Config
+	opts     options
+	log      *logrus.Entry
+	client   *docker.Client
+	api      *rawAPI
+	instance string
+	host     hostInfo
+	auths    map[string]docker.AuthConfiguration // registry host -> credentials from config.json
+	puller   *puller
+	networks *networkSpread
+
+	// ctx ends background work (reaper, runs, shared pulls) when the
+	// driver closes; wg counts every goroutine the driver started.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	closed  bool
+	policy  drivers.BackOffConfig
+	checker drivers.RetryErrorChecker
+}
+
+var (
+	_ drivers.Driver  = (*Driver)(nil)
+	_ drivers.Capable = (*Driver)(nil)
+)
+
+// hostInfo is what the driver learns about the daemon at start.
+type hostInfo struct {
+	version       string // engine version, e.g. "20.10.24+dfsg1"
+	storageDriver string
+	backingFs     string
+	cgroupVersion string // "1" or "2"
+}
+
+// New connects to the daemon of cfg.Docker (DOCKER_HOST or the default
+// socket when empty), checks its version against cfg.ServerVersion, loads
+// cfg.DockerLoadFile and, when cfg.ContainerLabelTag is set, starts
+// removing what earlier instances left behind. ctx bounds the start-up
+// calls only. New never exits the process: an unreachable daemon gives an
+// error wrapping drivers.ErrDaemonUnavailable.
+func New(ctx context.Context, cfg drivers.Config, opts ...Option) (*Driver, error) {
+	o := options{
+		log:         discardLogger(),
+		callTimeout: defaultCallTimeout,
+		pullTimeout: defaultPullTimeout,
+		loadTimeout: defaultLoadTimeout,
+		stopGrace:   defaultStopGrace,
+		statsDelay:  defaultStatsDelay,
+	}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
+	endpoint := cfg.Docker
+	if endpoint == "" {
+		endpoint = os.Getenv("DOCKER_HOST")
+	}
+	if endpoint == "" {
+		endpoint = defaultEndpoint
+	}
+	api, err := newRawAPI(endpoint, o.callTimeout)
+	if err != nil {
+		return nil, err
+	}
+	client, err := docker.NewClient(endpoint)
+	if err != nil {
+		return nil, fmt.Errorf("docker driver: endpoint %q: %w: %v", endpoint, drivers.ErrInvalidConfig, err)
+	}
+	api.share(client)
+
+	d := &Driver{
+		cfg:      cfg,
+		opts:     o,
+		log:      o.log.WithField("driver", driverName),
+		client:   client,
+		api:      api,
+		instance: cfg.InstanceId,
+		networks: newNetworkSpread(cfg.DockerNetworks),
+	}
+	if d.instance == "" {
+		d.instance = randomID()
+	}
+	d.ctx, d.cancel = context.WithCancel(context.Background())
+	d.puller = newPuller(d)
+	if err := d.start(ctx); err != nil {
+		d.cancel()
+		d.api.closeIdle()
+		return nil, err
+	}
+	if cfg.ContainerLabelTag != "" {
+		d.wg.Add(1)
+		go d.reapLeaks()
+	}
+	d.log.WithFields(logrus.Fields{"endpoint": endpoint, "version": d.host.version, "storage": d.host.storageDriver, "instance": d.instance}).Debug("docker driver ready")
+	return d, nil
+}
+
+// start does the checks and loads of New that need the daemon.
+func (d *Driver) start(ctx context.Context) error {
+	if err := d.do(ctx, "ping", "", kindNone, func(ctx context.Context) error {
+		return d.client.PingWithContext(ctx)
+	}); err != nil {
+		return fmt.Errorf("docker driver: daemon at %s: %w", d.api.endpoint, err)
+	}
+	info, err := d.info(ctx)
+	if err != nil {
+		return fmt.Errorf("docker driver: %w", err)
+	}
+	d.host = info
+	if want := d.cfg.ServerVersion; want != "" {
+		if err := checkVersion(info.version, want); err != nil {
+			return err
+		}
+	}
+	if path := d.opts.dockerConfig; path != "" {
+		if d.auths, err = loadDockerConfig(path); err != nil {
+			return err
+		}
+	}
+	if path := d.cfg.DockerLoadFile; path != "" {
+		if err := d.loadImages(ctx, path); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkVersion compares dotted numeric versions, ignoring a suffix such as
+// "-ce" or "+dfsg1".
+func checkVersion(have, want string) error {
+	w, err := parseVersion(want)
+	if err != nil {
+		return fmt.Errorf("docker driver: server version %q: %w", want, drivers.ErrInvalidConfig)
+	}
+	h, err := parseVersion(have)
+	if err != nil {
+		return fmt.Errorf("docker driver: daemon reports an unreadable version %q", have)
+	}
+	for i := 0; i < len(w); i++ {
+		var hv int
+		if i < len(h) {
+			hv = h[i]
+		}
+		if hv != w[i] {
+			if hv < w[i] {
+				return fmt.Errorf("docker driver: daemon version %s is older than the required %s: %w", have, want, drivers.ErrInvalidConfig)
+			}
+			return nil
+		}
+	}
+	return nil
+}
+
+func parseVersion(v string) ([]int, error) {
+	v = strings.TrimPrefix(strings.TrimSpace(v), "v")
+	if i := strings.IndexAny(v, "-+~ "); i >= 0 {
+		v = v[:i]
+	}
+	if v == "" {
+		return nil, fmt.Errorf("empty version")
+	}
+	parts := strings.Split(v, ".")
+	out := make([]int, len(parts))
+	for i, p := range parts {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 0 {
+			return nil, fmt.Errorf("version part %q is not a number", p)
+		}
+		out[i] = n
+	}
+	return out, nil
+}
+
+// loadImages loads an image tarball (docker save format) into the daemon.
+func (d *Driver) loadImages(ctx context.Context, path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("docker driver: load file: %w", err)
+	}
+	defer f.Close()
+	var out strings.Builder
+	err = d.doWithin(ctx, "load", path, kindNone, d.opts.loadTimeout, func(ctx context.Context) error {
+		if err := d.client.LoadImage(docker.LoadImageOptions{InputStream: f, OutputStream: &out, Context: ctx}); err != nil {
+			return err
+		}
+		// The daemon answers 200 and reports a bad archive inside the
+		// stream, which go-dockerclient copies as is.
+		return streamError(out.String())
+	})
+	if err != nil {
+		return fmt.Errorf("docker driver: %w", err)
+	}
+	d.log.WithField("file", path).Info("loaded images")
+	return nil
+}
+
+// Capabilities implements drivers.Capable.
+func (d *Driver) Capabilities() drivers.Capability {
+	return drivers.CapRunsCommands | drivers.CapResourceLimits | drivers.CapOOMDetection |
+		drivers.CapFreeze | drivers.CapReadOnlyRoot | drivers.CapUnprivileged | drivers.CapImagePull
+}
+
+// CreateCookie implements drivers.Driver. It validates the task and builds
+// the create options; it makes no daemon call.
+func (d *Driver) CreateCookie(ctx context.Context, task drivers.ContainerTask) (drivers.Cookie, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	checked, err := drivers.CheckTask(task)
+	if err != nil {
+		return nil, err
+	}
+	d.mu.Lock()
+	closed := d.closed
+	d.mu.Unlock()
+	if closed {
+		return nil, fmt.Errorf("docker driver: %w", drivers.ErrClosed)
+	}
+	return newCookie(d, task, checked)
+}
+
+// SetPullImageRetryPolicy implements drivers.Driver.
+func (d *Driver) SetPullImageRetryPolicy(policy drivers.BackOffConfig, checker drivers.RetryErrorChecker) error {
+	if err := policy.Validate(); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.policy, d.checker = policy, checker
+	return nil
+}
+
+func (d *Driver) isClosed() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.closed
+}
+
+func (d *Driver) retryPolicy() (drivers.BackOffConfig, drivers.RetryErrorChecker) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.policy, d.checker
+}
+
+// GetSlotKeyExtensions implements drivers.Driver. No extension changes what
+// a Docker container is, so any hot container can serve any call.
+func (d *Driver) GetSlotKeyExtensions(map[string]string) string { return "" }
+
+// Close implements drivers.Driver: it ends containers still running, stops
+// the leak reaper and shared pulls, waits for every goroutine the driver
+// started and closes idle connections. Cookies still open can be closed
+// afterwards to remove their containers. Close is idempotent.
+func (d *Driver) Close() error {
+	d.mu.Lock()
+	d.closed = true
+	d.mu.Unlock()
+	d.cancel()
+	d.wg.Wait()
+	d.api.closeIdle()
+	return nil
+}
+
+// Instance is the instance id in this driver's labels.
+func (d *Driver) Instance() string { return d.instance }
+
+// labels are the labels of every container of this driver.
+func (d *Driver) labels() map[string]string {
+	return map[string]string{
+		LabelLibrary:  libraryName,
+		LabelTag:      d.cfg.ContainerLabelTag,
+		LabelInstance: d.instance,
+	}
+}
+
+// goOwned runs f in a goroutine the driver owns: Close waits for it. It
+// returns false, without running f, once Close has begun, so that no
+// goroutine is added while Close waits.
+func (d *Driver) goOwned(f func()) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return false
+	}
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		f()
+	}()
+	return true
+}
+
+func discardLogger() *logrus.Entry {
+	l := logrus.New()
+	l.Out = io.Discard
+	return logrus.NewEntry(l)
+}
+
+func randomID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

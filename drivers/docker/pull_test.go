@@ -1,0 +1,381 @@
+package docker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	docker "github.com/fsouza/go-dockerclient"
+
+	"github.com/fnrun/fnrun/drivers"
+)
+
+// registryProxy sits in front of the test registry on its own loopback
+// port (the daemon trusts plain HTTP on 127.0.0.0/8). It counts manifest
+// requests, one or two per daemon pull, and can fail or delay them.
+type registryProxy struct {
+	srv       *httptest.Server
+	manifests atomic.Int64
+	// failNext is the number of pull attempts still to fail with a 500. A
+	// daemon pull asks for the manifest with HEAD and falls back to GET when
+	// HEAD fails, so both fail and the GET ends the attempt.
+	failNext atomic.Int64
+	delay    atomic.Int64 // nanoseconds to hold each manifest request
+}
+
+func newRegistryProxy(t *testing.T, e testEnv) *registryProxy {
+	t.Helper()
+	target, err := url.Parse("http://" + e.registry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &registryProxy{}
+	rp := httputil.NewSingleHostReverseProxy(target)
+	p.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.URL.Path, "/manifests/") {
+			p.manifests.Add(1)
+			if d := time.Duration(p.delay.Load()); d > 0 {
+				time.Sleep(d)
+			}
+			failing := p.failNext.Load() > 0
+			if failing && r.Method == http.MethodGet {
+				p.failNext.Add(-1)
+			}
+			if failing {
+				http.Error(w, `{"errors":[{"code":"UNAVAILABLE","message":"scripted failure"}]}`, http.StatusInternalServerError)
+				return
+			}
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.srv.Listener = ln
+	p.srv.Start()
+	t.Cleanup(p.srv.Close)
+	return p
+}
+
+// image is the test image as served through the proxy, removed from the
+// daemon so that it must be pulled.
+func (p *registryProxy) image(t *testing.T, e testEnv) string {
+	t.Helper()
+	_, repo, tag := drivers.ParseImage(e.image)
+	ref := p.srv.Listener.Addr().String() + "/" + repo + ":" + tag
+	bare := e.bare(t)
+	if err := removeImage(bare, ref); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = removeImage(bare, ref) })
+	return ref
+}
+
+func (p *registryProxy) reset() { p.manifests.Store(0) }
+
+func pullWith(ctx context.Context, d *Driver, task *drivers.Task) error {
+	c, err := d.CreateCookie(ctx, task)
+	if err != nil {
+		return err
+	}
+	defer c.Close(context.Background())
+	return c.PullImage(ctx)
+}
+
+// TestPullDedupe: N cookies pulling one image at once cause one daemon
+// pull, counted at the registry.
+func TestPullDedupe(t *testing.T) {
+	e := needEnv(t)
+	p := newRegistryProxy(t, e)
+	ref := p.image(t, e)
+	d := newDriver(t, drivers.Config{})
+	ctx := testCtx(t, 2*time.Minute)
+	bare := e.bare(t)
+
+	// One pull alone: how many manifest requests a daemon pull makes.
+	if err := pullWith(ctx, d, &drivers.Task{ID: "fnrun-dedupe-single", ImageRef: ref}); err != nil {
+		t.Fatal(err)
+	}
+	perPull := p.manifests.Load()
+	if perPull == 0 {
+		t.Fatal("the pull did not go through the proxy")
+	}
+	if err := removeImage(bare, ref); err != nil {
+		t.Fatal(err)
+	}
+
+	p.reset()
+	p.delay.Store(int64(500 * time.Millisecond)) // keep the flight open while all join
+	const n = 8
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			task := &drivers.Task{ID: fmt.Sprintf("fnrun-dedupe-%d", i), ImageRef: ref}
+			c, err := d.CreateCookie(ctx, task)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close(context.Background())
+			if need, err := c.ValidateImage(ctx); err != nil || !need {
+				errs <- fmt.Errorf("cookie %d: ValidateImage = %v, %v before the pull", i, need, err)
+				return
+			}
+			if err := c.PullImage(ctx); err != nil {
+				errs <- fmt.Errorf("cookie %d: %w", i, err)
+				return
+			}
+			if need, err := c.ValidateImage(ctx); err != nil || need {
+				errs <- fmt.Errorf("cookie %d: ValidateImage = %v, %v after the pull", i, need, err)
+			}
+		}(i)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if got := p.manifests.Load(); got != perPull {
+		t.Fatalf("%d concurrent pulls made %d manifest requests, want %d (one daemon pull)", n, got, perPull)
+	}
+}
+
+// TestPullCallerContext: a caller giving up returns at once with its
+// context's error, without failing the pull the others wait for.
+func TestPullCallerContext(t *testing.T) {
+	e := needEnv(t)
+	p := newRegistryProxy(t, e)
+	ref := p.image(t, e)
+	d := newDriver(t, drivers.Config{})
+	p.delay.Store(int64(2 * time.Second))
+
+	patient := make(chan error, 1)
+	go func() {
+		patient <- pullWith(testCtx(t, time.Minute), d, &drivers.Task{ID: "fnrun-patient", ImageRef: ref})
+	}()
+	time.Sleep(100 * time.Millisecond) // let the patient caller start the flight
+
+	short, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	err := pullWith(short, d, &drivers.Task{ID: "fnrun-impatient", ImageRef: ref})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("impatient caller: %v, want DeadlineExceeded", err)
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Fatalf("impatient caller waited %v past its 300ms deadline", took)
+	}
+	if err := <-patient; err != nil {
+		t.Fatalf("patient caller: %v", err)
+	}
+}
+
+// TestPullRetry: a registry failing twice then answering is retried with
+// the backoff policy; without a policy, or when the checker says no, the
+// first failure is final.
+func TestPullRetry(t *testing.T) {
+	e := needEnv(t)
+	p := newRegistryProxy(t, e)
+	ref := p.image(t, e)
+	d := newDriver(t, drivers.Config{})
+	ctx := testCtx(t, 2*time.Minute)
+
+	p.failNext.Store(1)
+	if err := pullWith(ctx, d, &drivers.Task{ID: "fnrun-noretry", ImageRef: ref}); err == nil {
+		t.Fatal("a failing pull succeeded without a retry policy")
+	} else if errors.Is(err, drivers.ErrImageNotFound) || errors.Is(err, drivers.ErrUnauthorized) {
+		t.Fatalf("a registry 500 was classed as %v", err)
+	}
+
+	var checked atomic.Int64
+	checker := func(err error) (bool, string) {
+		checked.Add(1)
+		if errors.Is(err, drivers.ErrImageNotFound) || errors.Is(err, drivers.ErrUnauthorized) {
+			return false, "final"
+		}
+		return true, "registry error"
+	}
+	policy := drivers.BackOffConfig{MaxRetries: 4, Interval: 50, MinDelay: 20, MaxDelay: 400}
+	if err := d.SetPullImageRetryPolicy(policy, checker); err != nil {
+		t.Fatal(err)
+	}
+	p.reset()
+	p.failNext.Store(2)
+	start := time.Now()
+	if err := pullWith(ctx, d, &drivers.Task{ID: "fnrun-retry", ImageRef: ref}); err != nil {
+		t.Fatalf("pull with retries: %v", err)
+	}
+	if checked.Load() != 2 {
+		t.Errorf("checker consulted %d times, want 2 (two failures)", checked.Load())
+	}
+	if took := time.Since(start); took < 2*20*time.Millisecond {
+		t.Errorf("two retries took %v: no backoff between them", took)
+	}
+	if p.failNext.Load() != 0 {
+		t.Errorf("%d scripted failures were not consumed", p.failNext.Load())
+	}
+
+	if err := removeImage(e.bare(t), ref); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.SetPullImageRetryPolicy(policy, func(error) (bool, string) { return false, "never" }); err != nil {
+		t.Fatal(err)
+	}
+	p.failNext.Store(1)
+	if err := pullWith(ctx, d, &drivers.Task{ID: "fnrun-checker-no", ImageRef: ref}); err == nil {
+		t.Fatal("pull succeeded although the checker refused a retry")
+	}
+
+	if err := d.SetPullImageRetryPolicy(drivers.BackOffConfig{MaxRetries: 1}, nil); !errors.Is(err, drivers.ErrInvalidConfig) {
+		t.Fatalf("an unusable policy was accepted: %v", err)
+	}
+}
+
+// TestPullAuth runs pulls against the htpasswd registry.
+func TestPullAuth(t *testing.T) {
+	e := needEnv(t)
+	if e.authImage == "" || e.authPassword == "" {
+		t.Skip("FNRUN_AUTH_TEST_IMAGE or FNRUN_AUTH_PASSWORD unset")
+	}
+	var logs logCapture
+	d := newDriver(t, drivers.Config{}, WithLogger(logs.entry()))
+	ctx := testCtx(t, 2*time.Minute)
+	bare := e.bare(t)
+	wrong := "wrong-" + randomID()
+	t.Cleanup(func() { _ = removeImage(bare, e.authImage) })
+	secretFree := func(what string, err error) {
+		t.Helper()
+		if err == nil {
+			return
+		}
+		for _, secret := range []string{e.authPassword, wrong} {
+			if strings.Contains(err.Error(), secret) {
+				t.Errorf("%s: the error %q holds a password", what, err)
+			}
+		}
+	}
+	pull := func(id string, creds *drivers.AuthConfig) error {
+		if err := removeImage(bare, e.authImage); err != nil {
+			t.Fatal(err)
+		}
+		return pullWith(ctx, d, &drivers.Task{ID: id, ImageRef: e.authImage, Credentials: creds})
+	}
+
+	err := pull("fnrun-auth-anon", nil)
+	if !errors.Is(err, drivers.ErrUnauthorized) || errors.Is(err, drivers.ErrImageNotFound) {
+		t.Errorf("anonymous pull: %v, want ErrUnauthorized only", err)
+	}
+
+	err = pull("fnrun-auth-wrong", &drivers.AuthConfig{Username: e.authUser, Password: wrong})
+	if !errors.Is(err, drivers.ErrUnauthorized) || errors.Is(err, drivers.ErrImageNotFound) {
+		t.Errorf("wrong password: %v, want ErrUnauthorized only", err)
+	}
+	secretFree("wrong password", err)
+
+	// Credentials for another host are not sent, even to pull.
+	err = pull("fnrun-auth-elsewhere", &drivers.AuthConfig{Username: e.authUser, Password: e.authPassword, ServerAddress: e.registry})
+	if !errors.Is(err, drivers.ErrUnauthorized) {
+		t.Errorf("credentials of %s used for %s: %v, want them withheld", e.registry, e.authRegistry, err)
+	}
+	secretFree("other host", err)
+
+	if err := pull("fnrun-auth-right", &drivers.AuthConfig{Username: e.authUser, Password: e.authPassword}); err != nil {
+		t.Errorf("right password: %v", err)
+	}
+	if err := pull("fnrun-auth-right-addr", &drivers.AuthConfig{Username: e.authUser, Password: e.authPassword, ServerAddress: "http://" + e.authRegistry + "/v2/"}); err != nil {
+		t.Errorf("right password with a server address: %v", err)
+	}
+
+	// Wrong and right credentials at once are two pulls, not one shared.
+	if err := removeImage(bare, e.authImage); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var errWrong, errRight error
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		errWrong = pullWith(ctx, d, &drivers.Task{ID: "fnrun-auth-c1", ImageRef: e.authImage, Credentials: &drivers.AuthConfig{Username: e.authUser, Password: wrong}})
+	}()
+	go func() {
+		defer wg.Done()
+		errRight = pullWith(ctx, d, &drivers.Task{ID: "fnrun-auth-c2", ImageRef: e.authImage, Credentials: &drivers.AuthConfig{Username: e.authUser, Password: e.authPassword}})
+	}()
+	wg.Wait()
+	if !errors.Is(errWrong, drivers.ErrUnauthorized) || errRight != nil {
+		t.Errorf("concurrent wrong/right credentials: %v / %v", errWrong, errRight)
+	}
+
+	if e.dockerConfig != "" {
+		fromFile := newDriver(t, drivers.Config{}, WithLogger(logs.entry()), WithDockerConfig(e.dockerConfig))
+		if err := removeImage(bare, e.authImage); err != nil {
+			t.Fatal(err)
+		}
+		if err := pullWith(ctx, fromFile, &drivers.Task{ID: "fnrun-auth-file", ImageRef: e.authImage}); err != nil {
+			t.Errorf("credentials from %s: %v", e.dockerConfig, err)
+		}
+	}
+
+	for _, secret := range []string{e.authPassword, wrong} {
+		if strings.Contains(logs.String(), secret) {
+			t.Errorf("a password appears in the logs:\n%s", logs.String())
+		}
+	}
+	if !strings.Contains(logs.String(), "another registry") {
+		t.Errorf("withholding credentials for another host was not logged:\n%s", logs.String())
+	}
+}
+
+// TestCredentialsExactHost: config.json credentials apply to their exact
+// host only: no parent-domain or prefix matching.
+func TestCredentialsExactHost(t *testing.T) {
+	d := &Driver{log: discardLogger(), auths: map[string]docker.AuthConfiguration{
+		"example.com":     {Username: "u1", Password: "p1", ServerAddress: "example.com"},
+		"docker.io":       {Username: "hub", Password: "p2", ServerAddress: "docker.io"},
+		"127.0.0.1:5001":  {Username: "local", Password: "p3", ServerAddress: "127.0.0.1:5001"},
+		"registry.io:443": {Username: "port", Password: "p4", ServerAddress: "registry.io:443"},
+	}}
+	for image, user := range map[string]string{
+		"example.com/fn/app":              "u1",
+		"registry.example.com/fn/app":     "",
+		"example.com.evil.io/fn/app":      "",
+		"busybox":                         "hub",
+		"127.0.0.1:5001/fnrun/busybox":    "local",
+		"127.0.0.1:5000/fnrun/busybox":    "",
+		"registry.io/fn/app":              "",
+		"registry.io:443/fn/app":          "port",
+		"localhost:5001/fnrun/busybox:v1": "",
+	} {
+		ref, err := drivers.NormalizeImage(image)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conf, err := d.credentials(context.Background(), &drivers.Task{}, ref)
+		if err != nil || conf.Username != user {
+			t.Errorf("%s: credentials of %q (%v), want %q", image, conf.Username, err, user)
+		}
+	}
+	for addr, host := range map[string]string{
+		"https://index.docker.io/v1/": "docker.io",
+		"http://127.0.0.1:5001":       "127.0.0.1:5001",
+		"Quay.IO":                     "quay.io",
+	} {
+		if got := registryHost(addr); got != host {
+			t.Errorf("registryHost(%q) = %q, want %q", addr, got, host)
+		}
+	}
+}

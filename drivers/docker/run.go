@@ -1,0 +1,281 @@
+package docker
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	docker "github.com/fsouza/go-dockerclient"
+	"github.com/sirupsen/logrus"
+
+	"github.com/fnrun/fnrun/drivers"
+	"github.com/fnrun/fnrun/stats"
+)
+
+// Run implements drivers.Cookie. The streams are attached before the
+// container starts, so output written at once is not lost. ctx bounds the
+// whole run: when it ends, the container is ended and the result is
+// StatusTimeout or StatusCancelled.
+func (c *cookie) Run(ctx context.Context) (drivers.WaitResult, error) {
+	if err := c.usable(ctx); err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	switch {
+	case c.id == "":
+		c.mu.Unlock()
+		return nil, fmt.Errorf("run %s: container not created", c.name())
+	case c.run != nil || c.starting:
+		c.mu.Unlock()
+		return nil, fmt.Errorf("run %s: already started", c.name())
+	}
+	c.starting = true
+	id := c.id
+	c.mu.Unlock()
+
+	r, err := c.start(ctx, id)
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.starting = false
+	if err != nil {
+		return nil, err
+	}
+	c.run = r
+	if c.closed {
+		// Close ran while the container was starting and did not see it.
+		r.requestEnd(closedContext())
+	}
+	return r, nil
+}
+
+func (c *cookie) start(ctx context.Context, id string) (*run, error) {
+	d := c.d
+	stdout, stderr := c.task.Logger()
+	att, err := d.attach(ctx, id, c.task.Input(), stdout, stderr)
+	if err != nil {
+		return nil, fmt.Errorf("run %s: %w", c.name(), err)
+	}
+	err = d.do(ctx, "start", fmt.Sprintf("container %q", c.name()), kindContainer, func(ctx context.Context) error {
+		return d.client.StartContainerWithContext(id, nil, ctx)
+	})
+	if err != nil {
+		att.close()
+		<-att.done
+		return nil, fmt.Errorf("run %s: %w", c.name(), err)
+	}
+	r := &run{
+		c:      c,
+		id:     id,
+		att:    att,
+		done:   make(chan struct{}),
+		endReq: make(chan struct{}),
+	}
+	if !d.goOwned(func() { r.monitor(ctx) }) {
+		// The driver is closing: end what was just started.
+		att.close()
+		<-att.done
+		_ = d.kill(context.Background(), id, docker.SIGKILL)
+		return nil, fmt.Errorf("run %s: docker driver: %w", c.name(), drivers.ErrClosed)
+	}
+	return r, nil
+}
+
+// run is one started container, watched by its monitor goroutine.
+type run struct {
+	c   *cookie
+	id  string
+	att *attachment
+
+	done   chan struct{} // closed once result is set and nothing writes to the task any more
+	result drivers.RunResult
+
+	endOnce sync.Once
+	endReq  chan struct{} // closed to ask the monitor to end the container
+	mu      sync.Mutex
+	cause   context.Context // why it was ended; set before endReq is closed
+}
+
+var _ drivers.WaitResult = (*run)(nil)
+
+// Wait implements drivers.WaitResult. When ctx ends first, the container
+// is ended and the result says why.
+func (r *run) Wait(ctx context.Context) drivers.RunResult {
+	select {
+	case <-r.done:
+		return r.result
+	default:
+	}
+	select {
+	case <-r.done:
+	case <-ctx.Done():
+		r.requestEnd(ctx)
+		<-r.done
+	}
+	return r.result
+}
+
+// requestEnd asks the monitor to end the container; the first cause wins.
+func (r *run) requestEnd(cause context.Context) {
+	r.endOnce.Do(func() {
+		r.mu.Lock()
+		r.cause = cause
+		r.mu.Unlock()
+		close(r.endReq)
+	})
+}
+
+func (r *run) finished() bool {
+	select {
+	case <-r.done:
+		return true
+	default:
+		return false
+	}
+}
+
+type exitStatus struct {
+	code int
+	err  error
+}
+
+// monitor follows the container to its end: it waits for the exit, ends
+// the container early when asked, samples stats meanwhile, lets the output
+// drain and sets the result.
+func (r *run) monitor(runCtx context.Context) {
+	d := r.c.d
+	defer close(r.done)
+	start := time.Now()
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+
+	waitCtx, stopWaiting := context.WithCancel(context.Background())
+	defer stopWaiting()
+	exited := make(chan exitStatus, 1)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		code, err := d.waitContainer(waitCtx, r.id)
+		exited <- exitStatus{code, err}
+	}()
+
+	// Stats keep the values of the run's context but stop with the run,
+	// not with a context the caller may never cancel.
+	statsCtx, stopStats := context.WithCancel(context.WithoutCancel(runCtx))
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		r.sampleStats(statsCtx, runCtx)
+	}()
+
+	var (
+		st   exitStatus
+		seen bool
+	)
+	select {
+	case st = <-exited:
+		seen = true
+	case <-runCtx.Done():
+		r.requestEnd(runCtx)
+	case <-r.endReq:
+	case <-d.ctx.Done():
+		r.requestEnd(closedContext())
+	}
+	var cause context.Context
+	if !seen {
+		// Prefer a natural exit that raced with the request to end.
+		select {
+		case st = <-exited:
+			seen = true
+		default:
+			r.mu.Lock()
+			cause = r.cause
+			r.mu.Unlock()
+			st, seen = r.stop(exited)
+		}
+	}
+	stopStats()
+	streamErr := r.att.drain(d.opts.callTimeout)
+	stopWaiting()
+
+	r.result = r.outcome(cause, st, seen, streamErr)
+	stats.RecordExit(runCtx, driverName, r.result.Status())
+	d.log.WithFields(logrus.Fields{"container": r.c.name(), "status": r.result.Status(), "took": time.Since(start)}).Debug("container ended")
+}
+
+// stop ends the container gracefully: SIGTERM, a grace period, SIGKILL. The
+// caller's context is done by now, so the calls get fresh ones bounded by
+// the call timeout. It returns the exit status if the exit was seen.
+func (r *run) stop(exited <-chan exitStatus) (exitStatus, bool) {
+	d := r.c.d
+	ctx := context.Background()
+	if r.c.isFrozen() {
+		// A frozen process cannot act on SIGTERM.
+		if err := d.unpause(ctx, r.id); err != nil && !isGone(err) {
+			d.log.WithError(err).WithField("container", r.c.name()).Warn("unpause before stop failed")
+		}
+	}
+	if grace := d.opts.stopGrace; grace > 0 {
+		if err := d.kill(ctx, r.id, docker.SIGTERM); err == nil {
+			t := time.NewTimer(grace)
+			select {
+			case st := <-exited:
+				t.Stop()
+				return st, true
+			case <-t.C:
+			}
+		}
+	}
+	if err := d.kill(ctx, r.id, docker.SIGKILL); err != nil && !isGone(err) {
+		d.log.WithError(err).WithField("container", r.c.name()).Debug("SIGKILL failed")
+	}
+	t := time.NewTimer(d.opts.callTimeout)
+	defer t.Stop()
+	select {
+	case st := <-exited:
+		return st, true
+	case <-t.C:
+		return exitStatus{}, false
+	}
+}
+
+// outcome turns how the container ended into the run's result.
+func (r *run) outcome(cause context.Context, st exitStatus, seen bool, streamErr error) drivers.RunResult {
+	name := r.c.name()
+	switch {
+	case cause != nil:
+		return drivers.ContextResult(cause)
+	case !seen:
+		return drivers.ErrorResult(fmt.Errorf("container %s: exit not seen: %w", name, drivers.ErrDaemonUnavailable))
+	case st.err != nil:
+		return drivers.ErrorResult(fmt.Errorf("waiting for container %s: %w", name, st.err))
+	case st.code != 0:
+		// Only the daemon's record of an OOM kill says "killed"; exit
+		// code 137 is as likely a plain SIGKILL.
+		ctr, err := r.c.d.inspectContainer(context.Background(), r.id)
+		if err == nil && ctr.State.OOMKilled {
+			return drivers.OOMResult(st.code)
+		}
+		if err != nil {
+			r.c.d.log.WithError(err).WithField("container", name).Warn("cannot tell an OOM kill from the exit code alone")
+		}
+		return drivers.ExitResult(st.code)
+	case streamErr != nil:
+		return drivers.ErrorResult(fmt.Errorf("output of container %s: %w", name, streamErr))
+	}
+	return drivers.Success()
+}
+
+// waitContainer blocks until the container stops and returns its exit code.
+// Only ctx bounds it: a container may run for long.
+func (d *Driver) waitContainer(ctx context.Context, id string) (int, error) {
+	var code int
+	err := d.doWithin(ctx, "wait", fmt.Sprintf("container %q", id), kindContainer, 0, func(ctx context.Context) error {
+		var err error
+		code, err = d.client.WaitContainerWithContext(id, ctx)
+		return err
+	})
+	return code, err
+}
