@@ -31,6 +31,11 @@ var (
 	ErrContainerGone = errors.New("container gone")
 	// ErrClosed: the cookie or driver is closed.
 	ErrClosed = errors.New("closed")
+	// ErrNotRunning: Freeze or Unfreeze of a container that is not running.
+	ErrNotRunning = errors.New("container is not running")
+	// ErrFsSizeUnsupported: the task asks for FsSize and the runtime's
+	// storage cannot limit a root filesystem. It is an invalid task.
+	ErrFsSizeUnsupported = fmt.Errorf("root filesystem size limit unsupported by this storage: %w", ErrInvalidTask)
 )
 
 // ExitError reports a container whose main process exited non-zero.

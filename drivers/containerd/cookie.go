@@ -174,7 +174,7 @@ func (c *cookie) running(ctx context.Context, what string) (*run, error) {
 	r := c.run
 	c.mu.Unlock()
 	if r == nil || r.finished() {
-		return nil, fmt.Errorf("%s %s: container is not running", what, c.id())
+		return nil, fmt.Errorf("%s %s: %w", what, c.id(), drivers.ErrNotRunning)
 	}
 	return r, nil
 }

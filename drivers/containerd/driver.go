@@ -24,16 +24,13 @@ import (
 const DriverName = "containerd"
 
 // Labels set on every container, snapshot, image and lease the driver
-// creates. The driver never removes an object without them.
+// creates: the shared keys of package drivers, plus LabelLease. The driver
+// never removes an object without them.
 const (
-	// LabelLibrary names the library: its value is always "fnrun".
-	LabelLibrary = "io.fnrun.library"
-	// LabelDriver names the driver that created the object.
-	LabelDriver = "io.fnrun.driver"
-	// LabelTag holds Config.ContainerLabelTag.
-	LabelTag = "io.fnrun.tag"
-	// LabelInstance holds Config.InstanceId, or a random id when empty.
-	LabelInstance = "io.fnrun.instance"
+	LabelLibrary  = drivers.LabelLibrary
+	LabelDriver   = drivers.LabelDriver
+	LabelTag      = drivers.LabelTag
+	LabelInstance = drivers.LabelInstance
 	// LabelLease says what a lease protects (pull, create...).
 	LabelLease = "io.fnrun.lease"
 )
@@ -188,8 +185,8 @@ func (d *Driver) CreateCookie(ctx context.Context, task drivers.ContainerTask) (
 	if task.FsSize() != 0 {
 		// Overlay snapshots share the host filesystem: there is nothing to
 		// put a size limit on, and silently ignoring it would be worse.
-		return nil, drivers.InvalidTaskf("task %s: a root filesystem size limit (%d MB) is not supported by the containerd driver with the %s snapshotter",
-			task.Id(), task.FsSize(), d.opts.snapshotter)
+		return nil, fmt.Errorf("task %s: FsSize %d MB with the %s snapshotter: %w",
+			task.Id(), task.FsSize(), d.opts.snapshotter, drivers.ErrFsSizeUnsupported)
 	}
 	c := &cookie{d: d, task: task, checked: checked}
 	c.opts = d.containerOptions(task, checked)

@@ -198,7 +198,7 @@ func closedContext() context.Context {
 
 // errNotRunning is returned by Freeze and Unfreeze when there is no running
 // container to act on.
-var errNotRunning = errors.New("container is not running")
+var errNotRunning = drivers.ErrNotRunning
 
 func notRunning(id string) error {
 	return fmt.Errorf("container %s: %w", id, errNotRunning)

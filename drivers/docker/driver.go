@@ -23,13 +23,14 @@ const (
 	defaultEndpoint = "unix:///var/run/docker.sock"
 )
 
-// Labels put on every container the driver creates. The driver never
-// touches a container that lacks LabelLibrary.
+// Labels put on every container the driver creates: the shared keys of
+// package drivers. The driver never touches a container that lacks
+// LabelLibrary.
 const (
-	LabelLibrary  = "io.fnrun.library"  // always "fnrun"
-	LabelTag      = "io.fnrun.tag"      // drivers.Config.ContainerLabelTag
-	LabelInstance = "io.fnrun.instance" // drivers.Config.InstanceId, or a random id
-	libraryName   = "fnrun"
+	LabelLibrary  = drivers.LabelLibrary
+	LabelTag      = drivers.LabelTag
+	LabelInstance = drivers.LabelInstance
+	libraryName   = drivers.LibraryName
 )
 
 // Default timeouts. The short one bounds every call that answers at once

@@ -17,10 +17,10 @@ import (
 	"github.com/fnrun/fnrun/drivers"
 )
 
-// ErrFsSizeUnsupported is returned for a task with FsSize when the daemon's
-// storage driver cannot limit a container's root filesystem. It wraps
-// drivers.ErrInvalidTask: the task cannot run as given on this host.
-var ErrFsSizeUnsupported = fmt.Errorf("%w: root filesystem size limit (FsSize) needs a storage driver with quotas (overlay2 on xfs with pquota, btrfs, zfs, devicemapper)", drivers.ErrInvalidTask)
+// ErrFsSizeUnsupported is drivers.ErrFsSizeUnsupported: FsSize needs a
+// storage driver with quotas (overlay2 on xfs with pquota, btrfs, zfs,
+// devicemapper).
+var ErrFsSizeUnsupported = drivers.ErrFsSizeUnsupported
 
 // daemonError is an error of one daemon call, translated into a class of
 // the drivers package while keeping the daemon's own error for errors.As.
