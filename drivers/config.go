@@ -49,6 +49,9 @@ type Config struct {
 	// ImageCleanExemptTags is a space-separated list of images the cleaner
 	// never removes.
 	ImageCleanExemptTags string `json:"image_clean_exempt_tags"`
+	// ImageCleanStateDir is a folder where the cleaner keeps last-use times
+	// across restarts, for runtimes that cannot store them on the image.
+	ImageCleanStateDir string `json:"image_clean_state_dir"`
 	// ImageEnableVolume allows images that declare volumes.
 	ImageEnableVolume bool `json:"image_enable_volume"`
 	// DisableUnprivilegedContainers runs containers as the image's user
@@ -60,7 +63,19 @@ type Config struct {
 	// ContainerdNamespace is the containerd namespace; empty means
 	// DefaultContainerdNamespace.
 	ContainerdNamespace string `json:"containerd_namespace"`
+	// CNIConfDir and CNIBinDir locate the CNI network configuration and
+	// plugins the containerd driver gives containers a network with.
+	// Empty means DefaultCNIConfDir and DefaultCNIBinDir.
+	CNIConfDir string `json:"cni_conf_dir"`
+	CNIBinDir  string `json:"cni_bin_dir"`
 }
+
+// Defaults of the CNI locations, as Debian's containernetworking-plugins
+// installs them.
+const (
+	DefaultCNIConfDir = "/etc/cni/net.d"
+	DefaultCNIBinDir  = "/usr/lib/cni"
+)
 
 // Namespace returns the containerd namespace to use.
 func (c Config) Namespace() string {
