@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/fnrun/fnrun/drivers"
+	_ "github.com/fnrun/fnrun/drivers/containerd" // registers "containerd"
+	_ "github.com/fnrun/fnrun/drivers/docker"     // registers "docker"
 	"github.com/fnrun/fnrun/drivers/mock"
 )
 
@@ -30,6 +32,8 @@ func run() error {
 		Docker:              os.Getenv("FNRUN_DOCKER_HOST"),
 		Containerd:          os.Getenv("FNRUN_CONTAINERD_ADDRESS"),
 		ContainerdNamespace: os.Getenv("FNRUN_CONTAINERD_NAMESPACE"),
+		CNIConfDir:          os.Getenv("FNRUN_CNI_CONF"),
+		CNIBinDir:           os.Getenv("FNRUN_CNI_BIN"),
 		ContainerLabelTag:   "fnrun-demo",
 		InstanceId:          fmt.Sprintf("demo-%d", os.Getpid()),
 	}
