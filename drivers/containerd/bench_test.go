@@ -12,6 +12,7 @@ import (
 	ctrd "github.com/containerd/containerd"
 	"github.com/containerd/containerd/cio"
 	"github.com/containerd/containerd/oci"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/fnrun/fnrun/drivers"
 	dockerdrv "github.com/fnrun/fnrun/drivers/docker"
@@ -26,13 +27,15 @@ import (
 // A third sub-benchmark, docker, runs the same life cycle through the
 // docker driver against the environment's dockerd, so the two drivers are
 // compared side by side in one run (skipped when there is no dockerd).
+// The containerd tasks ask for no network (loopback only), so the figures
+// are the container life cycle alone; BenchmarkPool measures networking.
 // Use a fixed count for stable figures: -benchtime=50x.
 func BenchmarkCookieLifecycle(b *testing.B) {
 	env := requireEnv(b)
 	d := newTestDriver(b, env, drivers.Config{})
 	ctx := d.nsCtx(context.Background())
 
-	spec := prototypeSpec(b, d, env.localImage)
+	spec := prototypeSpec(b, d, env.localImage, true)
 
 	var driverP50 time.Duration
 	b.Run("driver", func(b *testing.B) {
@@ -40,7 +43,7 @@ func BenchmarkCookieLifecycle(b *testing.B) {
 		for i := 0; i < b.N; i++ {
 			id := fmt.Sprintf("fnrun-bench-d-%s-%d", randomID(), i)
 			start := time.Now()
-			if err := driverLifecycle(ctx, d, env.localImage, id); err != nil {
+			if err := driverLifecycle(ctx, d, env.localImage, id, true); err != nil {
 				b.Fatal(err)
 			}
 			lat = append(lat, time.Since(start))
@@ -78,7 +81,7 @@ func BenchmarkCookieLifecycle(b *testing.B) {
 		bl := make([]time.Duration, 0, b.N)
 		for i := 0; i < b.N; i++ {
 			start := time.Now()
-			if err := driverLifecycle(ctx, d, env.localImage, fmt.Sprintf("fnrun-bench-pd-%s-%d", randomID(), i)); err != nil {
+			if err := driverLifecycle(ctx, d, env.localImage, fmt.Sprintf("fnrun-bench-pd-%s-%d", randomID(), i), true); err != nil {
 				b.Fatal(err)
 			}
 			dl = append(dl, time.Since(start))
@@ -105,7 +108,7 @@ func BenchmarkCookieLifecycle(b *testing.B) {
 		for i := 0; i < b.N; i++ {
 			id := fmt.Sprintf("fnrun-bench-k-%s-%d", randomID(), i)
 			start := time.Now()
-			if err := driverLifecycle(ctx, dd, image, id); err != nil {
+			if err := driverLifecycle(ctx, dd, image, id, false); err != nil {
 				b.Fatal(err)
 			}
 			lat = append(lat, time.Since(start))
@@ -138,9 +141,11 @@ func dockerDriver(b *testing.B) drivers.Driver {
 	return dd
 }
 
-func driverLifecycle(ctx context.Context, d drivers.Driver, image, id string) error {
-	var out bytes.Buffer
-	c, err := d.CreateCookie(ctx, &drivers.Task{ID: id, ImageRef: image, Cmd: "true", Stdout: &out, Stderr: &out})
+// driverLifecycle runs `true` through a whole cookie life cycle; noNet
+// asks for no network (a fresh namespace with loopback only).
+func driverLifecycle(ctx context.Context, d drivers.Driver, image, id string, noNet bool) error {
+	var out syncBuf
+	c, err := d.CreateCookie(ctx, &drivers.Task{ID: id, ImageRef: image, Cmd: "true", Stdout: &out, Stderr: &out, NoNetwork: noNet})
 	if err != nil {
 		return err
 	}
@@ -162,9 +167,9 @@ func driverLifecycle(ctx context.Context, d drivers.Driver, image, id string) er
 }
 
 // prototypeSpec is the spec the driver generates for the benchmark's task.
-func prototypeSpec(b testing.TB, d *Driver, image string) *oci.Spec {
+func prototypeSpec(b testing.TB, d *Driver, image string, noNet bool) *oci.Spec {
 	ctx := d.nsCtx(context.Background())
-	c, err := d.CreateCookie(ctx, &drivers.Task{ID: "fnrun-bench-proto-" + randomID(), ImageRef: image, Cmd: "true"})
+	c, err := d.CreateCookie(ctx, &drivers.Task{ID: "fnrun-bench-proto-" + randomID(), ImageRef: image, Cmd: "true", NoNetwork: noNet})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -209,8 +214,8 @@ func bareLifecycle(ctx context.Context, client *ctrd.Client, image string, proto
 			_ = ctr.Delete(ctx, ctrd.WithSnapshotCleanup)
 		}
 	}()
-	var out bytes.Buffer
-	task, err := ctr.NewTask(ctx, cio.NewCreator(cio.WithStreams(nil, &out, &out)))
+	var out, errOut bytes.Buffer // one each: the two copies run concurrently
+	task, err := ctr.NewTask(ctx, cio.NewCreator(cio.WithStreams(nil, &out, &errOut)))
 	if err != nil {
 		return err
 	}
@@ -242,3 +247,84 @@ func p50(lat []time.Duration) time.Duration {
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// BenchmarkPool times a trivial call (`true`, the whole cookie life cycle)
+// three ways, alternating one of each per iteration so that all three see
+// the same machine load:
+//
+//   - fresh: the driver without the pool, each container in a namespace of
+//     its own with a fresh CNI network (set up and torn down per call);
+//   - pooled: the driver with the pre-fork pool, joining a holder's
+//     namespace;
+//   - bare: bare containerd client calls (as in BenchmarkCookieLifecycle)
+//     with the pooled driver's spec, joining a holder leased from the
+//     pool outside the timed section.
+//
+// It reports each p50 and the ratios pooled/fresh (target: below 1) and
+// pooled/bare (target: at most 1.10). Use a fixed count: -benchtime=30x.
+func BenchmarkPool(b *testing.B) {
+	env := requireEnv(b)
+	fresh := newTestDriver(b, env, drivers.Config{})
+	pooled := poolDriver(b, env, drivers.Config{PreForkPoolSize: 2})
+	if fresh.cni == nil {
+		b.Fatal("no CNI network: the fresh variant would not build one")
+	}
+	ctx := pooled.nsCtx(context.Background())
+	spec := prototypeSpec(b, pooled, env.localImage, false)
+	missesBefore := pooled.pool.Stats().Misses
+
+	var fl, pl, bl []time.Duration
+	for i := 0; i < b.N; i++ {
+		start := time.Now()
+		if err := driverLifecycle(ctx, fresh, env.localImage, fmt.Sprintf("fnrun-bench-f-%s-%d", randomID(), i), false); err != nil {
+			b.Fatal(err)
+		}
+		fl = append(fl, time.Since(start))
+
+		start = time.Now()
+		if err := driverLifecycle(ctx, pooled, env.localImage, fmt.Sprintf("fnrun-bench-p-%s-%d", randomID(), i), false); err != nil {
+			b.Fatal(err)
+		}
+		pl = append(pl, time.Since(start))
+
+		lease, ok := pooled.pool.Lease(ctx)
+		if !ok {
+			b.Fatal("no free holder for the bare variant")
+		}
+		joined := withNetNS(spec, lease.Holder().NetNSPath)
+		start = time.Now()
+		err := bareLifecycle(ctx, pooled.client, env.localImage, joined, pooled.ns, fmt.Sprintf("fnrun-bench-b-%s-%d", randomID(), i))
+		bl = append(bl, time.Since(start))
+		lease.Release()
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	if s := pooled.pool.Stats(); s.Misses != missesBefore {
+		b.Fatalf("pooled variant missed the pool %d times: it measured fresh networks too", s.Misses-missesBefore)
+	}
+	fp, pp, bp := p50(fl), p50(pl), p50(bl)
+	b.ReportMetric(ms(fp), "fresh-p50-ms")
+	b.ReportMetric(ms(pp), "pooled-p50-ms")
+	b.ReportMetric(ms(bp), "bare-p50-ms")
+	b.ReportMetric(float64(pp)/float64(fp), "pooled/fresh-p50")
+	b.ReportMetric(float64(pp)/float64(bp), "pooled/bare-p50")
+	if b.N > 1 { // the N=1 probe run is all warm-up
+		b.Logf("p50 over %d calls each: fresh CNI %v, pooled driver %v, bare pooled %v; pooled/fresh %.3f (target < 1), pooled/bare %.3f (target <= 1.10)",
+			b.N, fp, pp, bp, float64(pp)/float64(fp), float64(pp)/float64(bp))
+	}
+}
+
+// withNetNS copies spec with its network namespace set to path.
+func withNetNS(spec *oci.Spec, path string) *oci.Spec {
+	s := *spec
+	linux := *spec.Linux
+	linux.Namespaces = append([]specs.LinuxNamespace(nil), spec.Linux.Namespaces...)
+	for i := range linux.Namespaces {
+		if linux.Namespaces[i].Type == specs.NetworkNamespace {
+			linux.Namespaces[i].Path = path
+		}
+	}
+	s.Linux = &linux
+	return &s
+}

@@ -24,7 +24,10 @@ type cookie struct {
 	cleaned   bool // everything removed: Close is a no-op from now on
 	container ctrd.Container
 	netLease  NetworkLease
-	run       *run
+	// releaseImage ends the cookie's use of its image in the image
+	// cleaner; nil when not holding one.
+	releaseImage func()
+	run          *run
 	// taskLeft is set when a task may exist that run does not track (a
 	// Run that failed half-way and could not remove it).
 	taskLeft bool
@@ -41,6 +44,9 @@ func (c *cookie) ValidateImage(ctx context.Context) (bool, error) {
 	if err := c.usable(ctx); err != nil {
 		return false, err
 	}
+	// Busy from before the lookup to Close, across the pull: the cleaner
+	// never removes an image a cookie is about to use.
+	c.useImage()
 	img, err := c.d.findImage(c.d.nsCtx(ctx), c.image())
 	if err != nil || img == nil {
 		return err == nil, err
@@ -64,7 +70,24 @@ func (c *cookie) PullImage(ctx context.Context) error {
 			return fmt.Errorf("pull %s: credentials: %w", c.image(), err)
 		}
 	}
-	return c.d.pull(ctx, c.checked.Image, auth)
+	err := c.d.pull(ctx, c.checked.Image, auth)
+	if err == nil && c.d.cleaner != nil {
+		c.d.cleaner.Kick() // the store grew
+	}
+	return err
+}
+
+// useImage marks the image busy in the image cleaner, once per cookie.
+func (c *cookie) useImage() {
+	cl := c.d.cleaner
+	if cl == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.releaseImage == nil && !c.cleaned {
+		c.releaseImage = cl.Use(c.image())
+	}
 }
 
 // ContainerOptions implements drivers.Cookie: a *ContainerOptions, which a
@@ -101,20 +124,34 @@ func (c *cookie) CreateContainer(ctx context.Context) (err error) {
 		return fmt.Errorf("create container %s: %w", c.id(), err)
 	}
 
-	// A task without network keeps the fresh namespace (loopback only)
-	// rather than joining a shared one.
-	if p := d.opts.network; p != nil && c.opts.NetNSPath == "" && !c.task.DisableNet() {
-		lease, err := p.Acquire(ctx, c.task)
-		if err != nil {
-			return fmt.Errorf("create container %s: network: %w", c.id(), err)
+	// A task without network keeps the fresh namespace runc makes
+	// (loopback only) rather than joining or building one.
+	var extraLabels map[string]string
+	if !c.task.DisableNet() && c.opts.NetNSPath == "" {
+		var lease NetworkLease
+		// Not :=, so the deferred release below sees every later error.
+		if lease, err = d.acquireNetwork(ctx, c.task); err != nil {
+			return fmt.Errorf("create container %s: %w", c.id(), err)
 		}
-		c.netLease = lease
-		c.opts.NetNSPath = lease.Path()
-		defer func() {
-			if err != nil {
-				c.releaseNetwork(ctx)
+		if lease != nil {
+			c.netLease = lease
+			c.opts.NetNSPath = lease.Path()
+			if cl, ok := lease.(*cniLease); ok {
+				extraLabels = map[string]string{LabelNetNS: cl.ns.path}
 			}
-		}()
+			defer func() {
+				if err != nil {
+					cctx, cancel := d.cleanupCtx(ctx)
+					defer cancel()
+					if rerr := c.releaseNetwork(cctx); rerr != nil {
+						d.log.WithError(rerr).WithField("container", c.id()).Warn("cannot release network namespace")
+					}
+				}
+			}()
+		}
+	}
+	if c.releaseImage == nil && d.cleaner != nil && !c.cleaned {
+		c.releaseImage = d.cleaner.Use(c.image()) // a caller that skipped ValidateImage
 	}
 
 	lctx, release, err := d.withLease(ctx, "create")
@@ -128,7 +165,11 @@ func (c *cookie) CreateContainer(ctx context.Context) (err error) {
 	var ctr ctrd.Container
 	err = d.call(lctx, "containers.Create", func(ctx context.Context) error {
 		var err error
-		ctr, err = d.client.NewContainer(ctx, c.id(), c.opts.newContainerOpts(c.id(), img, specOpts)...)
+		opts := c.opts.newContainerOpts(c.id(), img, specOpts)
+		if extraLabels != nil {
+			opts = append(opts, ctrd.WithAdditionalContainerLabels(extraLabels))
+		}
+		ctr, err = d.client.NewContainer(ctx, c.id(), opts...)
 		return err
 	})
 	if err != nil {
@@ -209,7 +250,12 @@ func (c *cookie) Close(ctx context.Context) error {
 	}
 	c.mu.Lock()
 	c.cleaned = true
+	release := c.releaseImage
+	c.releaseImage = nil
 	c.mu.Unlock()
+	if release != nil {
+		release()
+	}
 	c.d.forget(c)
 	return nil
 }
@@ -220,8 +266,7 @@ func (c *cookie) cleanup(ctx context.Context) error {
 	d := c.d
 	ctr := c.container
 	if ctr == nil {
-		c.releaseNetwork(ctx)
-		return nil
+		return c.releaseNetwork(ctx)
 	}
 	var task ctrd.Task
 	switch {
@@ -257,20 +302,22 @@ func (c *cookie) cleanup(ctx context.Context) error {
 	if err != nil && !errdefs.IsNotFound(err) {
 		return daemonErr(err, "close "+c.id()+": delete container")
 	}
-	c.releaseNetwork(ctx)
-	return nil
+	return c.releaseNetwork(ctx)
 }
 
-// releaseNetwork gives the network namespace back; c.mu is held.
-func (c *cookie) releaseNetwork(ctx context.Context) {
+// releaseNetwork gives the network namespace back (a pool lease returned,
+// a CNI network torn down); c.mu is held. On error the lease is kept, so
+// a later Close tries again.
+func (c *cookie) releaseNetwork(ctx context.Context) error {
 	if c.netLease == nil {
-		return
+		return nil
 	}
 	if err := c.netLease.Release(ctx); err != nil {
-		c.d.log.WithError(err).WithField("container", c.id()).Warn("cannot release network namespace")
+		return fmt.Errorf("close %s: release network: %w", c.id(), err)
 	}
 	c.netLease = nil
 	c.opts.NetNSPath = ""
+	return nil
 }
 
 // usable reports ctx's error or a closed cookie.

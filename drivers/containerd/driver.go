@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/http"
+	"os"
 	"sync"
 	"time"
 
@@ -16,6 +17,8 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/fnrun/fnrun/drivers"
+	"github.com/fnrun/fnrun/images"
+	"github.com/fnrun/fnrun/pool"
 	"github.com/fnrun/fnrun/stats"
 )
 
@@ -48,6 +51,13 @@ type Driver struct {
 	init     string            // host path of the init binary, "" for none
 	oom      *oomWatcher
 	images   imageCache
+	// cni gives containers and holders a network; nil on a host without
+	// CNI networking (loopback only). pool and cleaner are nil when the
+	// configuration disables them.
+	cni     *cniNetwork
+	pool    *pool.Pool
+	store   *imageStore
+	cleaner *images.Cleaner
 
 	// bg ends when the driver closes: it stops the leak reaper, the OOM
 	// event stream and shared pulls. wg counts every goroutine the driver
@@ -69,6 +79,8 @@ type Driver struct {
 var (
 	_ drivers.Driver  = (*Driver)(nil)
 	_ drivers.Capable = (*Driver)(nil)
+	_ pool.Reporter   = (*Driver)(nil)
+	_ images.Provider = (*Driver)(nil)
 )
 
 // New connects to the containerd daemon at cfg.Containerd (containerd's
@@ -76,6 +88,13 @@ var (
 // daemon gives an error wrapping drivers.ErrDaemonUnavailable. When
 // cfg.ContainerLabelTag is set, what other instances with that tag left
 // behind is removed in the background.
+//
+// New also loads the CNI configuration (see cniNetwork for what happens
+// when there is none), starts the pre-fork pool when
+// cfg.PreForkPoolSize > 0 (it fills in the background), and starts the
+// image cleaner when cfg.ImageCleanMaxSize > 0 (it lists the store first:
+// exempt images larger than the budget fail New). Unusable settings give
+// an error wrapping drivers.ErrInvalidConfig.
 func New(ctx context.Context, cfg drivers.Config, opts ...Option) (*Driver, error) {
 	o := defaultOptions()
 	for _, opt := range opts {
@@ -141,12 +160,102 @@ func New(ctx context.Context, cfg drivers.Config, opts ...Option) (*Driver, erro
 		_ = client.Close()
 		return nil, fmt.Errorf("containerd at %s: %w: %w", address, drivers.ErrDaemonUnavailable, err)
 	}
+	d.store = &imageStore{d: d}
+	if d.cni, err = newCNINetwork(cfg, o.stateDir, instance, d.log); err != nil {
+		d.abort()
+		return nil, err
+	}
 	d.oom = newOOMWatcher(d)
 	d.spawn(func() { d.oom.run(d.bg) })
-	if cfg.ContainerLabelTag != "" {
+	if cfg.ContainerLabelTag != "" && !o.noReaper {
 		d.spawn(func() { d.reapLeaks(d.bg) })
 	}
+	if cfg.PreForkPoolSize > 0 {
+		if err := d.startPool(cfg); err != nil {
+			d.abort()
+			return nil, err
+		}
+	}
+	if err := d.startCleaner(ctx, cfg); err != nil {
+		d.abort()
+		return nil, err
+	}
 	return d, nil
+}
+
+// startPool starts the pre-fork pool; it fills in the background.
+func (d *Driver) startPool(cfg drivers.Config) error {
+	adapter, err := newHolderAdapter(d, cfg)
+	if err != nil {
+		return err
+	}
+	pcfg := pool.ConfigFromDriver(cfg, DriverName)
+	if len(pcfg.Networks) > 0 {
+		// Holders get the CNI network every container gets; there is no
+		// choice of network to spread them over.
+		d.log.WithField("networks", pcfg.Networks).Warn("PreForkNetworks is ignored by the containerd driver: holders use the CNI network")
+		pcfg.Networks = nil
+	}
+	if d.opts.poolConfig != nil {
+		d.opts.poolConfig(&pcfg)
+	}
+	p, err := pool.New(adapter, pcfg, pool.WithLogger(d.log))
+	if err != nil {
+		return fmt.Errorf("containerd driver: %w", err)
+	}
+	d.pool = p
+	return nil
+}
+
+// startCleaner starts the image cleaner when the configuration asks for
+// one. The pool image, the configured one or the default, is exempt.
+func (d *Driver) startCleaner(ctx context.Context, cfg drivers.Config) error {
+	icfg, ok := images.ConfigFromDriver(DriverName, cfg)
+	if !ok {
+		return nil
+	}
+	if cfg.PreForkPoolSize > 0 && cfg.PreForkImage == "" {
+		icfg.Exempt = append(icfg.Exempt, DefaultPreForkImage)
+	}
+	// Last uses live in image labels (imageStore is a LastUseStore), so
+	// ImageCleanStateDir is not needed.
+	if d.opts.cleanerConfig != nil {
+		d.opts.cleanerConfig(&icfg)
+	}
+	c, err := images.New(d.store, icfg, images.WithLogger(d.log))
+	if err != nil {
+		return fmt.Errorf("containerd driver: %w", err)
+	}
+	if err := c.Start(d.nsCtx(ctx)); err != nil {
+		return fmt.Errorf("containerd driver: image cleaner: %w", err)
+	}
+	d.cleaner = c
+	return nil
+}
+
+// abort undoes a New that failed after the client connected.
+func (d *Driver) abort() {
+	d.mu.Lock()
+	d.closed = true
+	d.mu.Unlock()
+	if d.pool != nil {
+		_ = d.pool.Close()
+	}
+	d.stopBG()
+	d.wg.Wait()
+	d.removeStateDirs()
+	d.http.CloseIdleConnections()
+	_ = d.client.Close()
+}
+
+// removeStateDirs removes our namespace folder, and the tag's, when they
+// are empty: nothing of ours is left, and another instance of the tag may
+// still be using the tag's folder.
+func (d *Driver) removeStateDirs() {
+	if d.cni != nil {
+		_ = os.Remove(d.cni.dir)
+		_ = os.Remove(d.cni.tagDir)
+	}
 }
 
 // Capabilities implements drivers.Capable: everything the contract names.
@@ -215,8 +324,10 @@ func (d *Driver) SetPullImageRetryPolicy(policy drivers.BackOffConfig, checker d
 func (d *Driver) GetSlotKeyExtensions(map[string]string) string { return "" }
 
 // Close implements drivers.Driver: it closes the cookies still open (ending
-// their containers and removing them), stops the background work, waits for
-// every goroutine of the driver and closes the client. It is idempotent.
+// their containers and removing them, and returning their pool leases),
+// then stops the pool (removing every holder), then the image cleaner, then
+// the rest of the background work; it waits for every goroutine of the
+// driver and closes the client. It is idempotent.
 func (d *Driver) Close() error {
 	d.closeOnce.Do(func() {
 		d.mu.Lock()
@@ -245,8 +356,19 @@ func (d *Driver) Close() error {
 			}(c)
 		}
 		wg.Wait()
+		if d.pool != nil {
+			if err := d.pool.Close(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if d.cleaner != nil {
+			if err := d.cleaner.Close(); err != nil {
+				errs = append(errs, err)
+			}
+		}
 		d.stopBG()
 		d.wg.Wait()
+		d.removeStateDirs()
 		d.http.CloseIdleConnections()
 		if err := d.client.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close containerd client: %w", err))

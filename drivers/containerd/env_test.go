@@ -3,6 +3,7 @@ package containerd
 import (
 	"context"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -30,6 +31,9 @@ type testEnv struct {
 	authImage    string
 	authUser     string
 	authPassword string
+	cniConf      string // CNI configuration folder
+	cniBin       string // CNI plugins
+	cniLeases    string // host-local's leases, under the network's name
 }
 
 func getenv(key, def string) string {
@@ -54,6 +58,9 @@ func requireEnv(t testing.TB) testEnv {
 		authImage:    getenv("FNRUN_AUTH_TEST_IMAGE", "127.0.0.1:5001/fnrun/busybox:latest"),
 		authUser:     getenv("FNRUN_AUTH_USER", "fnrun"),
 		authPassword: getenv("FNRUN_AUTH_PASSWORD", "fnrun-secret"),
+		cniConf:      getenv("FNRUN_CNI_CONF", "/var/tmp/fnrun-env/cni/conf"),
+		cniBin:       getenv("FNRUN_CNI_BIN", drivers.DefaultCNIBinDir),
+		cniLeases:    filepath.Join(getenv("FNRUN_STATE", "/var/tmp/fnrun-env"), "cni", "networks"),
 	}
 	// Probe once per process: without a daemon, every test would wait for
 	// the dial timeout.
@@ -108,11 +115,14 @@ func (w testWriter) Write(p []byte) (int, error) {
 }
 
 // newTestDriver builds a driver on the environment with a label tag of its
-// own and closes it at the end of the test.
+// own, the environment's CNI network, and closes it at the end of the test.
 func newTestDriver(t testing.TB, env testEnv, cfg drivers.Config, opts ...Option) *Driver {
 	t.Helper()
 	cfg.Containerd = env.address
 	cfg.ContainerdNamespace = env.namespace
+	if cfg.CNIConfDir == "" && cfg.CNIBinDir == "" {
+		cfg.CNIConfDir, cfg.CNIBinDir = env.cniConf, env.cniBin
+	}
 	if cfg.ContainerLabelTag == "" {
 		cfg.ContainerLabelTag = "test-" + randomID()
 	}

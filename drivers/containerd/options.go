@@ -7,6 +7,9 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/fnrun/fnrun/images"
+	"github.com/fnrun/fnrun/pool"
 )
 
 // Defaults of the options.
@@ -40,6 +43,10 @@ type options struct {
 	network       NetworkProvider
 	init          string
 	initSet       bool
+	stateDir      string
+	noReaper      bool
+	poolConfig    func(*pool.Config)
+	cleanerConfig func(*images.Config)
 }
 
 func defaultOptions() options {
@@ -55,6 +62,7 @@ func defaultOptions() options {
 		stopGrace:     DefaultStopGrace,
 		statsInterval: DefaultStatsInterval,
 		leaseExpiry:   DefaultLeaseExpiry,
+		stateDir:      DefaultStateDir,
 	}
 }
 
@@ -150,9 +158,9 @@ func WithFIFODir(dir string) Option {
 	return func(o *options) { o.fifoDir = dir }
 }
 
-// WithNetworkProvider makes every container join the network namespace the
-// provider hands out instead of getting a fresh one (the pre-fork pool's
-// adapter plugs in here).
+// WithNetworkProvider makes every container that wants a network join the
+// namespace the provider hands out, instead of a pool holder's or a fresh
+// CNI network (see acquireNetwork).
 func WithNetworkProvider(p NetworkProvider) Option {
 	return func(o *options) { o.network = p }
 }
@@ -181,4 +189,40 @@ func findInit() string {
 		}
 	}
 	return ""
+}
+
+// WithStateDir sets the folder where the driver keeps what it owns on the
+// host (the pinned network namespaces); default DefaultStateDir. Every
+// driver instance that shares a label tag must share it too, so that one
+// can remove what another left.
+func WithStateDir(dir string) Option {
+	return func(o *options) {
+		if dir != "" {
+			o.stateDir = dir
+		}
+	}
+}
+
+// WithPoolConfig adjusts the pre-fork pool's configuration, as derived
+// from the driver's, before the pool starts (idle shrink delay, retry
+// pacing, start concurrency...). It does nothing when the pool is off.
+func WithPoolConfig(f func(*pool.Config)) Option {
+	return func(o *options) { o.poolConfig = f }
+}
+
+// WithImageCleanerConfig adjusts the image cleaner's configuration, as
+// derived from the driver's, before it starts (low-water mark, intervals).
+// It does nothing when the cleaner is off.
+func WithImageCleanerConfig(f func(*images.Config)) Option {
+	return func(o *options) { o.cleanerConfig = f }
+}
+
+// WithoutLeakReaper keeps New from removing what other instances with the
+// same label tag left behind. A tool that inspects or manages the
+// containers of a running instance (listing them with Containers, ending
+// one with KillContainer) builds its driver with this option: without it,
+// the running instance's containers and holders would be taken for the
+// leftovers of a crashed one.
+func WithoutLeakReaper() Option {
+	return func(o *options) { o.noReaper = true }
 }

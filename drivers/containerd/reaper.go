@@ -16,8 +16,9 @@ func labelFilter(key, op, value string) string {
 }
 
 // reapLeaks removes what other instances with our label tag left behind:
-// their containers with tasks and snapshots, root snapshots whose container
-// was never recorded, and leases. Objects without our tag are never
+// their containers (calls and pool holders) with tasks and snapshots, root
+// snapshots whose container was never recorded, leases, and network
+// namespaces with their CNI attachments. Objects without our tag are never
 // touched. It runs once, in a goroutine the driver owns, and stops early
 // when the driver closes.
 func (d *Driver) reapLeaks(ctx context.Context) {
@@ -83,8 +84,14 @@ func (d *Driver) reapLeaks(ctx context.Context) {
 			log.WithError(err).WithField("lease", l.ID).Warn("leak reaper: cannot delete lease")
 		}
 	}
-	if removed+len(orphans)+len(stale) > 0 {
-		log.WithFields(map[string]interface{}{"containers": removed, "snapshots": len(orphans), "leases": len(stale)}).Info("removed leftovers of earlier instances")
+	// Network namespaces last: their containers are gone, so nothing
+	// runs in them any more.
+	nets := 0
+	if d.cni != nil {
+		nets = d.reapNetworks(ctx, log)
+	}
+	if removed+len(orphans)+len(stale)+nets > 0 {
+		log.WithFields(map[string]interface{}{"containers": removed, "snapshots": len(orphans), "leases": len(stale), "netns": nets}).Info("removed leftovers of earlier instances")
 	}
 }
 

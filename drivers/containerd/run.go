@@ -2,6 +2,7 @@ package containerd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"sync"
@@ -41,6 +42,14 @@ func (c *cookie) Run(ctx context.Context) (drivers.WaitResult, error) {
 	}
 	d := c.d
 	ctx = d.nsCtx(ctx)
+	var netDead <-chan struct{}
+	dn, _ := c.netLease.(deadNotifier)
+	if dn != nil {
+		if err := holderGone(dn); err != nil {
+			return nil, fmt.Errorf("run %s: %w", c.id(), err)
+		}
+		netDead = dn.Dead()
+	}
 
 	stdout, stderr := c.task.Logger()
 	out := &gate{}
@@ -62,6 +71,12 @@ func (c *cookie) Run(ctx context.Context) (drivers.WaitResult, error) {
 	})
 	if err != nil {
 		c.taskLeft = true // the daemon may have made it before failing
+		if dn != nil {
+			// The holder's namespace may have gone with the holder.
+			if gone := holderGone(dn); gone != nil {
+				return nil, fmt.Errorf("run %s: create task: %w (%v)", c.id(), gone, err)
+			}
+		}
 		return nil, notFoundErr(err, drivers.ErrContainerGone, "run "+c.id()+": create task")
 	}
 
@@ -73,7 +88,7 @@ func (c *cookie) Run(ctx context.Context) (drivers.WaitResult, error) {
 		oomSeen, unwatch := d.oom.watch(c.id())
 		r := &run{
 			c: c, d: d, task: task, statusC: statusC, out: out,
-			oomSeen: oomSeen, unwatch: unwatch, stopWait: stopWait,
+			oomSeen: oomSeen, unwatch: unwatch, stopWait: stopWait, netDead: netDead, net: dn,
 			done: make(chan struct{}), stop: make(chan struct{}),
 			waitStart: time.Now(),
 		}
@@ -112,6 +127,10 @@ type run struct {
 	unwatch   func()
 	stopWait  context.CancelFunc
 	waitStart time.Time
+	// netDead is closed when the pool holder whose namespace the
+	// container joined dies; net says why. Both nil without a holder.
+	netDead <-chan struct{}
+	net     deadNotifier
 
 	done   chan struct{} // closed once result is set and the output is in
 	result drivers.RunResult
@@ -171,6 +190,7 @@ func (r *run) monitor(runCtx context.Context, stdinDone <-chan struct{}) {
 		status  ctrd.ExitStatus
 		stopCtx context.Context
 		stopped bool
+		netErr  error
 	)
 loop:
 	for {
@@ -193,6 +213,14 @@ loop:
 			stopCtx, stopped = r.stopCtx, true
 			r.stopMu.Unlock()
 			break loop
+		case <-r.netDead:
+			// The namespace the container runs in is being torn down:
+			// end it with a clear error rather than let it run on
+			// without a network.
+			netErr = holderGone(r.net)
+			stopped = true
+			r.requestStop(nil)
+			break loop
 		}
 	}
 	if stopped {
@@ -202,6 +230,8 @@ loop:
 	outErr := r.drainOutput()
 
 	switch {
+	case netErr != nil:
+		r.result = drivers.ErrorResult(fmt.Errorf("container %s: %w", r.c.id(), netErr))
 	case stopped:
 		if stopCtx == nil {
 			stopCtx = closedContext()
@@ -341,4 +371,19 @@ func closedContext() context.Context {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	return ctx
+}
+
+// holderGone returns the error of a dead pool holder, wrapping
+// drivers.ErrContainerGone, or nil while it runs.
+func holderGone(dn deadNotifier) error {
+	select {
+	case <-dn.Dead():
+	default:
+		return nil
+	}
+	err := dn.Err()
+	if errors.Is(err, drivers.ErrContainerGone) {
+		return fmt.Errorf("network namespace: %w", err)
+	}
+	return fmt.Errorf("network namespace holder gone (%v): %w", err, drivers.ErrContainerGone)
 }

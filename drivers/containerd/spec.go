@@ -45,9 +45,12 @@ type ContainerOptions struct {
 	// Snapshotter prepares the root filesystem; Runtime runs the task.
 	Snapshotter string
 	Runtime     string
-	// NetNSPath, when set, is the network namespace the container joins;
-	// empty gives it a new one with loopback only. A NetworkProvider fills
-	// it in at create time.
+	// NetNSPath is the network namespace the container joins. Set by the
+	// caller, it is joined as is. Left empty, CreateContainer fills it in
+	// for a task that wants a network (a pool holder's namespace, a fresh
+	// CNI network, or a NetworkProvider's); a task with DisableNet, or
+	// any task on a host without CNI, gets a new namespace with loopback
+	// only.
 	NetNSPath string
 	// Init is the host path of a static init (tini) that runs as the
 	// container's process 1, mounted read-only at InitPath, with the
@@ -61,9 +64,11 @@ const InitPath = "/dev/init"
 
 // containerOptions derives the create options of a checked task.
 func (d *Driver) containerOptions(task drivers.ContainerTask, checked *drivers.CheckedTask) *ContainerOptions {
+	labels := d.Labels()
+	labels[drivers.LabelRole] = drivers.RoleCall
 	o := &ContainerOptions{
 		Init:        d.init,
-		Labels:      d.Labels(),
+		Labels:      labels,
 		Snapshotter: d.opts.snapshotter,
 		Runtime:     d.opts.runtime,
 	}

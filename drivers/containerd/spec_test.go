@@ -180,19 +180,21 @@ func TestSpecEveryKnob(t *testing.T) {
 		}
 	}
 
-	// A new network namespace, not joined: loopback only.
+	// A namespace of its own, pinned by the driver and set up by CNI.
 	var netns *specs.LinuxNamespace
 	for i, ns := range spec.Linux.Namespaces {
 		if ns.Type == specs.NetworkNamespace {
 			netns = &spec.Linux.Namespaces[i]
 		}
 	}
-	if netns == nil || netns.Path != "" {
-		t.Errorf("network namespace %+v, want a new one", netns)
+	if netns == nil {
+		t.Errorf("no network namespace")
+	} else if _, own := d.ownNetNSPath(netns.Path); !own || labels[LabelNetNS] != netns.Path {
+		t.Errorf("network namespace %+v (label %q), want one the driver pinned", netns, labels[LabelNetNS])
 	}
 
 	// Labels.
-	for k, v := range map[string]string{LabelLibrary: "fnrun", LabelDriver: DriverName, LabelTag: d.cfg.ContainerLabelTag, LabelInstance: "spec-instance"} {
+	for k, v := range map[string]string{LabelLibrary: "fnrun", LabelDriver: DriverName, LabelTag: d.cfg.ContainerLabelTag, LabelInstance: "spec-instance", drivers.LabelRole: drivers.RoleCall} {
 		if labels[k] != v {
 			t.Errorf("label %s = %q, want %q", k, labels[k], v)
 		}
@@ -422,7 +424,7 @@ func TestWithImageConfig(t *testing.T) {
 
 // TestLimitsSeenInside runs a container that reads its limits from the
 // read-only cgroup mount and its rlimits, checks the mount really is
-// read-only, and that the network namespace has loopback only.
+// read-only, and that a task without network has loopback only.
 func TestLimitsSeenInside(t *testing.T) {
 	env := requireEnv(t)
 	d := newTestDriver(t, env, drivers.Config{})
@@ -435,6 +437,7 @@ func TestLimitsSeenInside(t *testing.T) {
 		MaxLockedMemory:   u64(64 << 10),
 		MaxPendingSignals: u64(77),
 		MaxMessageQueue:   u64(8192),
+		NoNetwork:         true,
 		Stdout:            &out,
 		Stderr:            &errOut,
 	}
