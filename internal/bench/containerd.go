@@ -1,0 +1,408 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"syscall"
+	"time"
+
+	ctrd "github.com/containerd/containerd"
+	"github.com/containerd/containerd/cio"
+	"github.com/containerd/containerd/errdefs"
+	"github.com/containerd/containerd/namespaces"
+	"github.com/containerd/containerd/oci"
+	"github.com/containerd/containerd/snapshots"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/fnrun/fnrun/drivers"
+	fncd "github.com/fnrun/fnrun/drivers/containerd"
+)
+
+// Containerd is the bare containerd side of the benchmark: a client of its
+// own (not the driver's), the namespace and the image.
+type Containerd struct {
+	Client    *ctrd.Client
+	Namespace string
+	// Image is the normalized reference of the image in the store.
+	Image string
+	// Labels go on every container and snapshot the bare side creates,
+	// so that leftovers are found like the driver's.
+	Labels map[string]string
+
+	cni *cniNet // see UseCNI
+}
+
+// UseCNI makes the bare cold calls network their containers as the driver
+// does when it has a CNI configuration: a pinned namespace per call, set
+// up with CNI before the container is created and torn down after it is
+// removed.
+func (c *Containerd) UseCNI(confDir, binDir string) error {
+	n, err := newCNINet(confDir, binDir)
+	if err != nil {
+		return err
+	}
+	c.cni = n
+	return nil
+}
+
+// JoinsNetNS reports whether spec puts the container in an existing
+// network namespace by path: how the containerd driver networks a
+// container with CNI (or with a pool holder).
+func JoinsNetNS(spec *oci.Spec) bool {
+	if spec == nil || spec.Linux == nil {
+		return false
+	}
+	for _, ns := range spec.Linux.Namespaces {
+		if ns.Type == specs.NetworkNamespace && ns.Path != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// NewContainerd connects a bare client to address, in namespace.
+func NewContainerd(address, namespace, image string, labels map[string]string) (*Containerd, error) {
+	ref, err := drivers.NormalizeImage(image)
+	if err != nil {
+		return nil, err
+	}
+	c, err := ctrd.New(address, ctrd.WithDefaultNamespace(namespace))
+	if err != nil {
+		return nil, err
+	}
+	return &Containerd{Client: c, Namespace: namespace, Image: ref.Normalized, Labels: labels}, nil
+}
+
+func (c *Containerd) ctx(ctx context.Context) context.Context {
+	return namespaces.WithNamespace(ctx, c.Namespace)
+}
+
+// Close closes the client.
+func (c *Containerd) Close() error { return c.Client.Close() }
+
+// Spec returns the OCI spec the containerd driver drv generates for task:
+// it creates the container through a cookie, reads its spec with the bare
+// client, and closes the cookie. task must not be run.
+func (c *Containerd) Spec(ctx context.Context, drv drivers.Driver, task *drivers.Task) (*oci.Spec, error) {
+	ck, err := drv.CreateCookie(ctx, task)
+	if err != nil {
+		return nil, err
+	}
+	defer ck.Close(context.WithoutCancel(ctx))
+	if err := ck.CreateContainer(ctx); err != nil {
+		return nil, err
+	}
+	ctr, err := c.Client.LoadContainer(c.ctx(ctx), task.ID)
+	if err != nil {
+		return nil, err
+	}
+	return ctr.Spec(c.ctx(ctx))
+}
+
+// specFor copies proto for the container id: its own cgroup and host name,
+// and the network namespace netns, or a new one when netns is empty.
+func (c *Containerd) specFor(proto *oci.Spec, id, netns string) *oci.Spec {
+	spec := *proto
+	linux := *proto.Linux
+	linux.CgroupsPath = "/" + c.Namespace + "/" + id
+	linux.Namespaces = append([]specs.LinuxNamespace(nil), proto.Linux.Namespaces...)
+	found := false
+	for i, ns := range linux.Namespaces {
+		if ns.Type == specs.NetworkNamespace {
+			linux.Namespaces[i].Path = netns
+			found = true
+		}
+	}
+	if !found {
+		linux.Namespaces = append(linux.Namespaces, specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: netns})
+	}
+	spec.Linux = &linux
+	spec.Hostname = id
+	if len(id) > 64 {
+		spec.Hostname = id[:64]
+	}
+	return &spec
+}
+
+func (c *Containerd) labels(role string) map[string]string {
+	return withRole(c.Labels, role)
+}
+
+// newContainer creates a container of the image on a new snapshot.
+func (c *Containerd) newContainer(ctx context.Context, id string, spec *oci.Spec, role string) (ctrd.Container, error) {
+	img, err := c.Client.GetImage(ctx, c.Image)
+	if err != nil {
+		return nil, err
+	}
+	return c.Client.NewContainer(ctx, id,
+		ctrd.WithSnapshotter(fncd.DefaultSnapshotter),
+		ctrd.WithNewSnapshot(id, img, snapshots.WithLabels(c.labels(role))),
+		ctrd.WithSpec(spec),
+		ctrd.WithRuntime(fncd.DefaultRuntime, nil),
+		ctrd.WithContainerLabels(c.labels(role)))
+}
+
+// remove kills and deletes the container's task, then the container and
+// its snapshot; what is gone already is skipped.
+func (c *Containerd) remove(ctx context.Context, ctr ctrd.Container) error {
+	ctx = c.ctx(ctx)
+	if t, err := ctr.Task(ctx, nil); err == nil {
+		_ = t.Resume(ctx) // a frozen task ignores even SIGKILL until thawed
+		if _, err := t.Delete(ctx, ctrd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+			return err
+		}
+	}
+	if err := ctr.Delete(ctx, ctrd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
+		return err
+	}
+	return nil
+}
+
+// ContainerdCall is the bare twin of a cold or pooled call: find the image,
+// create the container on a new snapshot with the driver's spec (its own
+// cgroup and host name), create the task with FIFO streams, wait, start,
+// wait for the exit and the output, delete task and container. When the
+// driver networks its cold containers with CNI (its spec joins a pinned
+// namespace), each cold call also pins a namespace and sets it up with
+// CNI first, and tears both down last (see UseCNI). For the pooled mode, Prepare starts one holder per worker (a sleeping task) and a
+// worker's calls join its holder's network namespace by path, as the
+// driver's containers join the pool's holders.
+type ContainerdCall struct {
+	c       *Containerd
+	proto   *oci.Spec
+	variant Variant
+
+	mu      sync.Mutex
+	holders []ctrd.Container
+	netns   []string
+}
+
+// NewContainerdCall returns the bare containerd target of mode (Cold or
+// Pooled); proto is the driver's spec for `true` (see Containerd.Spec).
+func NewContainerdCall(c *Containerd, proto *oci.Spec, driverName, mode string) *ContainerdCall {
+	return &ContainerdCall{c: c, proto: proto, variant: Variant{driverName, mode, Bare}}
+}
+
+func (t *ContainerdCall) Variant() Variant { return t.variant }
+
+func (t *ContainerdCall) Prepare(ctx context.Context, workers int) error {
+	if t.variant.Mode != Pooled {
+		if JoinsNetNS(t.proto) && t.c.cni == nil {
+			return errors.New("the driver networks its containers with CNI: the bare side needs the CNI configuration too (UseCNI)")
+		}
+		return nil
+	}
+	ctx = t.c.ctx(ctx)
+	for w := 0; w < workers; w++ {
+		id := callID("bh")
+		spec := t.c.specFor(t.proto, id, "")
+		proc := *spec.Process
+		proc.Args = holderArgs(proc.Args)
+		spec.Process = &proc
+		ctr, err := t.c.newContainer(ctx, id, spec, drivers.RoleHolder)
+		if err != nil {
+			return fmt.Errorf("holder: %w", err)
+		}
+		t.mu.Lock()
+		t.holders = append(t.holders, ctr)
+		t.mu.Unlock()
+		task, err := ctr.NewTask(ctx, cio.NullIO)
+		if err != nil {
+			return fmt.Errorf("holder: %w", err)
+		}
+		if err := task.Start(ctx); err != nil {
+			return fmt.Errorf("holder: %w", err)
+		}
+		t.mu.Lock()
+		t.netns = append(t.netns, fmt.Sprintf("/proc/%d/ns/net", task.Pid()))
+		t.mu.Unlock()
+	}
+	return nil
+}
+
+// holderArgs turns the arguments of the driver's spec into a long sleep,
+// keeping the init (tini) the driver runs as process 1, if any.
+func holderArgs(args []string) []string {
+	sleep := []string{"sleep", "2147483647"}
+	if len(args) > 0 && args[0] == fncd.InitPath {
+		return append([]string{fncd.InitPath, "--"}, sleep...)
+	}
+	return sleep
+}
+
+func (t *ContainerdCall) Call(ctx context.Context, worker int) error {
+	netns := ""
+	if t.variant.Mode == Pooled {
+		t.mu.Lock()
+		netns = t.netns[worker]
+		t.mu.Unlock()
+	}
+	id := callID("b")
+	if t.variant.Mode == Cold && JoinsNetNS(t.proto) {
+		path, err := t.c.cni.attach(ctx, id)
+		if err != nil {
+			return err
+		}
+		err = t.c.lifecycle(t.c.ctx(ctx), t.c.specFor(t.proto, id, path), id)
+		if derr := t.c.cni.detach(context.WithoutCancel(ctx), id, path); err == nil {
+			err = derr
+		}
+		return err
+	}
+	return t.c.lifecycle(t.c.ctx(ctx), t.c.specFor(t.proto, id, netns), id)
+}
+
+func (c *Containerd) lifecycle(ctx context.Context, spec *oci.Spec, id string) (err error) {
+	ctr, err := c.newContainer(ctx, id, spec, drivers.RoleCall)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil { // a failed call only: clean-up is not timed otherwise
+			_ = c.remove(context.WithoutCancel(ctx), ctr)
+		}
+	}()
+	task, err := ctr.NewTask(ctx, cio.NewCreator(cio.WithStreams(nil, io.Discard, io.Discard)))
+	if err != nil {
+		return err
+	}
+	statusC, err := task.Wait(ctx)
+	if err != nil {
+		return err
+	}
+	if err := task.Start(ctx); err != nil {
+		return err
+	}
+	var st ctrd.ExitStatus
+	select {
+	case st = <-statusC:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	task.IO().Wait()
+	if code := st.ExitCode(); code != 0 || st.Error() != nil {
+		return fmt.Errorf("container %s exited %d: %v", id, code, st.Error())
+	}
+	if _, err := task.Delete(ctx); err != nil {
+		return err
+	}
+	return ctr.Delete(ctx, ctrd.WithSnapshotCleanup)
+}
+
+func (t *ContainerdCall) Close(ctx context.Context) error {
+	t.mu.Lock()
+	holders := t.holders
+	t.holders, t.netns = nil, nil
+	t.mu.Unlock()
+	var errs []error
+	for _, h := range holders {
+		errs = append(errs, t.c.remove(ctx, h))
+	}
+	return errors.Join(errs...)
+}
+
+// ContainerdWarm is the bare twin of the warm target: one long-lived task
+// per worker with the driver's spec for HotCommand, its stdin and stdout
+// wired through FIFOs, paused between calls; a call resumes it, echoes one
+// line through it and pauses it again.
+type ContainerdWarm struct {
+	c       *Containerd
+	proto   *oci.Spec
+	variant Variant
+
+	mu  sync.Mutex
+	hot []*containerdHot
+}
+
+type containerdHot struct {
+	ctr   ctrd.Container
+	task  ctrd.Task
+	stdin *io.PipeWriter
+	out   *lineConn
+	seq   int
+}
+
+// NewContainerdWarm returns the bare warm target; proto is the driver's
+// spec for HotCommand (see Containerd.Spec).
+func NewContainerdWarm(c *Containerd, proto *oci.Spec, driverName string) *ContainerdWarm {
+	return &ContainerdWarm{c: c, proto: proto, variant: Variant{driverName, Warm, Bare}}
+}
+
+func (t *ContainerdWarm) Variant() Variant { return t.variant }
+
+func (t *ContainerdWarm) Prepare(ctx context.Context, workers int) error {
+	ctx = t.c.ctx(ctx)
+	for w := 0; w < workers; w++ {
+		id := callID("bw")
+		ctr, err := t.c.newContainer(ctx, id, t.c.specFor(t.proto, id, ""), drivers.RoleCall)
+		if err != nil {
+			return err
+		}
+		inR, inW := io.Pipe()
+		h := &containerdHot{ctr: ctr, stdin: inW, out: newLineConn()}
+		t.mu.Lock()
+		t.hot = append(t.hot, h)
+		t.mu.Unlock()
+		h.task, err = ctr.NewTask(ctx, cio.NewCreator(cio.WithStreams(inR, h.out.w, io.Discard)))
+		if err != nil {
+			return err
+		}
+		if err := h.task.Start(ctx); err != nil {
+			return err
+		}
+		h.seq++
+		if err := echo(ctx, h.stdin, h.out, fmt.Sprintf("call %d", h.seq)); err != nil {
+			return err
+		}
+		if err := h.task.Pause(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (t *ContainerdWarm) Call(ctx context.Context, worker int) error {
+	t.mu.Lock()
+	h := t.hot[worker]
+	t.mu.Unlock()
+	ctx = t.c.ctx(ctx)
+	if err := h.task.Resume(ctx); err != nil {
+		return err
+	}
+	h.seq++
+	if err := echo(ctx, h.stdin, h.out, fmt.Sprintf("call %d", h.seq)); err != nil {
+		return err
+	}
+	return h.task.Pause(ctx)
+}
+
+// Repair pauses the worker's task again after a failed call.
+func (t *ContainerdWarm) Repair(ctx context.Context, worker int) {
+	t.mu.Lock()
+	h := t.hot[worker]
+	t.mu.Unlock()
+	time.Sleep(repairDelay)
+	_ = h.task.Pause(t.c.ctx(ctx))
+}
+
+func (t *ContainerdWarm) Close(ctx context.Context) error {
+	t.mu.Lock()
+	hot := t.hot
+	t.hot = nil
+	t.mu.Unlock()
+	var errs []error
+	for _, h := range hot {
+		h.out.discard()
+		_ = h.stdin.Close()
+		if h.task != nil {
+			_ = h.task.Resume(t.c.ctx(ctx))
+			_ = h.task.Kill(t.c.ctx(ctx), syscall.SIGKILL)
+		}
+		errs = append(errs, t.c.remove(ctx, h.ctr))
+		h.out.close()
+	}
+	return errors.Join(errs...)
+}
