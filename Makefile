@@ -39,13 +39,21 @@ test-unit: ## Run the tests that need no daemon (integration tests are skipped w
 	go vet ./...
 	go test -short $(GO_TEST_FLAGS) ./...
 
+.PHONY: build
+build: ## Build the fnrun command into bin/fnrun.
+	go build -o bin/fnrun ./cmd/fnrun
+
 .PHONY: demo
-demo: up ## Run one function through each registered driver and print the result.
+demo: up build ## Run a function through each driver, show the pool at work, print a short bench table.
 	$(WITH_ENV) go run ./cmd/demo
+	$(WITH_ENV) bin/fnrun pool --driver docker --size 2
+	$(WITH_ENV) bin/fnrun pool --driver containerd --size 2
+	$(WITH_ENV) bin/fnrun bench --all --quick
 
 .PHONY: bench
-bench: up ## Run the benchmarks (driver versus bare client, in the same run).
+bench: up build ## Run the Go benchmarks, then fnrun bench with its chart (bench.png).
 	$(WITH_ENV) go test -run '^$$' -bench '$(BENCH)' $(BENCH_FLAGS) ./...
+	$(WITH_ENV) bin/fnrun bench --all --n 40 --png bench.png
 
 .PHONY: fuzz
 fuzz: ## Fuzz image parsing and command splitting for a short while.
