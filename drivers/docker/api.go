@@ -133,6 +133,17 @@ func (d *Driver) kill(ctx context.Context, id string, sig docker.Signal) error {
 	})
 }
 
+// startContainer starts a created container. It goes through the raw API:
+// go-dockerclient's start asks the daemon's version on its first use,
+// writing the client's version fields without a lock, which races when
+// the first starts are concurrent (the pool starts several holders at
+// once).
+func (d *Driver) startContainer(ctx context.Context, id, what string) error {
+	return d.do(ctx, "start", what, kindContainer, func(ctx context.Context) error {
+		return d.api.rawCall(ctx, http.MethodPost, "/containers/"+id+"/start", nil)
+	})
+}
+
 // pause and unpause freeze and thaw every process of a container.
 func (d *Driver) pause(ctx context.Context, id string) error {
 	return d.do(ctx, "pause", fmt.Sprintf("container %q", id), kindContainer, func(ctx context.Context) error {

@@ -9,6 +9,7 @@ import (
 	docker "github.com/fsouza/go-dockerclient"
 
 	"github.com/fnrun/fnrun/drivers"
+	"github.com/fnrun/fnrun/pool"
 )
 
 // cookie is one task's container.
@@ -17,12 +18,18 @@ type cookie struct {
 	task    drivers.ContainerTask
 	checked *drivers.CheckedTask
 	opts    *docker.CreateContainerOptions
-	network string // leased from the driver's spread; "" when none
+	// baseMode is the network mode newCookie chose. CreateContainer joins a
+	// pool holder instead only while the options still ask for it, so a
+	// change made through ContainerOptions wins.
+	baseMode string
 
 	mu        sync.Mutex
-	attempted bool   // a create was sent: a container may exist
-	sentName  string // the name the create asked for
-	id        string // the container's id once created
+	network   string      // leased from the driver's spread; "" when none
+	lease     *pool.Lease // the pool holder the container joined; nil when none
+	imageUse  func()      // releases the image in the cleaner; nil when not held
+	attempted bool        // a create was sent: a container may exist
+	sentName  string      // the name the create asked for
+	id        string      // the container's id once created
 	run       *run
 	starting  bool // Run is between attach and start
 	frozen    bool
@@ -44,7 +51,7 @@ func newCookie(d *Driver, task drivers.ContainerTask, checked *drivers.CheckedTa
 		}
 		return nil, err
 	}
-	c := &cookie{d: d, task: task, checked: checked, opts: opts}
+	c := &cookie{d: d, task: task, checked: checked, opts: opts, baseMode: network}
 	if network != networkNone {
 		c.network = network
 	}
@@ -75,10 +82,18 @@ func (c *cookie) ContainerOptions() interface{} { return c.opts }
 // ValidateImage implements drivers.Cookie: true when the image is not in
 // the daemon's store. An image that declares volumes is refused unless the
 // driver enables them, since each run would leave an anonymous volume
-// with data from the image.
+// with data from the image. With the image cleaner on, the image is marked
+// busy from here (before the lookup, so across a pull too) until Close.
 func (c *cookie) ValidateImage(ctx context.Context) (bool, error) {
 	if err := c.usable(ctx); err != nil {
 		return false, err
+	}
+	if cl := c.d.cleaner; cl != nil {
+		c.mu.Lock()
+		if c.imageUse == nil && !c.closed {
+			c.imageUse = cl.Use(c.checked.Image.Normalized)
+		}
+		c.mu.Unlock()
 	}
 	img, err := c.d.inspectImage(ctx, c.image())
 	if errors.Is(err, drivers.ErrImageNotFound) {
@@ -106,15 +121,29 @@ func (c *cookie) PullImage(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.d.puller.pull(ctx, c.checked.Image, conf)
+	if err := c.d.puller.pull(ctx, c.checked.Image, conf); err != nil {
+		return err
+	}
+	if cl := c.d.cleaner; cl != nil {
+		cl.Kick() // the store grew
+	}
+	return nil
 }
 
-// CreateContainer implements drivers.Cookie.
+// CreateContainer implements drivers.Cookie. With the pre-fork pool on and
+// the network not disabled, the container joins a free pool holder's
+// network namespace (network mode "container:<holder id>"); when none is
+// free it gets a network of its own as without the pool, and the pool
+// counts the miss. The lease lasts until Close has removed the container.
 func (c *cookie) CreateContainer(ctx context.Context) error {
 	if err := c.usable(ctx); err != nil {
 		return err
 	}
 	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return fmt.Errorf("cookie %s: %w", c.name(), drivers.ErrClosed)
+	}
 	if c.attempted {
 		c.mu.Unlock()
 		return fmt.Errorf("create container %s: already created", c.name())
@@ -126,6 +155,79 @@ func (c *cookie) CreateContainer(ctx context.Context) error {
 	c.sentName = opts.Name
 	c.mu.Unlock()
 
+	lease, joined := c.leaseHolder(ctx, opts)
+	if lease != nil {
+		opts = joined
+	}
+	ctr, err := c.create(ctx, opts)
+	if err != nil && lease != nil && holderGoneMessage(err) {
+		// The holder died between the lease and the create, and the
+		// daemon refused to join it: nothing was created. Fall back to a
+		// network of the container's own, as on a miss.
+		c.d.log.WithError(err).WithFields(map[string]any{"container": c.name(), "holder": lease.Holder().ID}).Debug("leased holder gone at create; using a plain network")
+		lease.Release()
+		lease = nil
+		opts = *c.opts
+		ctr, err = c.create(ctx, opts)
+	}
+	if err != nil {
+		if lease != nil {
+			// Nothing runs in the holder's namespace: a container the
+			// lost answer of a create may have made is not started.
+			lease.Release()
+		}
+		if errors.Is(err, docker.ErrContainerAlreadyExists) {
+			// Someone else's container has this name: not ours to remove.
+			c.mu.Lock()
+			c.attempted = false
+			c.mu.Unlock()
+		}
+		return err
+	}
+	c.mu.Lock()
+	if c.removed {
+		// Close ran while the create was under way and found nothing to
+		// remove: remove what the create made here.
+		c.mu.Unlock()
+		if err := c.d.remove(context.WithoutCancel(ctx), ctr.ID); err != nil {
+			c.d.log.WithError(err).WithField("container", c.name()).Warn("cannot remove a container created after its cookie closed")
+		}
+		if lease != nil {
+			lease.Release() // never started: nothing runs in the namespace
+		}
+		return fmt.Errorf("cookie %s: %w", c.name(), drivers.ErrClosed)
+	}
+	c.id = ctr.ID
+	if lease != nil {
+		c.lease = lease
+		// The container does not use the driver's own network.
+		c.d.networks.release(c.network)
+		c.network = ""
+	}
+	c.mu.Unlock()
+	return nil
+}
+
+// leaseHolder leases a pool holder for the container, unless there is no
+// pool, the network is disabled, or the options no longer ask for the
+// network newCookie chose. It returns the options that join the holder.
+func (c *cookie) leaseHolder(ctx context.Context, opts docker.CreateContainerOptions) (*pool.Lease, docker.CreateContainerOptions) {
+	p := c.d.pool
+	if p == nil || c.task.DisableNet() || opts.HostConfig == nil || opts.HostConfig.NetworkMode != c.baseMode {
+		return nil, opts
+	}
+	lease, ok := p.Lease(ctx)
+	if !ok {
+		return nil, opts
+	}
+	host := *opts.HostConfig
+	host.NetworkMode = "container:" + lease.Holder().ID
+	opts.HostConfig = &host
+	return lease, opts
+}
+
+// create sends one create call.
+func (c *cookie) create(ctx context.Context, opts docker.CreateContainerOptions) (*docker.Container, error) {
 	var ctr *docker.Container
 	err := c.d.do(ctx, "create", fmt.Sprintf("container %q", c.name()), kindImage, func(ctx context.Context) error {
 		opts.Context = ctx
@@ -133,20 +235,31 @@ func (c *cookie) CreateContainer(ctx context.Context) error {
 		ctr, err = c.d.client.CreateContainer(opts)
 		return err
 	})
-	if errors.Is(err, docker.ErrContainerAlreadyExists) {
-		// Someone else's container has this name: not ours to remove.
-		c.mu.Lock()
-		c.attempted = false
-		c.mu.Unlock()
+	return ctr, err
+}
+
+// holderError is the error of a container whose leased holder is gone:
+// the pool's reason when it has noticed (wrapping pool.ErrHolderDied and
+// so drivers.ErrContainerGone, or drivers.ErrClosed when the pool closed),
+// else pool.ErrHolderDied with what the daemon said.
+func holderError(lease *pool.Lease, daemonErr error) error {
+	if err := lease.Err(); err != nil {
 		return err
 	}
-	if err != nil {
-		return err
+	if daemonErr != nil {
+		return fmt.Errorf("holder %s: %w: %w", lease.Holder().ID, pool.ErrHolderDied, daemonErr)
 	}
-	c.mu.Lock()
-	c.id = ctr.ID
-	c.mu.Unlock()
-	return nil
+	return fmt.Errorf("holder %s: %w", lease.Holder().ID, pool.ErrHolderDied)
+}
+
+// leaseDead reports whether the lease's holder is gone.
+func leaseDead(lease *pool.Lease) bool {
+	select {
+	case <-lease.Dead():
+		return true
+	default:
+		return false
+	}
 }
 
 // Freeze implements drivers.Cookie by pausing the container.
@@ -187,7 +300,8 @@ func (c *cookie) isFrozen() bool {
 }
 
 // Close implements drivers.Cookie: it ends a running container (SIGTERM,
-// then SIGKILL), removes it with its volumes and returns the network lease.
+// then SIGKILL), removes it with its volumes, returns the network or pool
+// lease and frees the image in the cleaner.
 // It is idempotent and succeeds when the container is already gone; if the
 // removal fails, a later Close tries again.
 func (c *cookie) Close(ctx context.Context) error {
@@ -208,15 +322,30 @@ func (c *cookie) Close(ctx context.Context) error {
 			// Removal below kills the container anyway.
 		}
 	}
-	if err := c.removeContainer(ctx); err != nil {
+	err := c.removeContainer(ctx)
+	c.mu.Lock()
+	// The image may go idle even if the removal failed: a container left
+	// behind keeps it in use in the daemon's eyes.
+	if c.imageUse != nil {
+		defer c.imageUse()
+		c.imageUse = nil
+	}
+	if err != nil {
+		c.mu.Unlock()
 		return fmt.Errorf("close %s: %w", c.name(), err)
 	}
-	c.mu.Lock()
+	var lease *pool.Lease
 	if !c.removed {
 		c.removed = true
 		c.d.networks.release(c.network)
+		c.network = ""
+		// Only now is nothing of the call left in the holder's namespace.
+		lease, c.lease = c.lease, nil
 	}
 	c.mu.Unlock()
+	if lease != nil {
+		lease.Release()
+	}
 	if c.d.isClosed() {
 		// The driver's Close has already emptied the pool; do not leave
 		// this cookie's connection behind.

@@ -25,12 +25,14 @@ const (
 // before any (the storage driver was learnt at start).
 func (d *Driver) createOptions(task drivers.ContainerTask, checked *drivers.CheckedTask, network string) (*docker.CreateContainerOptions, error) {
 	id := task.Id()
+	labels := d.labels()
+	labels[drivers.LabelRole] = drivers.RoleCall
 	cfg := &docker.Config{
 		Image:        checked.Image.Familiar,
 		Cmd:          checked.Args, // nil runs the image's command
 		Env:          checked.Env,
 		WorkingDir:   task.WorkDir(),
-		Labels:       d.labels(),
+		Labels:       labels,
 		AttachStdout: true,
 		AttachStderr: true,
 	}

@@ -31,9 +31,58 @@
 // call, pull and exit is recorded in the OpenCensus measures of package
 // stats.
 //
-// Containers carry labels naming the library, the configured label tag and
-// the driver instance. With a label tag set, a new driver removes the
-// containers that other instances with the same tag left behind; it never
-// touches a container without its labels. Close stops every goroutine the
-// driver started and waits for them.
+// # Pre-fork pool
+//
+// With PreForkPoolSize > 0 the driver runs a pool (package pool) of holder
+// containers: PreForkImage (required; there is no default, since a host
+// without a public registry could never pull one) running PreForkCmd
+// (default "sleep 2147483647"), unprivileged like calls, with no logging,
+// labelled role=holder, spread over PreForkNetworks (default: Docker's
+// bridge). The pool pulls the image when the daemon lacks it, with the
+// credentials of WithDockerConfig for its registry. CreateContainer leases
+// a free holder and creates the container with network mode
+// "container:<holder id>", which skips building a network namespace and
+// a veth per call; when no holder is free (the pool counts the miss and
+// grows up to PreForkPoolMax) or the task disables the network, the
+// container gets its own network as without the pool. The lease is
+// returned by Close once the container is removed; with PreForkUseOnce the
+// holder is then replaced. A holder is watched with the daemon's wait
+// call, set up again when the connection drops, so only a real death
+// counts. A container whose holder died fails at Run, or, when the holder
+// dies while it runs, is ended with StatusError; both errors wrap
+// drivers.ErrContainerGone (pool.ErrHolderDied). If the holder dies between
+// the lease and the create, the create falls back to a network of its own.
+// The driver implements pool.Reporter.
+//
+// # Image cleaner
+//
+// With ImageCleanMaxSize > 0 the driver runs an image cleaner (package
+// images) over the daemon's whole image store, the pre-fork image and
+// ImageCleanExemptTags exempt. A cookie marks its image busy from
+// ValidateImage (across the pull) until Close, and a pull kicks the
+// cleaner. The store (ImageStore, also usable on its own for a one-shot
+// cleanup) reports an image in use when any container of the daemon, ours
+// or not, was created from it, or another image is built on it; removes an
+// image by id without forcing, untagging its other names first when the
+// daemon would not remove them with it (a refusal because of a container
+// wraps images.ErrImageInUse, a missing image drivers.ErrImageNotFound);
+// and splits sizes into what each image alone holds and what it shares:
+// from the daemon when it reports shared sizes (API 1.42+), else counted
+// from each image's layers and history (see imageStore for what is
+// approximated). Last uses survive restarts in ImageCleanStateDir; without
+// it, they are approximated by creation times after a restart. The driver
+// implements images.Provider.
+//
+// # Labels and listing
+//
+// Containers carry labels naming the library, the configured label tag, the
+// driver instance and the role (call or holder). With a label tag set, a
+// new driver removes the containers, holders included, that other
+// instances with the same tag left behind; it never touches a container
+// without its labels. The driver implements drivers.ContainerLister over
+// the containers of its label tag, of every instance.
+//
+// Close ends the running containers first, then closes the pool (every
+// holder is stopped and removed), then the cleaner, and waits for every
+// goroutine the driver started.
 package docker

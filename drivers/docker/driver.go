@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -16,6 +17,8 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/fnrun/fnrun/drivers"
+	"github.com/fnrun/fnrun/images"
+	"github.com/fnrun/fnrun/pool"
 )
 
 const (
@@ -63,6 +66,10 @@ type options struct {
 	loadTimeout  time.Duration
 	stopGrace    time.Duration
 	statsDelay   time.Duration
+	// wrapStore, for tests, changes the image store the cleaner and
+	// ImageStore use (to confine a test to its own images on a shared
+	// daemon).
+	wrapStore func(images.Store) images.Store
 }
 
 // WithLogger sets the logger; the default discards everything.
@@ -120,6 +127,9 @@ type Driver struct {
 	auths    map[string]docker.AuthConfiguration // registry host -> credentials from config.json
 	puller   *puller
 	networks *networkSpread
+	store    images.Store
+	pool     *pool.Pool      // nil when PreForkPoolSize is 0
+	cleaner  *images.Cleaner // nil when ImageCleanMaxSize is 0
 
 	// ctx ends background work (reaper, runs, shared pulls) when the
 	// driver closes; wg counts every goroutine the driver started.
@@ -134,8 +144,11 @@ type Driver struct {
 }
 
 var (
-	_ drivers.Driver  = (*Driver)(nil)
-	_ drivers.Capable = (*Driver)(nil)
+	_ drivers.Driver          = (*Driver)(nil)
+	_ drivers.Capable         = (*Driver)(nil)
+	_ drivers.ContainerLister = (*Driver)(nil)
+	_ pool.Reporter           = (*Driver)(nil)
+	_ images.Provider         = (*Driver)(nil)
 )
 
 // hostInfo is what the driver learns about the daemon at start.
@@ -198,7 +211,23 @@ func New(ctx context.Context, cfg drivers.Config, opts ...Option) (*Driver, erro
 	}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	d.puller = newPuller(d)
+	var adapter *holderAdapter
+	if cfg.PreForkPoolSize > 0 {
+		if adapter, err = newHolderAdapter(d); err != nil {
+			d.cancel()
+			return nil, err
+		}
+	}
+	d.store = newImageStore(d)
+	if o.wrapStore != nil {
+		d.store = o.wrapStore(d.store)
+	}
 	if err := d.start(ctx); err != nil {
+		d.cancel()
+		d.api.closeIdle()
+		return nil, err
+	}
+	if err := d.startBackground(ctx, adapter); err != nil {
 		d.cancel()
 		d.api.closeIdle()
 		return nil, err
@@ -237,6 +266,34 @@ func (d *Driver) start(ctx context.Context) error {
 		if err := d.loadImages(ctx, path); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// startBackground starts the image cleaner and then the pre-fork pool, as
+// the configuration asks. On error nothing of either is left running.
+func (d *Driver) startBackground(ctx context.Context, adapter *holderAdapter) error {
+	if icfg, ok := images.ConfigFromDriver(driverName, d.cfg); ok {
+		icfg.StateDir = d.cfg.ImageCleanStateDir
+		cleaner, err := images.New(d.store, icfg, images.WithLogger(d.log))
+		if err != nil {
+			return fmt.Errorf("docker driver: image cleaner: %w", err)
+		}
+		if err := cleaner.Start(ctx); err != nil {
+			_ = cleaner.Close()
+			return fmt.Errorf("docker driver: image cleaner: %w", err)
+		}
+		d.cleaner = cleaner
+	}
+	if adapter != nil {
+		p, err := pool.New(adapter, pool.ConfigFromDriver(d.cfg, driverName), pool.WithLogger(d.log))
+		if err != nil {
+			if d.cleaner != nil {
+				_ = d.cleaner.Close()
+			}
+			return fmt.Errorf("docker driver: pre-fork pool: %w", err)
+		}
+		d.pool = p
 	}
 	return nil
 }
@@ -362,24 +419,58 @@ func (d *Driver) retryPolicy() (drivers.BackOffConfig, drivers.RetryErrorChecker
 // a Docker container is, so any hot container can serve any call.
 func (d *Driver) GetSlotKeyExtensions(map[string]string) string { return "" }
 
-// Close implements drivers.Driver: it ends containers still running, stops
-// the leak reaper and shared pulls, waits for every goroutine the driver
-// started and closes idle connections. Cookies still open can be closed
-// afterwards to remove their containers. Close is idempotent.
+// Close implements drivers.Driver. In the reverse order of starting, it
+// ends the containers still running (with the leak reaper and shared pulls,
+// which stop with them) and waits for their goroutines; then it closes the
+// pre-fork pool, which stops and removes every holder; then the image
+// cleaner, which writes its last-use state; and it closes idle
+// connections. Cookies still open can be closed afterwards to remove their
+// containers. Close is idempotent; it returns the pool's and the cleaner's
+// errors (a holder that could not be removed is left for the leak reaper
+// of the next instance).
 func (d *Driver) Close() error {
 	d.mu.Lock()
 	d.closed = true
 	d.mu.Unlock()
 	d.cancel()
 	d.wg.Wait()
+	var errs []error
+	if d.pool != nil {
+		if err := d.pool.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("docker driver: pre-fork pool: %w", err))
+		}
+	}
+	if d.cleaner != nil {
+		if err := d.cleaner.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("docker driver: image cleaner: %w", err))
+		}
+	}
 	d.api.closeIdle()
-	return nil
+	return errors.Join(errs...)
 }
+
+// PoolStats implements pool.Reporter.
+func (d *Driver) PoolStats() (pool.Stats, bool) {
+	if d.pool == nil {
+		return pool.Stats{}, false
+	}
+	return d.pool.Stats(), true
+}
+
+// ImageStore implements images.Provider: the daemon's image store, for a
+// one-shot cleanup job (images.New on it, then CleanOnce) even when the
+// driver runs no cleaner.
+func (d *Driver) ImageStore() images.Store { return d.store }
+
+// ImageCleaner implements images.Provider: the cleaner the driver runs
+// when ImageCleanMaxSize is set.
+func (d *Driver) ImageCleaner() (*images.Cleaner, bool) { return d.cleaner, d.cleaner != nil }
 
 // Instance is the instance id in this driver's labels.
 func (d *Driver) Instance() string { return d.instance }
 
-// labels are the labels of every container of this driver.
+// labels are the labels of every container of this driver; callers add
+// drivers.LabelRole.
 func (d *Driver) labels() map[string]string {
 	return map[string]string{
 		LabelLibrary:  libraryName,

@@ -2,6 +2,7 @@ package docker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -10,13 +11,17 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/fnrun/fnrun/drivers"
+	"github.com/fnrun/fnrun/pool"
 	"github.com/fnrun/fnrun/stats"
 )
 
 // Run implements drivers.Cookie. The streams are attached before the
 // container starts, so output written at once is not lost. ctx bounds the
 // whole run: when it ends, the container is ended and the result is
-// StatusTimeout or StatusCancelled.
+// StatusTimeout or StatusCancelled. A container that joined a pool holder
+// which has since died fails here with an error wrapping
+// drivers.ErrContainerGone, and one whose holder dies while it runs is
+// ended with StatusError and that error.
 func (c *cookie) Run(ctx context.Context) (drivers.WaitResult, error) {
 	if err := c.usable(ctx); err != nil {
 		return nil, err
@@ -31,10 +36,18 @@ func (c *cookie) Run(ctx context.Context) (drivers.WaitResult, error) {
 		return nil, fmt.Errorf("run %s: already started", c.name())
 	}
 	c.starting = true
-	id := c.id
+	id, lease := c.id, c.lease
 	c.mu.Unlock()
 
-	r, err := c.start(ctx, id)
+	var (
+		r   *run
+		err error
+	)
+	if lease != nil && leaseDead(lease) {
+		err = fmt.Errorf("run %s: %w", c.name(), holderError(lease, nil))
+	} else {
+		r, err = c.start(ctx, id, lease)
+	}
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -50,24 +63,26 @@ func (c *cookie) Run(ctx context.Context) (drivers.WaitResult, error) {
 	return r, nil
 }
 
-func (c *cookie) start(ctx context.Context, id string) (*run, error) {
+func (c *cookie) start(ctx context.Context, id string, lease *pool.Lease) (*run, error) {
 	d := c.d
 	stdout, stderr := c.task.Logger()
 	att, err := d.attach(ctx, id, c.task.Input(), stdout, stderr)
 	if err != nil {
 		return nil, fmt.Errorf("run %s: %w", c.name(), err)
 	}
-	err = d.do(ctx, "start", fmt.Sprintf("container %q", c.name()), kindContainer, func(ctx context.Context) error {
-		return d.client.StartContainerWithContext(id, nil, ctx)
-	})
+	err = d.startContainer(ctx, id, fmt.Sprintf("container %q", c.name()))
 	if err != nil {
 		att.close()
 		<-att.done
+		if lease != nil && (leaseDead(lease) || holderGoneMessage(err)) {
+			return nil, fmt.Errorf("run %s: %w", c.name(), holderError(lease, err))
+		}
 		return nil, fmt.Errorf("run %s: %w", c.name(), err)
 	}
 	r := &run{
 		c:      c,
 		id:     id,
+		lease:  lease,
 		att:    att,
 		done:   make(chan struct{}),
 		endReq: make(chan struct{}),
@@ -84,9 +99,10 @@ func (c *cookie) start(ctx context.Context, id string) (*run, error) {
 
 // run is one started container, watched by its monitor goroutine.
 type run struct {
-	c   *cookie
-	id  string
-	att *attachment
+	c     *cookie
+	id    string
+	lease *pool.Lease // the pool holder the container joined, or nil
+	att   *attachment
 
 	done   chan struct{} // closed once result is set and nothing writes to the task any more
 	result drivers.RunResult
@@ -170,9 +186,14 @@ func (r *run) monitor(runCtx context.Context) {
 		r.sampleStats(statsCtx, runCtx)
 	}()
 
+	var holderDead <-chan struct{} // nil (never ready) without a lease
+	if r.lease != nil {
+		holderDead = r.lease.Dead()
+	}
 	var (
-		st   exitStatus
-		seen bool
+		st        exitStatus
+		seen      bool
+		holderErr error // the holder died under the container
 	)
 	select {
 	case st = <-exited:
@@ -182,9 +203,26 @@ func (r *run) monitor(runCtx context.Context) {
 	case <-r.endReq:
 	case <-d.ctx.Done():
 		r.requestEnd(closedContext())
+	case <-holderDead:
+		// The namespace lives on with the container in it, but nobody
+		// keeps it for the pool: end the container rather than let it run
+		// in a network the caller did not ask for.
+		holderErr = holderError(r.lease, nil)
+		if errors.Is(holderErr, drivers.ErrClosed) {
+			r.requestEnd(closedContext())
+			holderErr = nil
+		}
 	}
 	var cause context.Context
-	if !seen {
+	if holderErr != nil {
+		select {
+		case st = <-exited: // a natural exit that raced wins
+			seen = true
+			holderErr = nil
+		default:
+			st, seen = r.stop(exited)
+		}
+	} else if !seen {
 		// Prefer a natural exit that raced with the request to end.
 		select {
 		case st = <-exited:
@@ -200,7 +238,11 @@ func (r *run) monitor(runCtx context.Context) {
 	streamErr := r.att.drain(d.opts.callTimeout)
 	stopWaiting()
 
-	r.result = r.outcome(cause, st, seen, streamErr)
+	if holderErr != nil {
+		r.result = drivers.ErrorResult(fmt.Errorf("container %s: %w", r.c.name(), holderErr))
+	} else {
+		r.result = r.outcome(cause, st, seen, streamErr)
+	}
 	stats.RecordExit(runCtx, driverName, r.result.Status())
 	d.log.WithFields(logrus.Fields{"container": r.c.name(), "status": r.result.Status(), "took": time.Since(start)}).Debug("container ended")
 }
