@@ -147,14 +147,53 @@ func (d *Driver) startContainer(ctx context.Context, id, what string) error {
 // pause and unpause freeze and thaw every process of a container.
 func (d *Driver) pause(ctx context.Context, id string) error {
 	return d.do(ctx, "pause", fmt.Sprintf("container %q", id), kindContainer, func(ctx context.Context) error {
-		return d.api.rawCall(ctx, http.MethodPost, "/containers/"+id+"/pause", nil)
+		return retryPauseRace(ctx, func() error {
+			return d.api.rawCall(ctx, http.MethodPost, "/containers/"+id+"/pause", nil)
+		})
 	})
 }
 
 func (d *Driver) unpause(ctx context.Context, id string) error {
 	return d.do(ctx, "unpause", fmt.Sprintf("container %q", id), kindContainer, func(ctx context.Context) error {
-		return d.api.rawCall(ctx, http.MethodPost, "/containers/"+id+"/unpause", nil)
+		return retryPauseRace(ctx, func() error {
+			return d.api.rawCall(ctx, http.MethodPost, "/containers/"+id+"/unpause", nil)
+		})
 	})
+}
+
+// pauseRaceRetries bounds how often a pause or unpause refused by a stale
+// daemon view is tried again.
+const pauseRaceRetries = 10
+
+// retryPauseRace retries a pause or unpause that dockerd 20.10 refused with
+// a state it had not caught up with yet: under load it answers 409
+// "already paused" for a thawed container and 500 "is not paused" for a
+// frozen one, because its record of the state lags the cgroup freezer. The
+// view settles within a few tens of milliseconds.
+func retryPauseRace(ctx context.Context, call func() error) error {
+	var err error
+	for attempt := 0; attempt < pauseRaceRetries; attempt++ {
+		if err = call(); err == nil || !isPauseRace(err) {
+			return err
+		}
+		t := time.NewTimer(time.Duration(attempt+1) * 20 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+	}
+	return err
+}
+
+func isPauseRace(err error) bool {
+	var apiErr *docker.Error
+	if !errors.As(err, &apiErr) {
+		return false
+	}
+	return (apiErr.Status == http.StatusConflict && strings.Contains(apiErr.Message, "already paused")) ||
+		(apiErr.Status == http.StatusInternalServerError && strings.Contains(apiErr.Message, "is not paused"))
 }
 
 // remove removes a container with its anonymous volumes, killing it if it

@@ -273,10 +273,13 @@ func (c *cookie) setFrozen(ctx context.Context, frozen bool) error {
 		return err
 	}
 	c.mu.Lock()
-	r, id := c.run, c.id
+	r, id, already := c.run, c.id, c.frozen == frozen
 	c.mu.Unlock()
 	if r == nil || r.finished() {
 		return notRunning(c.name())
+	}
+	if already {
+		return nil // only this cookie pauses its container: nothing to do
 	}
 	var err error
 	if frozen {
