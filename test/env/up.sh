@@ -205,8 +205,13 @@ pick_storage_driver() {
 start_dockerd() {
   local pidf=$STATE/dockerd.pid logf=$STATE/dockerd.log
   if pid_alive "$pidf" && docker_ok >/dev/null 2>&1; then
-    log "dockerd already running (pid $(cat "$pidf"))"
-    return 0
+    if ip link show docker0 >/dev/null 2>&1; then
+      log "dockerd already running (pid $(cat "$pidf"))"
+      return 0
+    fi
+    # Another dockerd started with --bridge=none deletes docker0; ours
+    # recreates it, with its addresses and NAT rules, when it restarts.
+    log "docker0 is gone; restarting dockerd to recreate it"
   fi
   if pid_alive "$pidf"; then
     log "dockerd pid alive but not answering; stopping it"
