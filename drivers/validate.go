@@ -7,7 +7,9 @@ import (
 	"path"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
+	"sync"
 )
 
 // CheckedTask is what CheckTask derived from a valid task.
@@ -24,12 +26,29 @@ type CheckedTask struct {
 // accepts a superset.
 var validID = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$`)
 
-// Limits below these cannot start a container on any runtime we drive.
+// Limits outside these cannot start a container on any runtime we drive:
+// the kernel refuses them when the container starts, far from the caller.
 const (
 	minMemoryBytes = 6 << 20 // Docker refuses less than 6 MiB
 	minMilliCPUs   = 10      // a 1ms CFS quota per 100ms period
+	maxMilliCPUs   = 1 << 20 // about a thousand CPUs, far below the kernel's CFS quota bound
+	maxPIDs        = 1 << 22 // PID_MAX_LIMIT: pids.max accepts nothing larger
 	maxMegabytes   = math.MaxInt64 >> 20
 )
+
+// maxOpenFiles is the kernel's fs.nr_open, the ceiling of RLIMIT_NOFILE;
+// setting more fails with EPERM when the container starts.
+var maxOpenFiles = sync.OnceValue(func() uint64 {
+	b, err := os.ReadFile("/proc/sys/fs/nr_open")
+	if err != nil {
+		return 1 << 20 // the kernel's default
+	}
+	n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil || n == 0 {
+		return 1 << 20
+	}
+	return n
+})
 
 // CheckTask validates everything about a task that can be checked without
 // a daemon. Every driver calls it before its first daemon call, so bad
@@ -62,8 +81,13 @@ func CheckTask(task ContainerTask) (*CheckedTask, error) {
 	if err := checkMounts(task); err != nil {
 		return nil, fmt.Errorf("task %s: %w", id, err)
 	}
-	if dir := task.WorkDir(); dir != "" && !path.IsAbs(dir) {
-		return nil, InvalidTaskf("task %s: work dir %q is not absolute", id, dir)
+	if dir := task.WorkDir(); dir != "" && (!path.IsAbs(dir) || strings.ContainsRune(dir, 0)) {
+		return nil, InvalidTaskf("task %s: work dir %q is not an absolute path", id, dir)
+	}
+	for _, arg := range checked.Args {
+		if strings.ContainsRune(arg, 0) {
+			return nil, InvalidTaskf("task %s: command argument %q contains NUL", id, arg)
+		}
 	}
 	return checked, nil
 }
@@ -93,11 +117,11 @@ func checkLimits(task ContainerTask) error {
 	if m := task.Memory(); m != 0 && (m < minMemoryBytes || m > math.MaxInt64) {
 		return InvalidTaskf("memory limit %d bytes is outside [%d, %d]", m, minMemoryBytes, int64(math.MaxInt64))
 	}
-	if c := task.CPUs(); c != 0 && (c < minMilliCPUs || c > math.MaxInt64/100) {
-		return InvalidTaskf("CPU limit %d milli-CPUs is outside [%d, %d]", c, minMilliCPUs, int64(math.MaxInt64/100))
+	if c := task.CPUs(); c != 0 && (c < minMilliCPUs || c > maxMilliCPUs) {
+		return InvalidTaskf("CPU limit %d milli-CPUs is outside [%d, %d]", c, minMilliCPUs, maxMilliCPUs)
 	}
-	if p := task.PIDs(); p > math.MaxInt64 {
-		return InvalidTaskf("pids limit %d is too large", p)
+	if p := task.PIDs(); p > maxPIDs {
+		return InvalidTaskf("pids limit %d is above the kernel's %d", p, maxPIDs)
 	}
 	if s := task.FsSize(); s > maxMegabytes {
 		return InvalidTaskf("filesystem size %d MB is too large", s)
@@ -120,6 +144,9 @@ func checkLimits(task ContainerTask) error {
 	}
 	if n := task.OpenFiles(); n != nil && *n == 0 {
 		return InvalidTaskf("open files limit 0 leaves the process unable to start")
+	}
+	if n := task.OpenFiles(); n != nil && *n > maxOpenFiles() {
+		return InvalidTaskf("open files limit %d is above the kernel's fs.nr_open %d", *n, maxOpenFiles())
 	}
 	return nil
 }
