@@ -55,10 +55,19 @@ bench: up build ## Run the Go benchmarks, then fnrun bench with its chart (bench
 	$(WITH_ENV) go test -run '^$$' -bench '$(BENCH)' $(BENCH_FLAGS) ./...
 	$(WITH_ENV) bin/fnrun bench --all --n 40 --png bench.png
 
+.PHONY: test-faults
+test-faults: up ## Fault, storm, soak, bad-input and security tests on private daemons (about 6 min).
+	$(WITH_ENV) CI=true go test -race -timeout 20m -v ./test/faults/
+
+.PHONY: soak
+soak: up ## Long soak: 1000 sequential + 1000 concurrent calls per driver, with start/end figures.
+	$(WITH_ENV) FNRUN_SOAK_CALLS=1000 go test -run TestSoak -timeout 60m -v ./test/faults/
+
 .PHONY: fuzz
 fuzz: ## Fuzz image parsing and command splitting for a short while.
 	go test -run '^$$' -fuzz FuzzParseImage -fuzztime 30s ./drivers/
 	go test -run '^$$' -fuzz FuzzSplitCommand -fuzztime 30s ./drivers/
+	$(WITH_ENV) go test -run '^$$' -fuzz FuzzCreateCookie -fuzztime 30s ./test/faults/
 
 .PHONY: lint
 lint: ## gofmt and go vet.
