@@ -31,6 +31,9 @@ type cookie struct {
 	// taskLeft is set when a task may exist that run does not track (a
 	// Run that failed half-way and could not remove it).
 	taskLeft bool
+	// createSent is set when a container create was sent but no container
+	// recorded: the daemon may have made it all the same.
+	createSent bool
 }
 
 var _ drivers.Cookie = (*cookie)(nil)
@@ -163,7 +166,12 @@ func (c *cookie) CreateContainer(ctx context.Context) (err error) {
 	defer release(false)
 	specOpts := c.opts.specOpts(img, c.checked.Args, d.cfg.DisableUnprivilegedContainers)
 	var ctr ctrd.Container
-	err = d.call(lctx, "containers.Create", func(ctx context.Context) error {
+	// Not cancelled with the caller: a create the daemon completes after
+	// the caller gave up would otherwise leave a container nobody knows
+	// of. The per-operation timeout bounds it; Close looks for a
+	// container a create in doubt may have left (createSent).
+	c.createSent = true
+	err = d.call(context.WithoutCancel(lctx), "containers.Create", func(ctx context.Context) error {
 		var err error
 		opts := c.opts.newContainerOpts(c.id(), img, specOpts)
 		if extraLabels != nil {
@@ -172,7 +180,19 @@ func (c *cookie) CreateContainer(ctx context.Context) (err error) {
 		ctr, err = d.client.NewContainer(ctx, c.id(), opts...)
 		return err
 	})
-	if err != nil {
+	if err == nil {
+		c.container = ctr
+		c.createSent = false
+		if cerr := ctx.Err(); cerr != nil {
+			// The caller gave up meanwhile; Close removes the container.
+			return fmt.Errorf("create container %s: %w", c.id(), cerr)
+		}
+		return nil
+	}
+	if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
+		err = fmt.Errorf("%w: %w", cerr, err)
+	}
+	{
 		if errors.Is(err, drivers.ErrInvalidTask) {
 			return fmt.Errorf("create container %s: %w", c.id(), err)
 		}
@@ -183,8 +203,6 @@ func (c *cookie) CreateContainer(ctx context.Context) (err error) {
 		}
 		return notFoundErr(err, drivers.ErrImageNotFound, fmt.Sprintf("create container %s", c.id()))
 	}
-	c.container = ctr
-	return nil
 }
 
 // Freeze implements drivers.Cookie: the task is paused (cgroup freezer).
@@ -243,9 +261,8 @@ func (c *cookie) Close(ctx context.Context) error {
 		r.requestStop(nil)
 		<-r.done // bounded: the stop grace, then SIGKILL and bounded waits
 	}
-	cctx, cancel := c.d.cleanupCtx(ctx)
-	defer cancel()
-	if err := c.cleanup(cctx); err != nil {
+	// No shared deadline: every call is bounded on its own.
+	if err := c.cleanup(c.d.detachedCtx(ctx)); err != nil {
 		return err
 	}
 	c.mu.Lock()
@@ -265,6 +282,33 @@ func (c *cookie) cleanup(ctx context.Context) error {
 	defer c.mu.Unlock()
 	d := c.d
 	ctr := c.container
+	if ctr == nil && c.createSent {
+		// A create whose answer we lost may have made the container:
+		// remove it when it is this driver instance's.
+		var found ctrd.Container
+		err := d.call(ctx, "containers.Get", func(ctx context.Context) error {
+			var err error
+			found, err = d.client.LoadContainer(ctx, c.id())
+			return err
+		})
+		switch {
+		case err == nil:
+			labels, lerr := found.Labels(ctx)
+			if lerr != nil {
+				if !errdefs.IsNotFound(lerr) {
+					return daemonErr(lerr, "close "+c.id()+": load container labels")
+				}
+			} else if labels[LabelInstance] == d.instance {
+				ctr = found
+				c.taskLeft = true // a task is unlikely, but look
+			}
+		case !errdefs.IsNotFound(err):
+			return daemonErr(err, "close "+c.id()+": load container")
+		}
+		if ctr == nil {
+			c.createSent = false
+		}
+	}
 	if ctr == nil {
 		return c.releaseNetwork(ctx)
 	}
@@ -283,12 +327,22 @@ func (c *cookie) cleanup(ctx context.Context) error {
 		}
 	}
 	if task != nil {
-		var opts []ctrd.ProcessDeleteOpts
-		if c.run == nil || !c.run.finished() {
-			opts = append(opts, ctrd.WithProcessKill)
+		// A finished run does not mean the task is gone: its wait may have
+		// broken (the daemon died) or its end could not kill it (the
+		// daemon hung). WithProcessKill tolerates an exited task, and a
+		// frozen one is thawed first so the kill can end it.
+		var st ctrd.Status
+		if err := d.call(ctx, "tasks.Status", func(ctx context.Context) error {
+			var err error
+			st, err = task.Status(ctx)
+			return err
+		}); err == nil && (st.Status == ctrd.Paused || st.Status == ctrd.Pausing) {
+			if err := d.call(ctx, "tasks.Resume", task.Resume); err != nil && !errdefs.IsNotFound(err) {
+				d.log.WithError(err).WithField("container", c.id()).Warn("cannot thaw container before deleting it")
+			}
 		}
 		err := d.call(ctx, "tasks.Delete", func(ctx context.Context) error {
-			_, err := task.Delete(ctx, opts...)
+			_, err := task.Delete(ctx, ctrd.WithProcessKill)
 			return err
 		})
 		if err != nil && !errdefs.IsNotFound(err) {
@@ -300,8 +354,11 @@ func (c *cookie) cleanup(ctx context.Context) error {
 		return ctr.Delete(ctx, ctrd.WithSnapshotCleanup)
 	})
 	if err != nil && !errdefs.IsNotFound(err) {
+		c.container = ctr // a later Close tries again
 		return daemonErr(err, "close "+c.id()+": delete container")
 	}
+	c.container = nil
+	c.createSent = false
 	return c.releaseNetwork(ctx)
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -430,8 +431,14 @@ func (d *Driver) callWithin(ctx context.Context, api string, limit time.Duration
 	start := time.Now()
 	err := f(cctx)
 	stats.RecordDaemonCall(ctx, DriverName, api, start, err)
-	if err != nil && ctx.Err() == nil && cctx.Err() != nil {
+	switch cerr := ctx.Err(); {
+	case err == nil:
+	case cerr == nil && cctx.Err() != nil:
 		err = fmt.Errorf("containerd %s: no answer within %v: %w: %w", api, limit, drivers.ErrDaemonUnavailable, err)
+	case cerr != nil && !errors.Is(err, cerr):
+		// The caller's context ended: say so in a way errors.Is sees
+		// (gRPC reports it as a status, "code = Canceled").
+		err = fmt.Errorf("containerd %s: %w: %w", api, cerr, err)
 	}
 	return err
 }
@@ -442,6 +449,15 @@ func (d *Driver) callWithin(ctx context.Context, api string, limit time.Duration
 // per-operation bound.
 func (d *Driver) cleanupCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(d.nsCtx(context.WithoutCancel(ctx)), d.opts.callTimeout)
+}
+
+// detachedCtx is the context of cleanup that must finish whatever happened
+// to ctx (Close): the namespace and values of ctx, none of its cancellation
+// and no deadline of its own. Each daemon call under it is bounded on its
+// own by the per-operation timeout, so a silent daemon gives
+// drivers.ErrDaemonUnavailable rather than a shared deadline's error.
+func (d *Driver) detachedCtx(ctx context.Context) context.Context {
+	return d.nsCtx(context.WithoutCancel(ctx))
 }
 
 func randomID() string {

@@ -2,6 +2,8 @@ package containerd
 
 import (
 	"context"
+	"errors"
+	"fmt"
 
 	"github.com/containerd/containerd/errdefs"
 	"github.com/containerd/containerd/leases"
@@ -24,13 +26,31 @@ func (d *Driver) withLease(ctx context.Context, purpose string) (_ context.Conte
 	labels := d.Labels()
 	labels[LabelLease] = purpose
 	ls := d.client.LeasesService()
+	// The ID is chosen here, so a lease the daemon made although the call
+	// failed on our side (a cancelled caller, a timeout) can still be
+	// deleted. The create itself is not cancelled with the caller: it is
+	// bounded by the per-operation timeout, and a caller that gave up
+	// meanwhile gets its lease deleted below.
+	id := "fnrun-" + purpose + "-" + randomID()
 	var l leases.Lease
-	err := d.call(ctx, "leases.Create", func(ctx context.Context) error {
+	err := d.call(context.WithoutCancel(ctx), "leases.Create", func(ctx context.Context) error {
 		var err error
-		l, err = ls.Create(ctx, leases.WithRandomID(), leases.WithExpiration(d.opts.leaseExpiry), leases.WithLabels(labels))
+		l, err = ls.Create(ctx, leases.WithID(id), leases.WithExpiration(d.opts.leaseExpiry), leases.WithLabels(labels))
 		return err
 	})
+	if err == nil && ctx.Err() != nil {
+		err = ctx.Err()
+	}
 	if err != nil {
+		cctx, cancel := d.cleanupCtx(ctx)
+		defer cancel()
+		derr := d.call(cctx, "leases.Delete", func(ctx context.Context) error { return ls.Delete(ctx, leases.Lease{ID: id}) })
+		if derr != nil && !errdefs.IsNotFound(derr) {
+			d.log.WithError(derr).WithField("lease", id).Warn("cannot delete lease")
+		}
+		if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
+			err = fmt.Errorf("%w: %w", cerr, err)
+		}
 		return ctx, nil, daemonErr(err, "create "+purpose+" lease")
 	}
 	release = func(sync bool) {
