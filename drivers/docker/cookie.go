@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	docker "github.com/fsouza/go-dockerclient"
 
@@ -155,11 +156,16 @@ func (c *cookie) CreateContainer(ctx context.Context) error {
 	c.sentName = opts.Name
 	c.mu.Unlock()
 
+	// The create is sent detached from the caller's context, bounded by
+	// the per-call timeout only: dockerd finishes a create whose request
+	// was aborted, and the container would appear after Close had looked
+	// for it by name. A caller that gave up meanwhile gets its error below.
+	createCtx := context.WithoutCancel(ctx)
 	lease, joined := c.leaseHolder(ctx, opts)
 	if lease != nil {
 		opts = joined
 	}
-	ctr, err := c.create(ctx, opts)
+	ctr, err := c.create(createCtx, opts)
 	if err != nil && lease != nil && holderGoneMessage(err) {
 		// The holder died between the lease and the create, and the
 		// daemon refused to join it: nothing was created. Fall back to a
@@ -168,7 +174,7 @@ func (c *cookie) CreateContainer(ctx context.Context) error {
 		lease.Release()
 		lease = nil
 		opts = *c.opts
-		ctr, err = c.create(ctx, opts)
+		ctr, err = c.create(createCtx, opts)
 	}
 	if err != nil {
 		if lease != nil {
@@ -176,21 +182,35 @@ func (c *cookie) CreateContainer(ctx context.Context) error {
 			// lost answer of a create may have made is not started.
 			lease.Release()
 		}
-		if errors.Is(err, docker.ErrContainerAlreadyExists) {
-			// Someone else's container has this name: not ours to remove.
+		if daemonAnswered(err) {
+			// The daemon refused the create: nothing was made (or, for a
+			// name conflict, someone else's container has this name and is
+			// not ours to remove). The create may be tried again.
 			c.mu.Lock()
 			c.attempted = false
 			c.mu.Unlock()
 		}
+		if cerr := ctx.Err(); cerr != nil {
+			return fmt.Errorf("create container %s: %w (%v)", c.name(), cerr, err)
+		}
 		return err
 	}
 	c.mu.Lock()
-	if c.removed {
-		// Close ran while the create was under way and found nothing to
-		// remove: remove what the create made here.
+	if c.closed {
+		// Close ran while the create was under way and may have found
+		// nothing to remove: remove what the create made here.
 		c.mu.Unlock()
 		if err := c.d.remove(context.WithoutCancel(ctx), ctr.ID); err != nil {
 			c.d.log.WithError(err).WithField("container", c.name()).Warn("cannot remove a container created after its cookie closed")
+			c.mu.Lock()
+			if c.id == "" {
+				c.id = ctr.ID // a later Close tries again
+			}
+			c.mu.Unlock()
+		} else {
+			c.mu.Lock()
+			c.attempted = false // nothing left for Close to look for
+			c.mu.Unlock()
 		}
 		if lease != nil {
 			lease.Release() // never started: nothing runs in the namespace
@@ -205,7 +225,22 @@ func (c *cookie) CreateContainer(ctx context.Context) error {
 		c.network = ""
 	}
 	c.mu.Unlock()
+	if cerr := ctx.Err(); cerr != nil {
+		// The caller gave up while the create was under way. The container
+		// exists and its id is kept: Close removes it.
+		return fmt.Errorf("create container %s: %w", c.name(), cerr)
+	}
 	return nil
+}
+
+// daemonAnswered reports whether a create's error is the daemon's answer
+// (an error status), as opposed to a transport error or a timeout where
+// the answer was lost and a container may exist.
+func daemonAnswered(err error) bool {
+	var apiErr *docker.Error
+	return errors.As(err, &apiErr) ||
+		errors.Is(err, docker.ErrContainerAlreadyExists) ||
+		errors.Is(err, docker.ErrNoSuchImage)
 }
 
 // leaseHolder leases a pool holder for the container, unless there is no
@@ -371,11 +406,8 @@ func (c *cookie) removeContainer(ctx context.Context) error {
 		if name == "" {
 			return nil // Docker chose a random name: nothing to find it by
 		}
-		ctr, err := c.d.inspectContainer(ctx, name)
-		if isGone(err) {
-			return nil
-		}
-		if err != nil {
+		ctr, err := c.findByName(ctx, name)
+		if ctr == nil || err != nil {
 			return err
 		}
 		if ctr.Config == nil || ctr.Config.Labels[LabelInstance] != c.d.instance || ctr.Config.Labels[LabelLibrary] != libraryName {
@@ -385,3 +417,36 @@ func (c *cookie) removeContainer(ctx context.Context) error {
 	}
 	return c.d.remove(ctx, id)
 }
+
+// findByName looks up the container a create with a lost answer may have
+// made. The daemon may still be working on that create and register the
+// name only later, so a missing container is looked for again for a short
+// while. It returns nil, nil when there is none.
+func (c *cookie) findByName(ctx context.Context, name string) (*docker.Container, error) {
+	delay := 50 * time.Millisecond
+	deadline := time.Now().Add(findByNameGrace)
+	for {
+		ctr, err := c.d.inspectContainer(ctx, name)
+		if err == nil {
+			return ctr, nil
+		}
+		if !isGone(err) {
+			return nil, err
+		}
+		if time.Now().Add(delay).After(deadline) {
+			return nil, nil
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+		delay *= 2
+	}
+}
+
+// findByNameGrace is how long Close looks for a container whose create's
+// answer was lost before deciding there is none.
+const findByNameGrace = 2 * time.Second
