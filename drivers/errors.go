@@ -15,6 +15,9 @@ var (
 	ErrImageNotFound = errors.New("image not found")
 	// ErrUnauthorized: the registry refused the credentials.
 	ErrUnauthorized = errors.New("registry refused credentials")
+	// ErrRegistryUnavailable: the registry could not be reached or failed
+	// (connection refused or cut, a 5xx answer). Worth a retry.
+	ErrRegistryUnavailable = errors.New("registry unavailable")
 	// ErrInvalidTask: the task cannot run as given (malformed image
 	// reference, impossible limits, bad env names...). Returned before any
 	// daemon call.

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"strings"
+	"syscall"
 
 	"github.com/containerd/containerd/errdefs"
 	"github.com/containerd/containerd/remotes/docker"
@@ -69,6 +72,27 @@ func pullErr(err error, ref string) error {
 		return fmt.Errorf("%s: %w: %v", msg, drivers.ErrImageNotFound, status.Status)
 	case errdefs.IsNotFound(err):
 		return fmt.Errorf("%s: %w: %w", msg, drivers.ErrImageNotFound, err)
+	case errors.As(err, &status) && status.StatusCode >= 500:
+		return fmt.Errorf("%s: %w: %v", msg, drivers.ErrRegistryUnavailable, status.Status)
+	case isRegistryDown(err):
+		return fmt.Errorf("%s: %w: %w", msg, drivers.ErrRegistryUnavailable, err)
 	}
 	return daemonErr(err, msg)
+}
+
+// isRegistryDown recognises a registry that refused or cut the connection.
+// The client talks to the registry itself, so these are its own network
+// errors, not the daemon's.
+func isRegistryDown(err error) bool {
+	if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+		return true
+	}
+	m := strings.ToLower(err.Error())
+	for _, s := range []string{"connection refused", "connection reset", "unexpected eof", ": eof", "broken pipe", "no such host"} {
+		if strings.Contains(m, s) {
+			return true
+		}
+	}
+	return false
 }

@@ -127,8 +127,24 @@ func classifyStatus(kind objectKind, status int, msg string) error {
 		return drivers.ErrImageNotFound
 	case isStorageOptMessage(msg):
 		return ErrFsSizeUnsupported
+	case kind == kindImage && isRegistryDownMessage(msg):
+		return drivers.ErrRegistryUnavailable
 	}
 	return nil
+}
+
+// isRegistryDownMessage recognises the daemon's report of a registry that
+// refused or cut the connection, or failed with a server error.
+func isRegistryDownMessage(msg string) bool {
+	m := strings.ToLower(msg)
+	for _, s := range []string{"connection refused", "connection reset", "unexpected eof", ": eof",
+		"broken pipe", "no such host", "unexpected http status: 5", "internal server error",
+		"bad gateway", "service unavailable", "gateway timeout"} {
+		if strings.Contains(m, s) {
+			return true
+		}
+	}
+	return false
 }
 
 // The daemon reports a registry's refusal as a 500 whose message is all we

@@ -485,6 +485,7 @@ func classOf(err error) string {
 		{drivers.ErrContainerGone, "ErrContainerGone"},
 		{drivers.ErrInvalidTask, "ErrInvalidTask"},
 		{drivers.ErrUnauthorized, "ErrUnauthorized"},
+		{drivers.ErrRegistryUnavailable, "ErrRegistryUnavailable"},
 		{drivers.ErrClosed, "ErrClosed"},
 		{drivers.ErrNotRunning, "ErrNotRunning"},
 		{drivers.ErrOutOfMemory, "ErrOutOfMemory"},

@@ -86,8 +86,8 @@ func TestRegistryFaults(t *testing.T) {
 					if !errors.Is(errs[0], context.DeadlineExceeded) && !errors.Is(errs[0], drivers.ErrDaemonUnavailable) {
 						t.Errorf("a stalled pull ended with %v; want DeadlineExceeded or ErrDaemonUnavailable", errs[0])
 					}
-				} else if classOf(errs[0]) == "untyped" {
-					t.Logf("NOTE: no drivers error class matches a registry that is down or cuts connections (%v)", errs[0])
+				} else if !errors.Is(errs[0], drivers.ErrRegistryUnavailable) {
+					t.Errorf("a registry that is down or cuts connections gave %v (%s); want ErrRegistryUnavailable", errs[0], classOf(errs[0]))
 				}
 				if sc.attempts >= 0 && int(checks.Load()) != sc.attempts {
 					t.Errorf("retry checker called %d times, want %d (one per failed attempt: 1 + MaxRetries %d, shared by the %d waiters)",
