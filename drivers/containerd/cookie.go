@@ -232,7 +232,7 @@ func (c *cookie) running(ctx context.Context, what string) (*run, error) {
 	c.mu.Lock()
 	r := c.run
 	c.mu.Unlock()
-	if r == nil || r.finished() {
+	if r == nil || r.Finished() {
 		return nil, fmt.Errorf("%s %s: %w", what, c.id(), drivers.ErrNotRunning)
 	}
 	return r, nil
@@ -258,8 +258,8 @@ func (c *cookie) Close(ctx context.Context) error {
 	c.mu.Unlock()
 
 	if r != nil {
-		r.requestStop(nil)
-		<-r.done // bounded: the stop grace, then SIGKILL and bounded waits
+		r.RequestEnd(nil)
+		<-r.Done() // bounded: the stop grace, then SIGKILL and bounded waits
 	}
 	// No shared deadline: every call is bounded on its own.
 	if err := c.cleanup(c.d.detachedCtx(ctx)); err != nil {

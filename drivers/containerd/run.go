@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sync"
 	"syscall"
 	"time"
 
@@ -89,7 +88,7 @@ func (c *cookie) Run(ctx context.Context) (drivers.WaitResult, error) {
 		r := &run{
 			c: c, d: d, task: task, statusC: statusC, out: out,
 			oomSeen: oomSeen, unwatch: unwatch, stopWait: stopWait, netDead: netDead, net: dn,
-			done: make(chan struct{}), stop: make(chan struct{}),
+			RunEnd:    drivers.NewRunEnd(),
 			waitStart: time.Now(),
 		}
 		err = d.call(ctx, "tasks.Start", task.Start)
@@ -132,55 +131,19 @@ type run struct {
 	netDead <-chan struct{}
 	net     deadNotifier
 
-	done   chan struct{} // closed once result is set and the output is in
-	result drivers.RunResult
-
-	stop     chan struct{} // closed to end the container early
-	stopOnce sync.Once
-	stopMu   sync.Mutex
-	stopCtx  context.Context // whose end stopped the run; nil for Close
+	// The result is set once the output is in.
+	*drivers.RunEnd
 }
 
 var _ drivers.WaitResult = (*run)(nil)
-
-// Wait implements drivers.WaitResult. When ctx ends first the container is
-// ended and the result says timeout or cancelled.
-func (r *run) Wait(ctx context.Context) drivers.RunResult {
-	select {
-	case <-r.done:
-	case <-ctx.Done():
-		r.requestStop(ctx)
-		<-r.done
-	}
-	return r.result
-}
-
-// requestStop asks the monitor to end the container; ctx is the context
-// whose end is the reason, nil when the cookie is closing.
-func (r *run) requestStop(ctx context.Context) {
-	r.stopOnce.Do(func() {
-		r.stopMu.Lock()
-		r.stopCtx = ctx
-		r.stopMu.Unlock()
-		close(r.stop)
-	})
-}
-
-func (r *run) finished() bool {
-	select {
-	case <-r.done:
-		return true
-	default:
-		return false
-	}
-}
 
 // monitor is the one goroutine of a run: it closes stdin once the input is
 // consumed, samples stats, watches runCtx and stop requests, and after the
 // exit collects the output and decides the result. Being the only caller
 // of task.WriteStat, it needs no lock around it.
 func (r *run) monitor(runCtx context.Context, stdinDone <-chan struct{}) {
-	defer close(r.done)
+	var res drivers.RunResult
+	defer func() { r.Finish(res) }()
 	defer r.unwatch()
 	defer r.stopWait()
 
@@ -206,12 +169,10 @@ loop:
 			}
 		case <-runCtx.Done():
 			stopCtx, stopped = runCtx, true
-			r.requestStop(runCtx) // later stop requests are no-ops
+			r.RequestEnd(runCtx) // later stop requests are no-ops
 			break loop
-		case <-r.stop:
-			r.stopMu.Lock()
-			stopCtx, stopped = r.stopCtx, true
-			r.stopMu.Unlock()
+		case <-r.EndRequested():
+			stopCtx, stopped = r.Cause(), true
 			break loop
 		case <-r.netDead:
 			// The namespace the container runs in is being torn down:
@@ -219,7 +180,7 @@ loop:
 			// without a network.
 			netErr = holderGone(r.net)
 			stopped = true
-			r.requestStop(nil)
+			r.RequestEnd(nil)
 			break loop
 		}
 	}
@@ -231,14 +192,14 @@ loop:
 
 	switch {
 	case netErr != nil:
-		r.result = drivers.ErrorResult(fmt.Errorf("container %s: %w", r.c.id(), netErr))
+		res = drivers.ErrorResult(fmt.Errorf("container %s: %w", r.c.id(), netErr))
 	case stopped:
 		if stopCtx == nil {
 			stopCtx = closedContext()
 		}
-		r.result = drivers.ContextResult(stopCtx)
+		res = drivers.ContextResult(stopCtx)
 	case status.Error() != nil:
-		r.result = drivers.ErrorResult(daemonErr(status.Error(), "wait for "+r.c.id()))
+		res = drivers.ErrorResult(daemonErr(status.Error(), "wait for "+r.c.id()))
 	default:
 		code := int(status.ExitCode())
 		var oomKills uint64
@@ -255,14 +216,14 @@ loop:
 		}
 		switch {
 		case r.oomReported() || oomKills > 0:
-			r.result = drivers.OOMResult(code)
+			res = drivers.OOMResult(code)
 		case code == 0 && outErr != nil:
-			r.result = drivers.ErrorResult(fmt.Errorf("container %s output: %w", r.c.id(), outErr))
+			res = drivers.ErrorResult(fmt.Errorf("container %s output: %w", r.c.id(), outErr))
 		default:
-			r.result = drivers.ExitResult(code)
+			res = drivers.ExitResult(code)
 		}
 	}
-	stats.RecordExit(runCtx, DriverName, r.result.Status())
+	stats.RecordExit(runCtx, DriverName, res.Status())
 }
 
 // end stops the container gracefully: SIGTERM, the grace period, then

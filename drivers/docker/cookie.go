@@ -310,7 +310,7 @@ func (c *cookie) setFrozen(ctx context.Context, frozen bool) error {
 	c.mu.Lock()
 	r, id, already := c.run, c.id, c.frozen == frozen
 	c.mu.Unlock()
-	if r == nil || r.finished() {
+	if r == nil || r.Finished() {
 		return notRunning(c.name())
 	}
 	if already {
@@ -353,9 +353,9 @@ func (c *cookie) Close(ctx context.Context) error {
 	c.mu.Unlock()
 
 	if r != nil {
-		r.requestEnd(closedContext())
+		r.RequestEnd(closedContext())
 		select {
-		case <-r.done:
+		case <-r.Done():
 		case <-ctx.Done():
 			// Removal below kills the container anyway.
 		}

@@ -58,7 +58,7 @@ func (c *cookie) Run(ctx context.Context) (drivers.WaitResult, error) {
 	c.run = r
 	if c.closed {
 		// Close ran while the container was starting and did not see it.
-		r.requestEnd(closedContext())
+		r.RequestEnd(closedContext())
 	}
 	return r, nil
 }
@@ -84,8 +84,7 @@ func (c *cookie) start(ctx context.Context, id string, lease *pool.Lease) (*run,
 		id:     id,
 		lease:  lease,
 		att:    att,
-		done:   make(chan struct{}),
-		endReq: make(chan struct{}),
+		RunEnd: drivers.NewRunEnd(),
 	}
 	if !d.goOwned(func() { r.monitor(ctx) }) {
 		// The driver is closing: end what was just started.
@@ -104,52 +103,11 @@ type run struct {
 	lease *pool.Lease // the pool holder the container joined, or nil
 	att   *attachment
 
-	done   chan struct{} // closed once result is set and nothing writes to the task any more
-	result drivers.RunResult
-
-	endOnce sync.Once
-	endReq  chan struct{} // closed to ask the monitor to end the container
-	mu      sync.Mutex
-	cause   context.Context // why it was ended; set before endReq is closed
+	// The result is set once nothing writes to the task any more.
+	*drivers.RunEnd
 }
 
 var _ drivers.WaitResult = (*run)(nil)
-
-// Wait implements drivers.WaitResult. When ctx ends first, the container
-// is ended and the result says why.
-func (r *run) Wait(ctx context.Context) drivers.RunResult {
-	select {
-	case <-r.done:
-		return r.result
-	default:
-	}
-	select {
-	case <-r.done:
-	case <-ctx.Done():
-		r.requestEnd(ctx)
-		<-r.done
-	}
-	return r.result
-}
-
-// requestEnd asks the monitor to end the container; the first cause wins.
-func (r *run) requestEnd(cause context.Context) {
-	r.endOnce.Do(func() {
-		r.mu.Lock()
-		r.cause = cause
-		r.mu.Unlock()
-		close(r.endReq)
-	})
-}
-
-func (r *run) finished() bool {
-	select {
-	case <-r.done:
-		return true
-	default:
-		return false
-	}
-}
 
 type exitStatus struct {
 	code int
@@ -161,7 +119,8 @@ type exitStatus struct {
 // drain and sets the result.
 func (r *run) monitor(runCtx context.Context) {
 	d := r.c.d
-	defer close(r.done)
+	var res drivers.RunResult
+	defer func() { r.Finish(res) }()
 	start := time.Now()
 
 	var wg sync.WaitGroup
@@ -199,17 +158,17 @@ func (r *run) monitor(runCtx context.Context) {
 	case st = <-exited:
 		seen = true
 	case <-runCtx.Done():
-		r.requestEnd(runCtx)
-	case <-r.endReq:
+		r.RequestEnd(runCtx)
+	case <-r.EndRequested():
 	case <-d.ctx.Done():
-		r.requestEnd(closedContext())
+		r.RequestEnd(closedContext())
 	case <-holderDead:
 		// The namespace lives on with the container in it, but nobody
 		// keeps it for the pool: end the container rather than let it run
 		// in a network the caller did not ask for.
 		holderErr = holderError(r.lease, nil)
 		if errors.Is(holderErr, drivers.ErrClosed) {
-			r.requestEnd(closedContext())
+			r.RequestEnd(closedContext())
 			holderErr = nil
 		}
 	}
@@ -228,9 +187,7 @@ func (r *run) monitor(runCtx context.Context) {
 		case st = <-exited:
 			seen = true
 		default:
-			r.mu.Lock()
-			cause = r.cause
-			r.mu.Unlock()
+			cause = r.Cause()
 			st, seen = r.stop(exited)
 		}
 	}
@@ -239,12 +196,12 @@ func (r *run) monitor(runCtx context.Context) {
 	stopWaiting()
 
 	if holderErr != nil {
-		r.result = drivers.ErrorResult(fmt.Errorf("container %s: %w", r.c.name(), holderErr))
+		res = drivers.ErrorResult(fmt.Errorf("container %s: %w", r.c.name(), holderErr))
 	} else {
-		r.result = r.outcome(cause, st, seen, streamErr)
+		res = r.outcome(cause, st, seen, streamErr)
 	}
-	stats.RecordExit(runCtx, driverName, r.result.Status())
-	d.log.WithFields(logrus.Fields{"container": r.c.name(), "status": r.result.Status(), "took": time.Since(start)}).Debug("container ended")
+	stats.RecordExit(runCtx, driverName, res.Status())
+	d.log.WithFields(logrus.Fields{"container": r.c.name(), "status": res.Status(), "took": time.Since(start)}).Debug("container ended")
 }
 
 // stop ends the container gracefully: SIGTERM, a grace period, SIGKILL. The

@@ -122,8 +122,7 @@ func (c *cookie) Run(ctx context.Context) (drivers.WaitResult, error) {
 	}
 	stdout, stderr := c.task.Logger()
 	r := &run{
-		done:   make(chan struct{}),
-		stop:   make(chan struct{}),
+		RunEnd: drivers.NewRunEnd(),
 		wake:   make(chan struct{}, 1),
 		stdout: &gate{w: stdout},
 		stderr: &gate{w: stderr},
@@ -146,7 +145,7 @@ func (c *cookie) setFrozen(ctx context.Context, frozen bool) error {
 	c.mu.Lock()
 	r := c.run
 	c.mu.Unlock()
-	if r == nil || r.finished() {
+	if r == nil || r.Finished() {
 		return fmt.Errorf("container %s is not running", c.task.Id())
 	}
 	r.setFrozen(frozen)
@@ -165,8 +164,8 @@ func (c *cookie) Close(ctx context.Context) error {
 	r := c.run
 	c.mu.Unlock()
 	if r != nil {
-		r.kill(nil)
-		<-r.done
+		r.RequestEnd(nil)
+		<-r.Done()
 	}
 	c.drv.forget(c)
 	return nil
@@ -186,48 +185,13 @@ func (c *cookie) usable(ctx context.Context) error {
 
 // run is one simulated container run.
 type run struct {
-	done   chan struct{} // closed when the run has ended and result is set
-	stop   chan struct{} // closed to end the run early
+	*drivers.RunEnd
 	wake   chan struct{} // signals a freeze or thaw
 	stdout *gate
 	stderr *gate
-	result drivers.RunResult
 
-	mu       sync.Mutex
-	frozen   bool
-	stopOnce sync.Once
-	stopCtx  context.Context // the context whose end stopped the run; nil for Close
-}
-
-var _ drivers.WaitResult = (*run)(nil)
-
-// Wait implements drivers.WaitResult.
-func (r *run) Wait(ctx context.Context) drivers.RunResult {
-	select {
-	case <-r.done:
-	case <-ctx.Done():
-		r.kill(ctx)
-		<-r.done
-	}
-	return r.result
-}
-
-func (r *run) kill(ctx context.Context) {
-	r.stopOnce.Do(func() {
-		r.mu.Lock()
-		r.stopCtx = ctx
-		r.mu.Unlock()
-		close(r.stop)
-	})
-}
-
-func (r *run) finished() bool {
-	select {
-	case <-r.done:
-		return true
-	default:
-		return false
-	}
+	mu     sync.Mutex
+	frozen bool
 }
 
 func (r *run) setFrozen(frozen bool) {
@@ -250,7 +214,8 @@ func (r *run) isFrozen() bool {
 // time frozen) or hang, write the scripted output, exit. It watches the
 // Run context like a real driver's monitor.
 func (r *run) simulate(runCtx context.Context, task drivers.ContainerTask, s script) {
-	defer close(r.done)
+	var res drivers.RunResult
+	defer func() { r.Finish(res) }()
 	defer r.stdout.shut()
 	defer r.stderr.shut()
 	start := time.Now()
@@ -287,11 +252,11 @@ loop:
 		case <-echoed:
 			echoed = nil // closed channels always fire; stop watching it
 		case <-r.wake:
-		case <-r.stop:
+		case <-r.EndRequested():
 			stopTimer(timer)
 			break loop
 		case <-runCtx.Done():
-			r.kill(runCtx)
+			r.RequestEnd(runCtx)
 			stopTimer(timer)
 			break loop
 		}
@@ -306,22 +271,20 @@ loop:
 		stats.MetricMemUsage: 0,
 	}})
 	if !finished {
-		r.mu.Lock()
-		ctx := r.stopCtx
-		r.mu.Unlock()
+		ctx := r.Cause()
 		if ctx == nil {
 			ctx = closedContext()
 		}
-		r.result = drivers.ContextResult(ctx)
+		res = drivers.ContextResult(ctx)
 		return
 	}
 	_, _ = io.WriteString(r.stdout, s.stdout)
 	_, _ = io.WriteString(r.stderr, s.stderr)
 	if s.oom {
-		r.result = drivers.OOMResult(137)
+		res = drivers.OOMResult(137)
 		return
 	}
-	r.result = drivers.ExitResult(s.exitCode)
+	res = drivers.ExitResult(s.exitCode)
 }
 
 func stopTimer(t *time.Timer) {
