@@ -54,16 +54,16 @@ func testSuccess(t *testing.T, s *suite) {
 func testStdout(t *testing.T, s *suite) {
 	out := s.mustRun(t, testContext(t, time.Minute), s.task(t, "echo hello world", ext(mock.ExtStdout, "hello world\n")))
 	wantSuccess(t, out)
-	if out.stdout != "hello world\n" || out.stderr != "" {
-		t.Fatalf("stdout %q stderr %q, want %q and nothing", out.stdout, out.stderr, "hello world\n")
+	if out.Stdout != "hello world\n" || out.Stderr != "" {
+		t.Fatalf("stdout %q stderr %q, want %q and nothing", out.Stdout, out.Stderr, "hello world\n")
 	}
 }
 
 func testStderr(t *testing.T, s *suite) {
 	out := s.mustRun(t, testContext(t, time.Minute), s.task(t, `sh -c 'echo oops >&2'`, ext(mock.ExtStderr, "oops\n")))
 	wantSuccess(t, out)
-	if out.stderr != "oops\n" || out.stdout != "" {
-		t.Fatalf("stdout %q stderr %q, want nothing and %q", out.stdout, out.stderr, "oops\n")
+	if out.Stderr != "oops\n" || out.Stdout != "" {
+		t.Fatalf("stdout %q stderr %q, want nothing and %q", out.Stdout, out.Stderr, "oops\n")
 	}
 }
 
@@ -75,8 +75,8 @@ func testOutputWithoutNewline(t *testing.T, s *suite) {
 		want := fmt.Sprintf("abc%d", i)
 		out := s.mustRun(t, ctx, s.task(t, "printf "+want, ext(mock.ExtStdout, want)))
 		wantSuccess(t, out)
-		if out.stdout != want {
-			t.Fatalf("run %d: stdout %q, want %q", i, out.stdout, want)
+		if out.Stdout != want {
+			t.Fatalf("run %d: stdout %q, want %q", i, out.Stdout, want)
 		}
 	}
 }
@@ -86,8 +86,8 @@ func testLargeOutput(t *testing.T, s *suite) {
 	cmd := fmt.Sprintf(`sh -c 'head -c %d /dev/zero | tr "\000" x'`, size)
 	out := s.mustRun(t, testContext(t, time.Minute), s.task(t, cmd, ext(mock.ExtStdout, strings.Repeat("x", size))))
 	wantSuccess(t, out)
-	if len(out.stdout) != size || strings.Trim(out.stdout, "x") != "" {
-		t.Fatalf("got %d bytes of stdout, want %d x's", len(out.stdout), size)
+	if len(out.Stdout) != size || strings.Trim(out.Stdout, "x") != "" {
+		t.Fatalf("got %d bytes of stdout, want %d x's", len(out.Stdout), size)
 	}
 }
 
@@ -97,8 +97,8 @@ func testStdin(t *testing.T, s *suite) {
 	task.Stdin = strings.NewReader(in)
 	out := s.mustRun(t, testContext(t, time.Minute), task)
 	wantSuccess(t, out)
-	if out.stdout != in {
-		t.Fatalf("stdout %q, want stdin echoed %q", out.stdout, in)
+	if out.Stdout != in {
+		t.Fatalf("stdout %q, want stdin echoed %q", out.Stdout, in)
 	}
 }
 
@@ -107,8 +107,8 @@ func testEnv(t *testing.T, s *suite) {
 	task.Env = map[string]string{"FOO": "a b  c", "BAR": "x=y"}
 	out := s.mustRun(t, testContext(t, time.Minute), task)
 	wantSuccess(t, out)
-	if out.stdout != "a b  c|x=y\n" {
-		t.Fatalf("stdout %q, want the env values", out.stdout)
+	if out.Stdout != "a b  c|x=y\n" {
+		t.Fatalf("stdout %q, want the env values", out.Stdout)
 	}
 }
 
@@ -117,8 +117,8 @@ func testWorkDir(t *testing.T, s *suite) {
 	task.Dir = "/tmp"
 	out := s.mustRun(t, testContext(t, time.Minute), task)
 	wantSuccess(t, out)
-	if out.stdout != "/tmp\n" {
-		t.Fatalf("pwd printed %q, want /tmp", out.stdout)
+	if out.Stdout != "/tmp\n" {
+		t.Fatalf("pwd printed %q, want /tmp", out.Stdout)
 	}
 }
 
@@ -126,19 +126,19 @@ func testQuotedArgs(t *testing.T, s *suite) {
 	task := s.task(t, `sh -c 'printf "%s|" "$@"' _ 'a b' "c \"d\"" e`, nil)
 	out := s.mustRun(t, testContext(t, time.Minute), task)
 	wantSuccess(t, out)
-	if want := `a b|c "d"|e|`; out.stdout != want {
-		t.Fatalf("stdout %q, want %q: quoted arguments must stay whole", out.stdout, want)
+	if want := `a b|c "d"|e|`; out.Stdout != want {
+		t.Fatalf("stdout %q, want %q: quoted arguments must stay whole", out.Stdout, want)
 	}
 }
 
 func testExitCode(t *testing.T, s *suite) {
 	out := s.mustRun(t, testContext(t, time.Minute), s.task(t, `sh -c 'exit 3'`, ext(mock.ExtExitCode, "3")))
-	if out.result.Status() != drivers.StatusError {
-		t.Fatalf("status %q, want error", out.result.Status())
+	if out.Result.Status() != drivers.StatusError {
+		t.Fatalf("status %q, want error", out.Result.Status())
 	}
 	var exit *drivers.ExitError
-	if !errors.As(out.result.Error(), &exit) || exit.ExitCode != 3 {
-		t.Fatalf("error %v, want *ExitError with code 3", out.result.Error())
+	if !errors.As(out.Result.Error(), &exit) || exit.ExitCode != 3 {
+		t.Fatalf("error %v, want *ExitError with code 3", out.Result.Error())
 	}
 }
 
@@ -146,15 +146,15 @@ func testTimeout(t *testing.T, s *suite) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	start := time.Now()
-	out, err := lifecycle(ctx, s.h.Driver, s.task(t, "sleep 120", ext(mock.ExtHang, "true")))
+	out, err := Lifecycle(ctx, s.h.Driver, s.task(t, "sleep 120", ext(mock.ExtHang, "true")))
 	if err != nil {
 		t.Fatalf("life cycle: %v", err)
 	}
-	if out.result.Status() != drivers.StatusTimeout {
-		t.Fatalf("status %q (%v), want timeout", out.result.Status(), out.result.Error())
+	if out.Result.Status() != drivers.StatusTimeout {
+		t.Fatalf("status %q (%v), want timeout", out.Result.Status(), out.Result.Error())
 	}
-	if !errors.Is(out.result.Error(), context.DeadlineExceeded) {
-		t.Errorf("error %v does not wrap context.DeadlineExceeded", out.result.Error())
+	if !errors.Is(out.Result.Error(), context.DeadlineExceeded) {
+		t.Errorf("error %v does not wrap context.DeadlineExceeded", out.Result.Error())
 	}
 	if took := time.Since(start); took > 30*time.Second {
 		t.Errorf("timed-out run took %v to end", took)
@@ -170,7 +170,7 @@ func testCancel(t *testing.T, s *suite) {
 		t.Fatal(err)
 	}
 	defer cookie.Close(context.Background())
-	if err := prepare(ctx, cookie); err != nil {
+	if err := Prepare(ctx, cookie); err != nil {
 		t.Fatal(err)
 	}
 	wait, err := cookie.Run(ctx)
@@ -197,11 +197,11 @@ func testOOM(t *testing.T, s *suite) {
 	task := s.task(t, oomCommand, ext(mock.ExtOOM, "true"))
 	task.MemoryBytes = 32 << 20
 	out := s.mustRun(t, testContext(t, 2*time.Minute), task)
-	if out.result.Status() != drivers.StatusKilled {
-		t.Fatalf("status %q (%v), want killed", out.result.Status(), out.result.Error())
+	if out.Result.Status() != drivers.StatusKilled {
+		t.Fatalf("status %q (%v), want killed", out.Result.Status(), out.Result.Error())
 	}
-	if !errors.Is(out.result.Error(), drivers.ErrOutOfMemory) {
-		t.Fatalf("error %v does not wrap ErrOutOfMemory", out.result.Error())
+	if !errors.Is(out.Result.Error(), drivers.ErrOutOfMemory) {
+		t.Fatalf("error %v does not wrap ErrOutOfMemory", out.Result.Error())
 	}
 }
 
@@ -211,14 +211,14 @@ func testSIGKILL(t *testing.T, s *suite) {
 	task := s.task(t, `sh -c 'kill -9 $$'`, ext(mock.ExtExitCode, "137"))
 	task.MemoryBytes = 64 << 20
 	out := s.mustRun(t, testContext(t, time.Minute), task)
-	if out.result.Status() != drivers.StatusError {
-		t.Fatalf("status %q (%v), want error", out.result.Status(), out.result.Error())
+	if out.Result.Status() != drivers.StatusError {
+		t.Fatalf("status %q (%v), want error", out.Result.Status(), out.Result.Error())
 	}
 	var exit *drivers.ExitError
-	if !errors.As(out.result.Error(), &exit) || exit.ExitCode != 137 {
-		t.Fatalf("error %v, want *ExitError with code 137", out.result.Error())
+	if !errors.As(out.Result.Error(), &exit) || exit.ExitCode != 137 {
+		t.Fatalf("error %v, want *ExitError with code 137", out.Result.Error())
 	}
-	if errors.Is(out.result.Error(), drivers.ErrOutOfMemory) {
+	if errors.Is(out.Result.Error(), drivers.ErrOutOfMemory) {
 		t.Fatal("a plain SIGKILL was reported as out of memory")
 	}
 }
@@ -226,14 +226,14 @@ func testSIGKILL(t *testing.T, s *suite) {
 func testFreeze(t *testing.T, s *suite) {
 	ctx := testContext(t, 2*time.Minute)
 	task := s.task(t, `sh -c 'sleep 2; echo done'`, ext(mock.ExtDelay, "2s", mock.ExtStdout, "done\n"))
-	var stdout syncBuffer
+	var stdout SyncBuffer
 	task.Stdout = &stdout
 	cookie, err := s.h.Driver.CreateCookie(ctx, task)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cookie.Close(context.Background())
-	if err := prepare(ctx, cookie); err != nil {
+	if err := Prepare(ctx, cookie); err != nil {
 		t.Fatal(err)
 	}
 	wait, err := cookie.Run(ctx)
@@ -275,7 +275,7 @@ func testCloseFrozen(t *testing.T, s *suite) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := prepare(ctx, cookie); err != nil {
+	if err := Prepare(ctx, cookie); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := cookie.Run(ctx); err != nil {
@@ -317,7 +317,7 @@ func testImagePull(t *testing.T, s *suite) {
 	if err := cookie.CreateContainer(ctx); err != nil {
 		t.Fatalf("CreateContainer: %v", err)
 	}
-	var stdout syncBuffer
+	var stdout SyncBuffer
 	task.Stdout = &stdout
 	wait, err := cookie.Run(ctx)
 	if err != nil {
@@ -375,7 +375,7 @@ func testInvalidTask(t *testing.T, s *suite) {
 			ctx := testContext(t, time.Minute)
 			task := s.task(t, "true", nil)
 			tc.modify(task)
-			_, err := lifecycle(ctx, s.h.Driver, task)
+			_, err := Lifecycle(ctx, s.h.Driver, task)
 			if !errors.Is(err, drivers.ErrInvalidTask) {
 				t.Fatalf("got %v, want ErrInvalidTask", err)
 			}
@@ -389,13 +389,13 @@ func testReadOnlyRoot(t *testing.T, s *suite) {
 	defer h.Driver.Close()
 	task := s.task(t, `sh -c 'touch /x 2>/dev/null && echo rw || echo ro; touch /tmp/y && echo tmp-ok'`, nil)
 	task.ImageRef = h.Image
-	out, err := lifecycle(testContext(t, time.Minute), h.Driver, task)
+	out, err := Lifecycle(testContext(t, time.Minute), h.Driver, task)
 	if err != nil {
 		t.Fatal(err)
 	}
 	wantSuccess(t, out)
-	if out.stdout != "ro\ntmp-ok\n" {
-		t.Fatalf("stdout %q, want a read-only root and a writable /tmp", out.stdout)
+	if out.Stdout != "ro\ntmp-ok\n" {
+		t.Fatalf("stdout %q, want a read-only root and a writable /tmp", out.Stdout)
 	}
 	s.checkNoLeftovers(t, h)
 }
@@ -424,7 +424,7 @@ func testLimits(t *testing.T, s *suite) {
 	out := s.mustRun(t, testContext(t, time.Minute), task)
 	wantSuccess(t, out)
 	got := map[string]string{}
-	for _, line := range strings.Split(strings.TrimSpace(out.stdout), "\n") {
+	for _, line := range strings.Split(strings.TrimSpace(out.Stdout), "\n") {
 		if k, v, ok := strings.Cut(line, "="); ok {
 			got[k] = strings.TrimSpace(v)
 		}
@@ -445,7 +445,7 @@ func testLimits(t *testing.T, s *suite) {
 		t.Errorf("/tmp size %q KiB, want %d", got["tmp"], 16*1024)
 	}
 	if t.Failed() {
-		t.Logf("container printed:\n%s%s", out.stdout, out.stderr)
+		t.Logf("container printed:\n%s%s", out.Stdout, out.Stderr)
 	}
 }
 
@@ -459,9 +459,9 @@ func testUnprivileged(t *testing.T, s *suite) {
 	out := s.mustRun(t, testContext(t, time.Minute), s.task(t,
 		`sh -c 'id -u; grep -E "^(CapEff|NoNewPrivs):" /proc/self/status'`, nil))
 	wantSuccess(t, out)
-	lines := strings.Split(strings.TrimSpace(out.stdout), "\n")
+	lines := strings.Split(strings.TrimSpace(out.Stdout), "\n")
 	if len(lines) != 3 {
-		t.Fatalf("unexpected output %q", out.stdout)
+		t.Fatalf("unexpected output %q", out.Stdout)
 	}
 	if lines[0] != "1000" {
 		t.Errorf("uid %s, want 1000", lines[0])
@@ -502,7 +502,7 @@ func testCloseIdempotent(t *testing.T, s *suite) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := prepare(ctx, c2); err != nil {
+	if err := Prepare(ctx, c2); err != nil {
 		t.Fatal(err)
 	}
 	for i := 0; i < 2; i++ {
@@ -523,14 +523,14 @@ func testConcurrent(t *testing.T, s *suite) {
 		go func(i int) {
 			defer wg.Done()
 			want := fmt.Sprintf("call %d\n", i)
-			out, err := lifecycle(ctx, s.h.Driver, s.task(t, fmt.Sprintf("echo call %d", i), ext(mock.ExtStdout, want)))
+			out, err := Lifecycle(ctx, s.h.Driver, s.task(t, fmt.Sprintf("echo call %d", i), ext(mock.ExtStdout, want)))
 			switch {
 			case err != nil:
 				errs <- fmt.Errorf("call %d: %w", i, err)
-			case out.result.Status() != drivers.StatusSuccess:
-				errs <- fmt.Errorf("call %d: status %s: %v", i, out.result.Status(), out.result.Error())
-			case out.stdout != want:
-				errs <- fmt.Errorf("call %d: stdout %q, want %q", i, out.stdout, want)
+			case out.Result.Status() != drivers.StatusSuccess:
+				errs <- fmt.Errorf("call %d: status %s: %v", i, out.Result.Status(), out.Result.Error())
+			case out.Stdout != want:
+				errs <- fmt.Errorf("call %d: stdout %q, want %q", i, out.Stdout, want)
 			}
 		}(i)
 	}
@@ -546,7 +546,7 @@ func testNoNetwork(t *testing.T, s *suite) {
 	task.NoNetwork = true
 	out := s.mustRun(t, testContext(t, time.Minute), task)
 	wantSuccess(t, out)
-	if got := strings.Fields(out.stdout); len(got) != 1 || got[0] != "lo" {
+	if got := strings.Fields(out.Stdout); len(got) != 1 || got[0] != "lo" {
 		t.Fatalf("interfaces %q, want only lo", got)
 	}
 }
@@ -556,7 +556,7 @@ func testNoNetwork(t *testing.T, s *suite) {
 func testFsSize(t *testing.T, s *suite) {
 	task := s.task(t, `sh -c 'df -k / | tail -n 1 | awk "{print \$2}"'`, nil)
 	task.FsSizeMB = 64
-	out, err := lifecycle(testContext(t, time.Minute), s.h.Driver, task)
+	out, err := Lifecycle(testContext(t, time.Minute), s.h.Driver, task)
 	if err != nil {
 		if !errors.Is(err, drivers.ErrInvalidTask) {
 			t.Fatalf("FsSize refused with %v, want ErrInvalidTask", err)
@@ -565,9 +565,9 @@ func testFsSize(t *testing.T, s *suite) {
 		return
 	}
 	wantSuccess(t, out)
-	kb, err := strconv.Atoi(strings.TrimSpace(out.stdout))
+	kb, err := strconv.Atoi(strings.TrimSpace(out.Stdout))
 	if err != nil || kb > 64*1024 {
-		t.Fatalf("root filesystem size %q KiB, want at most %d", out.stdout, 64*1024)
+		t.Fatalf("root filesystem size %q KiB, want at most %d", out.Stdout, 64*1024)
 	}
 }
 
@@ -580,7 +580,7 @@ func testDriverCloseEndsCookies(t *testing.T, s *suite) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := prepare(ctx, cookie); err != nil {
+	if err := Prepare(ctx, cookie); err != nil {
 		t.Fatal(err)
 	}
 	wait, err := cookie.Run(ctx)

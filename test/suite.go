@@ -121,39 +121,39 @@ func (s *suite) task(t *testing.T, cmd string, ext map[string]string) *drivers.T
 	}
 }
 
-// outcome is what one full cookie life cycle produced.
-type outcome struct {
-	result drivers.RunResult
-	stdout string
-	stderr string
+// Outcome is what one full cookie life cycle produced.
+type Outcome struct {
+	Result drivers.RunResult
+	Stdout string
+	Stderr string
 }
 
-// lifecycle runs task through every step of the contract with drv and
+// Lifecycle runs task through every step of the contract with drv and
 // closes the cookie. A failure of a step before Wait is returned as err.
-func lifecycle(ctx context.Context, drv drivers.Driver, task *drivers.Task) (outcome, error) {
-	var stdout, stderr syncBuffer
+func Lifecycle(ctx context.Context, drv drivers.Driver, task *drivers.Task) (Outcome, error) {
+	var stdout, stderr SyncBuffer
 	task.Stdout, task.Stderr = &stdout, &stderr
 	cookie, err := drv.CreateCookie(ctx, task)
 	if err != nil {
-		return outcome{}, fmt.Errorf("CreateCookie: %w", err)
+		return Outcome{}, fmt.Errorf("CreateCookie: %w", err)
 	}
 	defer cookie.Close(context.Background())
-	if err := prepare(ctx, cookie); err != nil {
-		return outcome{}, err
+	if err := Prepare(ctx, cookie); err != nil {
+		return Outcome{}, err
 	}
 	wait, err := cookie.Run(ctx)
 	if err != nil {
-		return outcome{}, fmt.Errorf("Run: %w", err)
+		return Outcome{}, fmt.Errorf("Run: %w", err)
 	}
 	res := wait.Wait(ctx)
 	if err := cookie.Close(context.Background()); err != nil {
-		return outcome{}, fmt.Errorf("Close: %w", err)
+		return Outcome{}, fmt.Errorf("Close: %w", err)
 	}
-	return outcome{result: res, stdout: stdout.String(), stderr: stderr.String()}, nil
+	return Outcome{Result: res, Stdout: stdout.String(), Stderr: stderr.String()}, nil
 }
 
-// prepare validates, pulls when needed, revalidates and creates.
-func prepare(ctx context.Context, cookie drivers.Cookie) error {
+// Prepare validates, pulls when needed, revalidates and creates.
+func Prepare(ctx context.Context, cookie drivers.Cookie) error {
 	needsPull, err := cookie.ValidateImage(ctx)
 	if err != nil {
 		return fmt.Errorf("ValidateImage: %w", err)
@@ -175,20 +175,20 @@ func prepare(ctx context.Context, cookie drivers.Cookie) error {
 	return nil
 }
 
-func (s *suite) mustRun(t *testing.T, ctx context.Context, task *drivers.Task) outcome {
+func (s *suite) mustRun(t *testing.T, ctx context.Context, task *drivers.Task) Outcome {
 	t.Helper()
-	out, err := lifecycle(ctx, s.h.Driver, task)
+	out, err := Lifecycle(ctx, s.h.Driver, task)
 	if err != nil {
 		t.Fatalf("life cycle of %s: %v", task.ID, err)
 	}
 	return out
 }
 
-func wantSuccess(t *testing.T, out outcome) {
+func wantSuccess(t *testing.T, out Outcome) {
 	t.Helper()
-	if out.result.Status() != drivers.StatusSuccess || out.result.Error() != nil {
+	if out.Result.Status() != drivers.StatusSuccess || out.Result.Error() != nil {
 		t.Fatalf("status %q, error %v, want success (stdout %q, stderr %q)",
-			out.result.Status(), out.result.Error(), out.stdout, out.stderr)
+			out.Result.Status(), out.Result.Error(), out.Stdout, out.Stderr)
 	}
 }
 
@@ -221,19 +221,19 @@ func (s *suite) checkNoLeftovers(t *testing.T, h *Harness) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for a writer and a reader at once.
-type syncBuffer struct {
+// SyncBuffer is a bytes.Buffer safe for a writer and a reader at once.
+type SyncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
+func (b *SyncBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.Write(p)
 }
 
-func (b *syncBuffer) String() string {
+func (b *SyncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.String()

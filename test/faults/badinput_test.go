@@ -161,12 +161,12 @@ func TestBadInput(t *testing.T) {
 			task := tg.task("bad-late", "true")
 			bc.modify(task)
 			rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-			out, err := lifecycle(rctx, drv, task)
+			out, err := test.Lifecycle(rctx, drv, task)
 			cancel()
 			if err != nil {
 				t.Logf("accepted %q fails late: %s: %v", bc.name, classOf(err), err)
 			} else {
-				t.Logf("accepted %q runs: status %s, %s: %v", bc.name, out.result.Status(), classOf(out.result.Error()), out.result.Error())
+				t.Logf("accepted %q runs: status %s, %s: %v", bc.name, out.Result.Status(), classOf(out.Result.Error()), out.Result.Error())
 			}
 		}
 		tg.waitNoLeftovers(t, tag, 10*time.Second)

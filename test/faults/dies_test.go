@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/fnrun/fnrun/drivers"
+	"github.com/fnrun/fnrun/test"
 )
 
 // waitBound is how long a Wait may take to notice that its daemon died.
@@ -29,7 +30,7 @@ func TestDaemonDiesMidRun(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { _ = c.Close(context.Background()) })
-			if err := prepare(ctx, c); err != nil {
+			if err := test.Prepare(ctx, c); err != nil {
 				t.Fatalf("%s: %v", name, err)
 			}
 			if !run {
@@ -135,7 +136,7 @@ func TestDaemonDiesReapedByNextInstance(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := prepare(ctx, c); err != nil {
+			if err := test.Prepare(ctx, c); err != nil {
 				t.Fatal(err)
 			}
 			if i < 2 {

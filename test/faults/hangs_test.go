@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/fnrun/fnrun/drivers"
+	"github.com/fnrun/fnrun/test"
 )
 
 // Bounds of the hang test. Every daemon call is bounded by hangCallTimeout;
@@ -45,7 +46,7 @@ func TestDaemonHangs(t *testing.T) {
 			return c
 		}
 		running := cookie("hang-running", "sleep 300")
-		if err := prepare(ctx, running); err != nil {
+		if err := test.Prepare(ctx, running); err != nil {
 			t.Fatal(err)
 		}
 		runningWait, err := running.Run(ctx)
@@ -53,7 +54,7 @@ func TestDaemonHangs(t *testing.T) {
 			t.Fatal(err)
 		}
 		frozen := cookie("hang-frozen", "sleep 300")
-		if err := prepare(ctx, frozen); err != nil {
+		if err := test.Prepare(ctx, frozen); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := frozen.Run(ctx); err != nil {
@@ -63,7 +64,7 @@ func TestDaemonHangs(t *testing.T) {
 			t.Fatal(err)
 		}
 		created := cookie("hang-created", "true")
-		if err := prepare(ctx, created); err != nil {
+		if err := test.Prepare(ctx, created); err != nil {
 			t.Fatal(err)
 		}
 		fresh := cookie("hang-fresh", "true")

@@ -1,7 +1,6 @@
 package faults
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -14,7 +13,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -29,6 +27,7 @@ import (
 	"github.com/fnrun/fnrun/drivers"
 	ctrdriver "github.com/fnrun/fnrun/drivers/containerd"
 	dockerdriver "github.com/fnrun/fnrun/drivers/docker"
+	"github.com/fnrun/fnrun/test"
 )
 
 // target is one driver over its private daemon: what a fault test needs to
@@ -370,69 +369,21 @@ func randomID() string {
 	return hex.EncodeToString(b[:])
 }
 
-// outcome is what one full cookie life cycle produced.
-type outcome struct {
-	result drivers.RunResult
-	stdout string
-	stderr string
-}
-
-// lifecycle runs task through every step of the contract and closes the
-// cookie. A failure of a step before Wait is returned as err.
-func lifecycle(ctx context.Context, drv drivers.Driver, task *drivers.Task) (outcome, error) {
-	var stdout, stderr syncBuffer
-	task.Stdout, task.Stderr = &stdout, &stderr
-	cookie, err := drv.CreateCookie(ctx, task)
-	if err != nil {
-		return outcome{}, fmt.Errorf("CreateCookie: %w", err)
-	}
-	defer cookie.Close(context.Background())
-	if err := prepare(ctx, cookie); err != nil {
-		return outcome{}, err
-	}
-	wait, err := cookie.Run(ctx)
-	if err != nil {
-		return outcome{}, fmt.Errorf("Run: %w", err)
-	}
-	res := wait.Wait(ctx)
-	if err := cookie.Close(context.Background()); err != nil {
-		return outcome{}, fmt.Errorf("Close: %w", err)
-	}
-	return outcome{result: res, stdout: stdout.String(), stderr: stderr.String()}, nil
-}
-
-// prepare validates, pulls when needed and creates.
-func prepare(ctx context.Context, cookie drivers.Cookie) error {
-	needsPull, err := cookie.ValidateImage(ctx)
-	if err != nil {
-		return fmt.Errorf("ValidateImage: %w", err)
-	}
-	if needsPull {
-		if err := cookie.PullImage(ctx); err != nil {
-			return fmt.Errorf("PullImage: %w", err)
-		}
-	}
-	if err := cookie.CreateContainer(ctx); err != nil {
-		return fmt.Errorf("CreateContainer: %w", err)
-	}
-	return nil
-}
-
 // mustRun runs a task and fails the test if a step before Wait fails.
-func mustRun(t testing.TB, ctx context.Context, drv drivers.Driver, task *drivers.Task) outcome {
+func mustRun(t testing.TB, ctx context.Context, drv drivers.Driver, task *drivers.Task) test.Outcome {
 	t.Helper()
-	out, err := lifecycle(ctx, drv, task)
+	out, err := test.Lifecycle(ctx, drv, task)
 	if err != nil {
 		t.Fatalf("life cycle of %s: %v", task.ID, err)
 	}
 	return out
 }
 
-func wantSuccess(t testing.TB, out outcome) {
+func wantSuccess(t testing.TB, out test.Outcome) {
 	t.Helper()
-	if out.result.Status() != drivers.StatusSuccess || out.result.Error() != nil {
+	if out.Result.Status() != drivers.StatusSuccess || out.Result.Error() != nil {
 		t.Fatalf("status %q, error %v, want success (stdout %q, stderr %q)",
-			out.result.Status(), out.result.Error(), out.stdout, out.stderr)
+			out.Result.Status(), out.Result.Error(), out.Stdout, out.Stderr)
 	}
 }
 
@@ -444,15 +395,15 @@ func eventually(t testing.TB, drv drivers.Driver, tg *target, limit time.Duratio
 	var last error
 	for time.Since(start) < limit {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		out, err := lifecycle(ctx, drv, tg.task("again", "echo again"))
+		out, err := test.Lifecycle(ctx, drv, tg.task("again", "echo again"))
 		cancel()
 		switch {
 		case err != nil:
 			last = err
-		case out.result.Status() != drivers.StatusSuccess:
-			last = fmt.Errorf("status %s: %v", out.result.Status(), out.result.Error())
-		case out.stdout != "again\n":
-			last = fmt.Errorf("stdout %q", out.stdout)
+		case out.Result.Status() != drivers.StatusSuccess:
+			last = fmt.Errorf("status %s: %v", out.Result.Status(), out.Result.Error())
+		case out.Stdout != "again\n":
+			last = fmt.Errorf("stdout %q", out.Stdout)
 		default:
 			return time.Since(start)
 		}
@@ -502,24 +453,6 @@ func classOf(err error) string {
 		return "untyped"
 	}
 	return strings.Join(names, "+")
-}
-
-// syncBuffer is a bytes.Buffer safe for a writer and a reader at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // testLogger discards, or logs to stderr at the level FNRUN_TEST_LOG names.

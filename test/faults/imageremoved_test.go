@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/fnrun/fnrun/drivers"
+	"github.com/fnrun/fnrun/test"
 )
 
 // TestImageRemovedBeforeCreate removes the image from outside (the daemon's
@@ -27,7 +28,7 @@ func TestImageRemovedBeforeCreate(t *testing.T) {
 
 		task := tg.task("rmimg", "echo created")
 		task.ImageRef = ref
-		var stdout syncBuffer
+		var stdout test.SyncBuffer
 		task.Stdout = &stdout
 		c, err := drv.CreateCookie(ctx, task)
 		if err != nil {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/fnrun/fnrun/drivers"
 	"github.com/fnrun/fnrun/pool"
+	"github.com/fnrun/fnrun/test"
 )
 
 // poolBound is how long the pool may take to notice a dead holder and
@@ -81,7 +82,7 @@ func TestPoolHolderKilled(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer c.Close(context.Background())
-		if err := prepare(ctx, c); err != nil {
+		if err := test.Prepare(ctx, c); err != nil {
 			t.Fatal(err)
 		}
 		w, err := c.Run(ctx)

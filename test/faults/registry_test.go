@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/fnrun/fnrun/drivers"
+	"github.com/fnrun/fnrun/test"
 )
 
 // registryWaiters is how many cookies pull the same image at once.
@@ -240,15 +241,15 @@ func runPulled(t *testing.T, ctx context.Context, drv drivers.Driver, tg *target
 	t.Helper()
 	task := tg.task("reg-run", "echo pulled")
 	task.ImageRef = ref
-	var out outcome
+	var out test.Outcome
 	var err error
-	took := timed(func() { out, err = lifecycle(ctx, drv, task) })
+	took := timed(func() { out, err = test.Lifecycle(ctx, drv, task) })
 	if err != nil {
 		t.Fatalf("pull and run after the registry recovered: %v", err)
 	}
 	wantSuccess(t, out)
-	if out.stdout != "pulled\n" {
-		t.Errorf("stdout %q", out.stdout)
+	if out.Stdout != "pulled\n" {
+		t.Errorf("stdout %q", out.Stdout)
 	}
 	t.Logf("after recovery: pulled and ran %s in %v", ref, took.Round(time.Millisecond))
 }

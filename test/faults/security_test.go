@@ -24,6 +24,7 @@ import (
 
 	"github.com/fnrun/fnrun/drivers"
 	"github.com/fnrun/fnrun/images"
+	"github.com/fnrun/fnrun/test"
 )
 
 // daemonSockets are the paths where a Docker or containerd socket usually
@@ -69,7 +70,7 @@ true'`
 		out := mustRun(t, testCtx(t, time.Minute), drv, tg.task("sec", script))
 		wantSuccess(t, out)
 		got := map[string][]string{}
-		for _, line := range strings.Split(strings.TrimSpace(out.stdout), "\n") {
+		for _, line := range strings.Split(strings.TrimSpace(out.Stdout), "\n") {
 			f := strings.Fields(line)
 			if len(f) == 0 {
 				continue
@@ -77,7 +78,7 @@ true'`
 			k := strings.TrimSuffix(f[0], ":")
 			got[k] = append(got[k], strings.Join(f[1:], " "))
 		}
-		t.Logf("%s container sees:\n%s", tg.name, out.stdout)
+		t.Logf("%s container sees:\n%s", tg.name, out.Stdout)
 		one := func(k string) string {
 			if len(got[k]) != 1 {
 				return ""
@@ -112,8 +113,8 @@ true'`
 		if _, ok := got["REMOUNT-DENIED"]; !ok {
 			t.Errorf("the root could be remounted read-write from inside")
 		}
-		if out.stderr != "" {
-			t.Logf("stderr: %s", out.stderr)
+		if out.Stderr != "" {
+			t.Logf("stderr: %s", out.Stderr)
 		}
 		tg.waitNoLeftovers(t, tag, 10*time.Second)
 	})
@@ -134,8 +135,8 @@ if mount -o remount,rw / 2>/dev/null; then echo REMOUNT-OK; else echo REMOUNT-DE
 if touch /tmp/y; then echo TMP-WRITABLE; fi'`
 		out := mustRun(t, testCtx(t, time.Minute), drv, tg.task("ro", script))
 		wantSuccess(t, out)
-		t.Logf("%s read-only container sees:\n%s", tg.name, out.stdout)
-		s := out.stdout
+		t.Logf("%s read-only container sees:\n%s", tg.name, out.Stdout)
+		s := out.Stdout
 		if !regexp.MustCompile(`(?m)^ROOTOPTS ro[,$]`).MatchString(s) {
 			t.Errorf("root mount options are not read-only")
 		}
@@ -148,8 +149,8 @@ if touch /tmp/y; then echo TMP-WRITABLE; fi'`
 		// the mount's doing, not the file's permissions.
 		rw := tg.mustDriver(t, driverOpts{tag: tag})
 		out = mustRun(t, testCtx(t, time.Minute), rw, tg.task("rw", `sh -c 'touch /home/fnrun/x && echo HOME-WRITABLE'`))
-		if !strings.Contains(out.stdout, "HOME-WRITABLE") {
-			t.Errorf("control: /home/fnrun is not writable on a writable root either (%q %q): the read-only check proves nothing", out.stdout, out.stderr)
+		if !strings.Contains(out.Stdout, "HOME-WRITABLE") {
+			t.Errorf("control: /home/fnrun is not writable on a writable root either (%q %q): the read-only check proves nothing", out.Stdout, out.Stderr)
 		}
 		tg.waitNoLeftovers(t, tag, 10*time.Second)
 	})
@@ -174,14 +175,14 @@ func TestSecurityForkBomb(t *testing.T) {
 		task := tg.task("bomb", `sh -c 'bomb() { while :; do bomb & done; }; bomb & exec sleep 60'`)
 		task.MaxPIDs = limit
 		task.MilliCPUs = 500
-		var stderr syncBuffer
+		var stderr test.SyncBuffer
 		task.Stderr = &stderr
 		c, err := drv.CreateCookie(ctx, task)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer c.Close(context.Background())
-		if err := prepare(ctx, c); err != nil {
+		if err := test.Prepare(ctx, c); err != nil {
 			t.Fatal(err)
 		}
 		id := tg.containerID(t, task.ID)
@@ -260,12 +261,12 @@ func TestSecurityMemoryLimit(t *testing.T) {
 		task := tg.task("mem", `sh -c 'cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max; a=x; while true; do a="$a$a"; done'`)
 		task.MemoryBytes = limit
 		out := mustRun(t, testCtx(t, 2*time.Minute), drv, task)
-		t.Logf("%s: memory hog under a %d MiB limit: status %s (%v), limit seen inside %q", tg.name, limit>>20, out.result.Status(), out.result.Error(), strings.TrimSpace(out.stdout))
-		if got := strings.TrimSpace(strings.SplitN(out.stdout, "\n", 2)[0]); got != strconv.Itoa(limit) {
+		t.Logf("%s: memory hog under a %d MiB limit: status %s (%v), limit seen inside %q", tg.name, limit>>20, out.Result.Status(), out.Result.Error(), strings.TrimSpace(out.Stdout))
+		if got := strings.TrimSpace(strings.SplitN(out.Stdout, "\n", 2)[0]); got != strconv.Itoa(limit) {
 			t.Errorf("memory limit seen inside %q, want %d", got, limit)
 		}
-		if out.result.Status() != drivers.StatusKilled || !errors.Is(out.result.Error(), drivers.ErrOutOfMemory) {
-			t.Errorf("memory hog: %s %v; want killed, ErrOutOfMemory", out.result.Status(), out.result.Error())
+		if out.Result.Status() != drivers.StatusKilled || !errors.Is(out.Result.Error(), drivers.ErrOutOfMemory) {
+			t.Errorf("memory hog: %s %v; want killed, ErrOutOfMemory", out.Result.Status(), out.Result.Error())
 		}
 		tg.waitNoLeftovers(t, tag, 10*time.Second)
 	})
@@ -493,7 +494,7 @@ func TestCredentialsNeverLogged(t *testing.T) {
 		t.Cleanup(func() { _ = tg.removeImage(context.Background(), ref) })
 		_ = tg.removeImage(context.Background(), ref)
 
-		var driverLog, globalLog syncBuffer
+		var driverLog, globalLog test.SyncBuffer
 		l := logrus.New()
 		l.SetLevel(logrus.TraceLevel)
 		l.Out = &driverLog

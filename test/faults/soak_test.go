@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/fnrun/fnrun/drivers"
+	"github.com/fnrun/fnrun/test"
 )
 
 // Soak thresholds: what the process may grow by over a whole soak before
@@ -41,12 +42,12 @@ func TestSoak(t *testing.T) {
 		var firstErr atomic.Value
 		call := func(i int) {
 			want := "call " + strconv.Itoa(i) + "\n"
-			out, err := lifecycle(ctx, drv, tg.task("soak", "echo call "+strconv.Itoa(i)))
+			out, err := test.Lifecycle(ctx, drv, tg.task("soak", "echo call "+strconv.Itoa(i)))
 			switch {
-			case err == nil && out.result.Status() == drivers.StatusSuccess && out.stdout == want:
+			case err == nil && out.Result.Status() == drivers.StatusSuccess && out.Stdout == want:
 				return
 			case err == nil:
-				err = fmt.Errorf("call %d: status %s (%v), stdout %q", i, out.result.Status(), out.result.Error(), out.stdout)
+				err = fmt.Errorf("call %d: status %s (%v), stdout %q", i, out.Result.Status(), out.Result.Error(), out.Stdout)
 			}
 			failures.Add(1)
 			firstErr.CompareAndSwap(nil, err)

@@ -18,6 +18,7 @@ import (
 	"github.com/fnrun/fnrun/drivers"
 	"github.com/fnrun/fnrun/images"
 	"github.com/fnrun/fnrun/pool"
+	"github.com/fnrun/fnrun/test"
 )
 
 // Steps of a cookie's life at which the storm cancels it, plus the ones
@@ -130,7 +131,7 @@ func storm(t *testing.T, tg *target, n, poolSize int, seed int64) {
 		}
 		task := tg.task("storm-"+strconv.Itoa(i)+"-"+stepNames[p.step], cmd)
 		task.ImageRef = ref
-		var stdout syncBuffer
+		var stdout test.SyncBuffer
 		task.Stdout = &stdout
 		c, err := drv.CreateCookie(ctx, task)
 		if err != nil {
