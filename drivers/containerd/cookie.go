@@ -332,16 +332,21 @@ func (c *cookie) cleanup(ctx context.Context) error {
 		// daemon hung). WithProcessKill tolerates an exited task, and a
 		// frozen one is thawed first so the kill can end it.
 		var st ctrd.Status
-		if err := d.call(ctx, "tasks.Status", func(ctx context.Context) error {
+		err := d.call(ctx, "tasks.Status", func(ctx context.Context) error {
 			var err error
 			st, err = task.Status(ctx)
 			return err
-		}); err == nil && (st.Status == ctrd.Paused || st.Status == ctrd.Pausing) {
+		})
+		switch {
+		case errors.Is(err, drivers.ErrDaemonUnavailable):
+			// A silent daemon would let the delete wait as long.
+			return daemonErr(err, "close "+c.id()+": task status")
+		case err == nil && (st.Status == ctrd.Paused || st.Status == ctrd.Pausing):
 			if err := d.call(ctx, "tasks.Resume", task.Resume); err != nil && !errdefs.IsNotFound(err) {
 				d.log.WithError(err).WithField("container", c.id()).Warn("cannot thaw container before deleting it")
 			}
 		}
-		err := d.call(ctx, "tasks.Delete", func(ctx context.Context) error {
+		err = d.call(ctx, "tasks.Delete", func(ctx context.Context) error {
 			_, err := task.Delete(ctx, ctrd.WithProcessKill)
 			return err
 		})

@@ -51,6 +51,7 @@ type Driver struct {
 	http     *http.Transport   // registry connections, closed by Close
 	init     string            // host path of the init binary, "" for none
 	oom      *oomWatcher
+	janitor  *janitor
 	images   imageCache
 	// cni gives containers and holders a network; nil on a host without
 	// CNI networking (loopback only). pool and cleaner are nil when the
@@ -162,12 +163,14 @@ func New(ctx context.Context, cfg drivers.Config, opts ...Option) (*Driver, erro
 		return nil, fmt.Errorf("containerd at %s: %w: %w", address, drivers.ErrDaemonUnavailable, err)
 	}
 	d.store = &imageStore{d: d}
+	d.janitor = newJanitor(d)
 	if d.cni, err = newCNINetwork(cfg, o.stateDir, instance, d.log); err != nil {
 		d.abort()
 		return nil, err
 	}
 	d.oom = newOOMWatcher(d)
 	d.spawn(func() { d.oom.run(d.bg) })
+	d.spawn(func() { d.janitor.run(d.bg) })
 	if cfg.ContainerLabelTag != "" && !o.noReaper {
 		d.spawn(func() { d.reapLeaks(d.bg) })
 	}

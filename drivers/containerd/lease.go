@@ -46,7 +46,7 @@ func (d *Driver) withLease(ctx context.Context, purpose string) (_ context.Conte
 		defer cancel()
 		derr := d.call(cctx, "leases.Delete", func(ctx context.Context) error { return ls.Delete(ctx, leases.Lease{ID: id}) })
 		if derr != nil && !errdefs.IsNotFound(derr) {
-			d.log.WithError(derr).WithField("lease", id).Warn("cannot delete lease")
+			d.deleteLeaseLater(id, derr)
 		}
 		if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
 			err = fmt.Errorf("%w: %w", cerr, err)
@@ -62,9 +62,14 @@ func (d *Driver) withLease(ctx context.Context, purpose string) (_ context.Conte
 		}
 		err := d.call(cctx, "leases.Delete", func(ctx context.Context) error { return ls.Delete(ctx, l, opts...) })
 		if err != nil && !errdefs.IsNotFound(err) {
-			// The expiry still bounds its life.
-			d.log.WithError(err).WithField("lease", l.ID).Warn("cannot delete lease")
+			d.deleteLeaseLater(l.ID, err)
 		}
 	}
 	return leases.WithLease(ctx, l.ID), release, nil
+}
+
+// deleteLeaseLater hands a lease whose deletion failed to the janitor.
+func (d *Driver) deleteLeaseLater(id string, err error) {
+	d.log.WithError(err).WithField("lease", id).Info("cannot delete lease yet; trying again in the background")
+	d.janitor.deleteLeaseLater(id)
 }

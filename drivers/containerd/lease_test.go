@@ -125,3 +125,41 @@ func TestNoLeaseOutlivesAnOperation(t *testing.T) {
 		t.Fatalf("leftovers after close: %v", left)
 	}
 }
+
+// TestJanitorDeletesALeaseMadeLate: a lease whose delete the daemon did
+// not answer is handed to the janitor, and the daemon may serve the
+// create only after the janitor's first "not found" (a stopped daemon
+// resumes and runs both requests in any order). The janitor still deletes
+// it once it appears.
+func TestJanitorDeletesALeaseMadeLate(t *testing.T) {
+	env := requireEnv(t)
+	in := newInspector(t, env)
+	d := newTestDriver(t, env, drivers.Config{})
+	ctx := d.nsCtx(context.Background())
+	tag := d.cfg.ContainerLabelTag
+
+	id := "fnrun-test-" + randomID()
+	d.janitor.deleteLeaseLater(id)
+	time.Sleep(janitorMinDelay / 5) // the first sweep answers "not found"
+	labels := d.Labels()
+	if _, err := d.client.LeasesService().Create(ctx, leases.WithID(id), leases.WithLabels(labels)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ls, err := in.fnrunLeases(ctx, tag)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ls) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("leases 5s after the late create: %+v", ls)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if left := d.janitor.pending(); len(left) != 0 {
+		t.Fatalf("janitor still holds %v", left)
+	}
+}

@@ -21,12 +21,10 @@ import (
 // OOM-kill counter. With withNet it adds the traffic of the container's
 // network namespace, read from the host's /proc (absent when the driver
 // does not share the daemon's host, which is not an error). ok is false
-// when nothing could be read.
+// when nothing could be read, or ctx ended first.
 func (r *run) sample(ctx context.Context, withNet bool) (s stats.Stat, oomKills uint64, ok bool) {
 	var m *types.Metric
-	cctx, cancel := r.d.cleanupCtx(ctx)
-	defer cancel()
-	err := r.d.call(cctx, "tasks.Metrics", func(ctx context.Context) error {
+	err := r.d.call(r.d.nsCtx(ctx), "tasks.Metrics", func(ctx context.Context) error {
 		var err error
 		m, err = r.task.Metrics(ctx)
 		return err

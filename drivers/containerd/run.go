@@ -18,7 +18,8 @@ import (
 
 // ioDrainTimeout bounds the wait for the output still in the pipes once the
 // container has exited. Every process of the container is dead by then, so
-// only a stuck output writer can make it run out.
+// only a stuck output writer (or a shim holding the pipes) can make it run
+// out.
 const ioDrainTimeout = 10 * time.Second
 
 // Run implements drivers.Cookie. The task's streams are wired through FIFOs
@@ -149,6 +150,18 @@ func (r *run) monitor(runCtx context.Context, stdinDone <-chan struct{}) {
 
 	ticker := time.NewTicker(r.d.opts.statsInterval)
 	defer ticker.Stop()
+	// A sample must not hold up the end of the run: it ends with runCtx
+	// and with a request to end.
+	sampleCtx, stopSampling := context.WithCancel(context.WithoutCancel(runCtx))
+	defer stopSampling()
+	defer context.AfterFunc(runCtx, stopSampling)()
+	go func() {
+		select {
+		case <-r.EndRequested():
+			stopSampling()
+		case <-sampleCtx.Done():
+		}
+	}()
 	var (
 		status  ctrd.ExitStatus
 		stopCtx context.Context
@@ -164,7 +177,7 @@ loop:
 			stdinDone = nil // a closed channel fires forever: stop watching
 			r.closeStdin(runCtx)
 		case <-ticker.C:
-			if s, _, ok := r.sample(runCtx, true); ok {
+			if s, _, ok := r.sample(sampleCtx, true); ok {
 				r.c.task.WriteStat(runCtx, s)
 			}
 		case <-runCtx.Done():
@@ -188,7 +201,13 @@ loop:
 		status = r.end()
 	}
 	stats.RecordDaemonCall(runCtx, DriverName, "tasks.Wait", r.waitStart, status.Error())
-	outErr := r.drainOutput()
+	// With the exit unknown, a process may still hold the pipes open:
+	// nothing says more output is coming or the pipes will ever close.
+	drainWait := ioDrainTimeout
+	if status.ExitCode() == ctrd.UnknownExitStatus {
+		drainWait = 0
+	}
+	outErr := r.drainOutput(drainWait)
 
 	switch {
 	case netErr != nil:
@@ -210,7 +229,7 @@ loop:
 			// with a signal, so it cannot have struck the main one.
 			var s stats.Stat
 			var ok bool
-			if s, oomKills, ok = r.sample(runCtx, false); ok {
+			if s, oomKills, ok = r.sample(context.WithoutCancel(runCtx), false); ok {
 				r.c.task.WriteStat(runCtx, s)
 			}
 		}
@@ -228,23 +247,29 @@ loop:
 
 // end stops the container gracefully: SIGTERM, the grace period, then
 // SIGKILL to every process. A frozen container is thawed first, since it
-// cannot act on any signal. It returns the exit status.
+// cannot act on any signal. It returns the exit status. A daemon that does
+// not answer gets no more calls than it takes to know that plus one
+// SIGKILL: each would only wait out the per-call timeout again.
 func (r *run) end() ctrd.ExitStatus {
 	d := r.d
 	ctx, cancel := d.cleanupCtx(d.bg)
 	defer cancel()
 	var st ctrd.Status
-	if err := d.call(ctx, "tasks.Status", func(ctx context.Context) error {
+	err := d.call(ctx, "tasks.Status", func(ctx context.Context) error {
 		var err error
 		st, err = r.task.Status(ctx)
 		return err
-	}); err == nil && (st.Status == ctrd.Paused || st.Status == ctrd.Pausing) {
-		if err := d.call(ctx, "tasks.Resume", r.task.Resume); err != nil {
+	})
+	if err == nil && (st.Status == ctrd.Paused || st.Status == ctrd.Pausing) {
+		err = d.call(ctx, "tasks.Resume", r.task.Resume)
+		if err != nil {
 			d.log.WithError(err).WithField("container", r.c.id()).Warn("cannot thaw container before ending it")
 		}
 	}
-	if d.opts.stopGrace > 0 {
-		if r.kill(ctx, syscall.SIGTERM, false) {
+	silent := errors.Is(err, drivers.ErrDaemonUnavailable)
+	if d.opts.stopGrace > 0 && !silent {
+		delivered, err := r.kill(ctx, syscall.SIGTERM, false)
+		if delivered {
 			t := time.NewTimer(d.opts.stopGrace)
 			select {
 			case status := <-r.statusC:
@@ -253,8 +278,13 @@ func (r *run) end() ctrd.ExitStatus {
 			case <-t.C:
 			}
 		}
+		silent = errors.Is(err, drivers.ErrDaemonUnavailable)
 	}
-	r.kill(ctx, syscall.SIGKILL, true)
+	if _, err := r.kill(ctx, syscall.SIGKILL, true); errors.Is(err, drivers.ErrDaemonUnavailable) && silent {
+		// Twice unanswered: no exit is coming that this kill caused.
+		err = fmt.Errorf("container %s: cannot end it: %w", r.c.id(), err)
+		return *ctrd.NewExitStatus(ctrd.UnknownExitStatus, time.Now(), err)
+	}
 	t := time.NewTimer(d.opts.callTimeout)
 	defer t.Stop()
 	select {
@@ -266,17 +296,22 @@ func (r *run) end() ctrd.ExitStatus {
 	}
 }
 
-// kill signals the task and reports whether the signal was delivered.
-func (r *run) kill(ctx context.Context, sig syscall.Signal, all bool) bool {
+// kill signals the task and reports whether the signal was delivered. A
+// task that has exited already is no error.
+func (r *run) kill(ctx context.Context, sig syscall.Signal, all bool) (delivered bool, _ error) {
 	var opts []ctrd.KillOpts
 	if all {
 		opts = append(opts, ctrd.WithKillAll)
 	}
 	err := r.d.call(ctx, "tasks.Kill", func(ctx context.Context) error { return r.task.Kill(ctx, sig, opts...) })
-	if err != nil && !errdefs.IsNotFound(err) && !errdefs.IsFailedPrecondition(err) {
-		r.d.log.WithError(err).WithFields(map[string]interface{}{"container": r.c.id(), "signal": sig}).Warn("cannot signal container")
+	switch {
+	case err == nil:
+		return true, nil
+	case errdefs.IsNotFound(err), errdefs.IsFailedPrecondition(err):
+		return false, nil
 	}
-	return err == nil
+	r.d.log.WithError(err).WithFields(map[string]interface{}{"container": r.c.id(), "signal": sig}).Warn("cannot signal container")
+	return false, daemonErr(err, "signal "+r.c.id())
 }
 
 // closeStdin tells the shim the input is over once the task's reader is
@@ -293,10 +328,10 @@ func (r *run) closeStdin(ctx context.Context) {
 	}
 }
 
-// drainOutput waits until the output still in the pipes has reached the
-// task's writers, then shuts them so nothing is written after Wait
-// returns. It returns the first error of a writer, if any.
-func (r *run) drainOutput() error {
+// drainOutput waits, at most wait, until the output still in the pipes has
+// reached the task's writers, then shuts them so nothing is written after
+// Wait returns. It returns the first error of a writer, if any.
+func (r *run) drainOutput(wait time.Duration) error {
 	taskIO := r.task.IO()
 	if taskIO == nil {
 		return r.out.shut()
@@ -306,12 +341,12 @@ func (r *run) drainOutput() error {
 		taskIO.Wait()
 		close(drained)
 	}()
-	t := time.NewTimer(ioDrainTimeout)
+	t := time.NewTimer(wait)
 	select {
 	case <-drained:
 		t.Stop()
 	case <-t.C:
-		r.d.log.WithField("container", r.c.id()).Warn("output not drained in time, dropping the rest")
+		r.d.log.WithField("container", r.c.id()).Warn("output not drained, dropping the rest")
 		taskIO.Cancel()
 		<-drained // the copies end once their pipes are closed
 	}

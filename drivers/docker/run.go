@@ -192,7 +192,13 @@ func (r *run) monitor(runCtx context.Context) {
 		}
 	}
 	stopStats()
-	streamErr := r.att.drain(d.opts.callTimeout)
+	// With the exit unseen the container may run on, holding the stream
+	// open: nothing says more output is coming.
+	drainWait := d.opts.callTimeout
+	if !seen {
+		drainWait = 0
+	}
+	streamErr := r.att.drain(drainWait)
 	stopWaiting()
 
 	if holderErr != nil {
@@ -206,18 +212,23 @@ func (r *run) monitor(runCtx context.Context) {
 
 // stop ends the container gracefully: SIGTERM, a grace period, SIGKILL. The
 // caller's context is done by now, so the calls get fresh ones bounded by
-// the call timeout. It returns the exit status if the exit was seen.
+// the call timeout. It returns the exit status if the exit was seen. A
+// daemon that does not answer gets one SIGKILL after that: every further
+// call would only wait out the call timeout again.
 func (r *run) stop(exited <-chan exitStatus) (exitStatus, bool) {
 	d := r.c.d
 	ctx := context.Background()
+	silent := false
 	if r.c.isFrozen() {
 		// A frozen process cannot act on SIGTERM.
 		if err := d.unpause(ctx, r.id); err != nil && !isGone(err) {
 			d.log.WithError(err).WithField("container", r.c.name()).Warn("unpause before stop failed")
+			silent = errors.Is(err, drivers.ErrDaemonUnavailable)
 		}
 	}
-	if grace := d.opts.stopGrace; grace > 0 {
-		if err := d.kill(ctx, r.id, docker.SIGTERM); err == nil {
+	if grace := d.opts.stopGrace; grace > 0 && !silent {
+		err := d.kill(ctx, r.id, docker.SIGTERM)
+		if err == nil {
 			t := time.NewTimer(grace)
 			select {
 			case st := <-exited:
@@ -226,9 +237,14 @@ func (r *run) stop(exited <-chan exitStatus) (exitStatus, bool) {
 			case <-t.C:
 			}
 		}
+		silent = errors.Is(err, drivers.ErrDaemonUnavailable)
 	}
 	if err := d.kill(ctx, r.id, docker.SIGKILL); err != nil && !isGone(err) {
 		d.log.WithError(err).WithField("container", r.c.name()).Debug("SIGKILL failed")
+		if silent && errors.Is(err, drivers.ErrDaemonUnavailable) {
+			// Twice unanswered: no exit is coming that this kill caused.
+			return exitStatus{}, false
+		}
 	}
 	t := time.NewTimer(d.opts.callTimeout)
 	defer t.Stop()
