@@ -12,6 +12,8 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/fnrun/fnrun/drivers"
+	"github.com/fnrun/fnrun/internal/clock"
+	"github.com/fnrun/fnrun/internal/logs"
 )
 
 // Cleaner keeps a Store under a byte budget. It tracks every image of the
@@ -79,15 +81,15 @@ func New(store Store, cfg Config, opts ...Option) (*Cleaner, error) {
 	if store == nil {
 		return nil, configErrorf("nil store")
 	}
-	o := options{clock: wallClock{}, backoff: DefaultRemoveBackOff}
+	o := options{clock: clock.Wall, backoff: DefaultRemoveBackOff}
 	for _, opt := range opts {
 		opt(&o)
 	}
 	if o.log == nil {
-		o.log = discardLogger()
+		o.log = logs.Discard()
 	}
 	if o.clock == nil {
-		o.clock = wallClock{}
+		o.clock = clock.Wall
 	}
 	if err := cfg.validate(); err != nil {
 		return nil, err

@@ -19,6 +19,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/fnrun/fnrun/drivers"
+	"github.com/fnrun/fnrun/internal/clock"
 )
 
 func TestMain(m *testing.M) {
@@ -34,7 +35,7 @@ func image(name string, size uint64, age time.Duration, refs ...string) Image {
 	return Image{ID: idOf(name), References: refs, Size: size, Created: t0.Add(-age)}
 }
 
-func newTestCleaner(t *testing.T, s Store, cfg Config, opts ...Option) (*Cleaner, *fakeClock) {
+func newTestCleaner(t *testing.T, s Store, cfg Config, opts ...Option) (*Cleaner, *clock.Fake) {
 	t.Helper()
 	clk := newClock()
 	c, err := New(s, cfg, append([]Option{WithClock(clk)}, opts...)...)
@@ -65,7 +66,7 @@ func clean(t *testing.T, c *Cleaner, opts ...CleanOption) Report {
 	return rep
 }
 
-func use(c *Cleaner, clk *fakeClock, ref string) {
+func use(c *Cleaner, clk *clock.Fake, ref string) {
 	clk.Advance(time.Second)
 	release := c.Use(ref)
 	clk.Advance(time.Second)

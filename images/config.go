@@ -2,7 +2,6 @@ package images
 
 import (
 	"fmt"
-	"io"
 	"os"
 	"strings"
 	"time"
@@ -10,6 +9,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/fnrun/fnrun/drivers"
+	"github.com/fnrun/fnrun/internal/clock"
 )
 
 // Defaults of Config and of the options.
@@ -154,31 +154,9 @@ func WithRemoveBackOff(cfg drivers.BackOffConfig) Option {
 	return func(o *options) { o.backoff = cfg }
 }
 
-func discardLogger() *logrus.Entry {
-	l := logrus.New()
-	l.SetOutput(io.Discard)
-	return logrus.NewEntry(l)
-}
-
 // Clock tells the time and makes timers. The background job uses nothing
 // else, so a test can drive it with fake time.
-type Clock interface {
-	Now() time.Time
-	NewTimer(d time.Duration) Timer
-}
+type Clock = clock.Clock
 
 // Timer is the part of *time.Timer the cleaner uses.
-type Timer interface {
-	C() <-chan time.Time
-	Stop() bool
-}
-
-type wallClock struct{}
-
-func (wallClock) Now() time.Time                 { return time.Now() }
-func (wallClock) NewTimer(d time.Duration) Timer { return wallTimer{time.NewTimer(d)} }
-
-type wallTimer struct{ t *time.Timer }
-
-func (w wallTimer) C() <-chan time.Time { return w.t.C }
-func (w wallTimer) Stop() bool          { return w.t.Stop() }
+type Timer = clock.Timer

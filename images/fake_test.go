@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/fnrun/fnrun/drivers"
+	"github.com/fnrun/fnrun/internal/clock"
 )
 
 // t0 is the fake clock's start.
@@ -153,86 +154,7 @@ func (s luStore) SetLastUse(ctx context.Context, id string, t time.Time) error {
 	return nil
 }
 
-// fakeClock is a Clock whose time moves only through Advance.
-type fakeClock struct {
-	mu     sync.Mutex
-	cond   *sync.Cond
-	now    time.Time
-	timers []*fakeTimer
-	made   int
-}
-
-type fakeTimer struct {
-	clk  *fakeClock
-	when time.Time
-	c    chan time.Time
-}
-
-func newClock() *fakeClock {
-	c := &fakeClock{now: t0}
-	c.cond = sync.NewCond(&c.mu)
-	return c
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) NewTimer(d time.Duration) Timer {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	t := &fakeTimer{clk: c, when: c.now.Add(d), c: make(chan time.Time, 1)}
-	c.made++
-	if d <= 0 {
-		t.c <- c.now
-	} else {
-		c.timers = append(c.timers, t)
-	}
-	c.cond.Broadcast()
-	return t
-}
-
-func (t *fakeTimer) C() <-chan time.Time { return t.c }
-
-func (t *fakeTimer) Stop() bool {
-	c := t.clk
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for i, x := range c.timers {
-		if x == t {
-			c.timers = slices.Delete(c.timers, i, i+1)
-			return true
-		}
-	}
-	return false
-}
-
-// Advance moves time on and fires the timers that are due.
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-	kept := c.timers[:0]
-	for _, t := range c.timers {
-		if !t.when.After(c.now) {
-			t.c <- c.now
-		} else {
-			kept = append(kept, t)
-		}
-	}
-	c.timers = kept
-}
-
-// BlockUntil waits until n timers are pending: the loop is asleep.
-func (c *fakeClock) BlockUntil(n int) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for len(c.timers) < n {
-		c.cond.Wait()
-	}
-}
+func newClock() *clock.Fake { return clock.NewFake(t0) }
 
 // checkInvariants verifies the cache's internal consistency.
 func checkInvariants(t testing.TB, c *Cleaner) {

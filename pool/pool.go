@@ -13,6 +13,8 @@ import (
 	ocstats "go.opencensus.io/stats"
 
 	"github.com/fnrun/fnrun/drivers"
+	"github.com/fnrun/fnrun/internal/clock"
+	"github.com/fnrun/fnrun/internal/logs"
 	"github.com/fnrun/fnrun/stats"
 )
 
@@ -123,12 +125,12 @@ func New(adapter Adapter, cfg Config, opts ...Option) (*Pool, error) {
 	if err != nil {
 		return nil, err
 	}
-	o := options{clock: realClock{}}
+	o := options{clock: clock.Wall}
 	for _, opt := range opts {
 		opt(&o)
 	}
 	if o.log == nil {
-		o.log = discardLogger()
+		o.log = logs.Discard()
 	}
 	var tok [4]byte
 	_, _ = rand.Read(tok[:]) // never fails on supported platforms; zeros would still work within one pool

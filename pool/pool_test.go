@@ -20,6 +20,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/fnrun/fnrun/drivers"
+	"github.com/fnrun/fnrun/internal/clock"
 	"github.com/fnrun/fnrun/stats"
 )
 
@@ -619,9 +620,9 @@ func TestDebugLogPerReplacement(t *testing.T) {
 }
 
 func TestWithClockDrivesShrinking(t *testing.T) {
-	clock := &fakeClock{now: time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clk := clock.NewFake(time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC))
 	f := newFake()
-	p := newPool(t, f, Config{Size: 1, Max: 2, IdleShrinkAfter: time.Minute}, WithClock(clock))
+	p := newPool(t, f, Config{Size: 1, Max: 2, IdleShrinkAfter: time.Minute}, WithClock(clk))
 	ready(t, p)
 	a := lease(t, p)
 	miss(t, p)
@@ -630,12 +631,12 @@ func TestWithClockDrivesShrinking(t *testing.T) {
 	b := lease(t, p)
 	a.Release()
 	b.Release()
-	clock.Advance(30 * time.Second)
+	clk.Advance(30 * time.Second)
 	time.Sleep(20 * time.Millisecond)
 	if s := p.Stats(); s.Free != 2 || s.Size != 2 {
 		t.Fatalf("shrunk after 30s of a 1m idle delay: %+v", s)
 	}
-	clock.Advance(31 * time.Second)
+	clk.Advance(31 * time.Second)
 	eventually(t, func() bool { s := p.Stats(); return s.Free == 1 && s.Size == 1 })
 	eventually(t, func() bool { return len(f.liveIDs()) == 1 })
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/fnrun/fnrun/drivers"
+	"github.com/fnrun/fnrun/internal/netns"
 )
 
 // DefaultStateDir is where the driver keeps what it owns on the host: the
@@ -29,9 +30,13 @@ const DefaultStateDir = "/run/fnrun/containerd"
 // (and only) network.
 const cniInterfacePrefix = "eth"
 
-// cniNetwork gives containers a network with CNI: a pinned namespace per
-// container (see netns.go), set up by the first network configuration of
-// the configuration folder.
+// cniNetwork gives containers a network with CNI: a namespace per
+// container (and per pool holder), made and pinned by the driver before the
+// container exists (package netns), set up by the first network
+// configuration of the configuration folder. The pin's file name is the
+// CNI container id, so whoever finds the file (the cookie's Close, a
+// holder's stop, the leak reaper of a later instance) can tear the CNI
+// attachment down with nothing else to go on.
 //
 // Networking is decided once, in New:
 //
@@ -130,10 +135,10 @@ func newCNINetwork(cfg drivers.Config, stateDir, instance string, log *logrus.En
 	// Creating a namespace needs CAP_SYS_ADMIN: find out now rather than
 	// at every container.
 	probe := filepath.Join(n.dir, "probe-"+randomID())
-	if err := createNetNS(probe); err != nil {
+	if err := netns.Create(probe); err != nil {
 		return nil, invalid("cannot create network namespaces (the driver needs CAP_SYS_ADMIN on the daemon's host): %v", err)
 	}
-	if err := removeNetNS(probe); err != nil {
+	if err := netns.Remove(probe); err != nil {
 		return nil, invalid("cannot remove network namespaces: %v", err)
 	}
 	return n, nil
@@ -174,11 +179,11 @@ func (d *Driver) attachNetwork(ctx context.Context) (*netNS, error) {
 	n := d.cni
 	id := n.idPrefix + randomID()
 	ns := &netNS{id: id, path: filepath.Join(n.dir, id)}
-	err := createNetNS(ns.path)
+	err := netns.Create(ns.path)
 	if errors.Is(err, os.ErrNotExist) {
 		// Our folder went away from outside: make it again, once.
 		if err = os.MkdirAll(n.dir, 0o700); err == nil {
-			err = createNetNS(ns.path)
+			err = netns.Create(ns.path)
 		}
 	}
 	if err != nil {
@@ -209,7 +214,7 @@ func (d *Driver) attachNetwork(ctx context.Context) (*netNS, error) {
 // leak reaper) still knows the attachment.
 func (d *Driver) detachNetwork(ctx context.Context, ns *netNS) error {
 	path := ns.path
-	if !isNetNS(path) {
+	if !netns.IsPinned(path) {
 		// The file is not (or no longer) a pinned namespace: a process
 		// that died between creating the file and pinning the namespace,
 		// or a namespace already unpinned. The plugins fail on a path
@@ -223,7 +228,7 @@ func (d *Driver) detachNetwork(ctx context.Context, ns *netNS) error {
 	if err != nil {
 		return fmt.Errorf("network %q: CNI teardown of %s: %w", d.cni.network, ns.id, err)
 	}
-	return removeNetNS(ns.path)
+	return netns.Remove(ns.path)
 }
 
 // reapNetworks tears down the namespaces that other instances with our
@@ -257,7 +262,7 @@ func (d *Driver) reapNetworks(ctx context.Context, log *logrus.Entry) int {
 			if strings.HasPrefix(ns.id, n.idPrefix) {
 				err = d.detachNetwork(ctx, ns)
 			} else {
-				err = removeNetNS(ns.path) // a probe, or not ours to tear down
+				err = netns.Remove(ns.path) // a probe, or not ours to tear down
 			}
 			if err != nil {
 				log.WithError(err).WithField("netns", ns.path).Warn("leak reaper: cannot remove network namespace")

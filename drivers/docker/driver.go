@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/fnrun/fnrun/drivers"
 	"github.com/fnrun/fnrun/images"
+	"github.com/fnrun/fnrun/internal/logs"
 	"github.com/fnrun/fnrun/pool"
 )
 
@@ -167,7 +167,7 @@ type hostInfo struct {
 // error wrapping drivers.ErrDaemonUnavailable.
 func New(ctx context.Context, cfg drivers.Config, opts ...Option) (*Driver, error) {
 	o := options{
-		log:         discardLogger(),
+		log:         logs.Discard(),
 		callTimeout: defaultCallTimeout,
 		pullTimeout: defaultPullTimeout,
 		loadTimeout: defaultLoadTimeout,
@@ -494,12 +494,6 @@ func (d *Driver) goOwned(f func()) bool {
 		f()
 	}()
 	return true
-}
-
-func discardLogger() *logrus.Entry {
-	l := logrus.New()
-	l.Out = io.Discard
-	return logrus.NewEntry(l)
 }
 
 func randomID() string {

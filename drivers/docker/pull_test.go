@@ -18,6 +18,7 @@ import (
 	docker "github.com/fsouza/go-dockerclient"
 
 	"github.com/fnrun/fnrun/drivers"
+	"github.com/fnrun/fnrun/internal/logs"
 )
 
 // registryProxy sits in front of the test registry on its own loopback
@@ -343,7 +344,7 @@ func TestPullAuth(t *testing.T) {
 // TestCredentialsExactHost: config.json credentials apply to their exact
 // host only: no parent-domain or prefix matching.
 func TestCredentialsExactHost(t *testing.T) {
-	d := &Driver{log: discardLogger(), auths: map[string]docker.AuthConfiguration{
+	d := &Driver{log: logs.Discard(), auths: map[string]docker.AuthConfiguration{
 		"example.com":     {Username: "u1", Password: "p1", ServerAddress: "example.com"},
 		"docker.io":       {Username: "hub", Password: "p2", ServerAddress: "docker.io"},
 		"127.0.0.1:5001":  {Username: "local", Password: "p3", ServerAddress: "127.0.0.1:5001"},

@@ -16,7 +16,6 @@ package mock
 import (
 	"context"
 	"fmt"
-	"io"
 	"sort"
 	"strconv"
 	"strings"
@@ -26,6 +25,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/fnrun/fnrun/drivers"
+	"github.com/fnrun/fnrun/internal/logs"
 )
 
 // Task extensions that script the mock. Real drivers ignore them, so one
@@ -99,7 +99,7 @@ var (
 // drivers; the mock uses none of it.
 func New(cfg drivers.Config, opts ...Option) (*Driver, error) {
 	d := &Driver{
-		log:          discardLogger(),
+		log:          logs.Discard(),
 		images:       make(map[string]bool),
 		pullAttempts: make(map[string]int),
 		open:         make(map[*cookie]struct{}),
@@ -108,12 +108,6 @@ func New(cfg drivers.Config, opts ...Option) (*Driver, error) {
 		o(d)
 	}
 	return d, nil
-}
-
-func discardLogger() *logrus.Entry {
-	l := logrus.New()
-	l.Out = io.Discard
-	return logrus.NewEntry(l)
 }
 
 // Capabilities implements drivers.Capable: the mock emulates freezing, OOM

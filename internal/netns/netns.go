@@ -1,4 +1,9 @@
-package containerd
+// Package netns creates, pins and removes named network namespaces: a
+// namespace made before its container exists, so CNI can set it up and an
+// OCI spec can name it by path. It is kept alive by a bind mount of its
+// nsfs file onto an empty file, the way ip-netns and containerd's CRI
+// plugin do it.
+package netns
 
 import (
 	"errors"
@@ -9,24 +14,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Named network namespaces.
-//
-// A container with a CNI network (and every pool holder) runs in a network
-// namespace the driver creates itself, before the container exists, so that
-// CNI can set it up and the OCI spec can name it by path. The namespace is
-// kept alive by a bind mount of its nsfs file onto an empty file in a folder
-// the driver owns (see netnsRoot), the way ip-netns and containerd's CRI
-// plugin do it. The file's name is the CNI container id, so that whoever
-// finds the file (the cookie's Close, a holder's stop, the leak reaper of a
-// later instance) can tear the CNI attachment down with nothing else to go
-// on.
-
-// createNetNS makes a new network namespace with its loopback interface up
+// Create makes a new network namespace with its loopback interface up
 // and pins it at path, which must not exist. The namespace is created on a
 // locked OS thread that is never unlocked: the thread ends with its
 // goroutine, so no other goroutine of the process ever runs in the new
 // namespace, and the caller's thread is untouched.
-func createNetNS(path string) error {
+func Create(path string) error {
 	f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE|os.O_EXCL, 0o444)
 	if err != nil {
 		return fmt.Errorf("network namespace file: %w", err)
@@ -77,10 +70,10 @@ func loopbackUp() error {
 	return unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr)
 }
 
-// removeNetNS unpins the namespace at path and removes the file. The
+// Remove unpins the namespace at path and removes the file. The
 // namespace itself lives on while a process is still in it. A path that is
 // already gone, or no longer a mount, is not an error.
-func removeNetNS(path string) error {
+func Remove(path string) error {
 	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("unpin network namespace %s: %w", path, err)
 	}
@@ -90,9 +83,9 @@ func removeNetNS(path string) error {
 	return nil
 }
 
-// isNetNS reports whether path is a pinned network namespace (an nsfs
+// IsPinned reports whether path is a pinned network namespace (an nsfs
 // file).
-func isNetNS(path string) bool {
+func IsPinned(path string) bool {
 	var st unix.Statfs_t
 	return unix.Statfs(path, &st) == nil && st.Type == unix.NSFS_MAGIC
 }
