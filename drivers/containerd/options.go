@@ -1,7 +1,6 @@
 package containerd
 
 import (
-	"io"
 	"os/exec"
 	"path/filepath"
 	"time"
@@ -9,6 +8,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/fnrun/fnrun/images"
+	"github.com/fnrun/fnrun/internal/logs"
 	"github.com/fnrun/fnrun/pool"
 )
 
@@ -50,10 +50,8 @@ type options struct {
 }
 
 func defaultOptions() options {
-	l := logrus.New()
-	l.Out = io.Discard
 	return options{
-		log:           logrus.NewEntry(l),
+		log:           logs.Discard(),
 		snapshotter:   DefaultSnapshotter,
 		runtime:       DefaultRuntime,
 		dialTimeout:   DefaultDialTimeout,
