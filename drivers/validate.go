@@ -20,6 +20,8 @@ type CheckedTask struct {
 	Image Reference
 	// Env holds "KEY=value" entries sorted by key.
 	Env []string
+	// Syslog is where the output also goes; nil means nowhere.
+	Syslog *SyslogTarget
 }
 
 // validID is the set of names Docker accepts for a container; containerd
@@ -88,6 +90,9 @@ func CheckTask(task ContainerTask) (*CheckedTask, error) {
 		if strings.ContainsRune(arg, 0) {
 			return nil, InvalidTaskf("task %s: command argument %q contains NUL", id, arg)
 		}
+	}
+	if checked.Syslog, err = CheckLogger(task.LoggerConfig()); err != nil {
+		return nil, fmt.Errorf("task %s: %w", id, err)
 	}
 	return checked, nil
 }

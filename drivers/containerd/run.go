@@ -59,7 +59,19 @@ func (c *cookie) Run(ctx context.Context) (drivers.WaitResult, error) {
 		stdinDone = make(chan struct{})
 		stdin = &eofReader{r: in, done: stdinDone}
 	}
-	streams := []cio.Opt{cio.WithStreams(stdin, out.writer(stdout), out.writer(stderr))}
+	outW, errW := out.writer(stdout), out.writer(stderr)
+	var syslog *syslogSink
+	if target := c.checked.Syslog; target != nil {
+		// Dialled before the task exists, so an unreachable endpoint
+		// leaves nothing to clean up, and Run fails as Docker's start
+		// does.
+		var err error
+		if syslog, err = dialSyslog(ctx, target, c.id(), d.log.WithField("container", c.id())); err != nil {
+			return nil, fmt.Errorf("run %s: %w", c.id(), err)
+		}
+		outW, errW = syslog.lines(severityInfo, outW), syslog.lines(severityErr, errW)
+	}
+	streams := []cio.Opt{cio.WithStreams(stdin, outW, errW)}
 	if d.opts.fifoDir != "" {
 		streams = append(streams, cio.WithFIFODir(d.opts.fifoDir))
 	}
@@ -71,6 +83,9 @@ func (c *cookie) Run(ctx context.Context) (drivers.WaitResult, error) {
 	})
 	if err != nil {
 		c.taskLeft = true // the daemon may have made it before failing
+		if syslog != nil {
+			syslog.close()
+		}
 		if dn != nil {
 			// The holder's namespace may have gone with the holder.
 			if gone := holderGone(dn); gone != nil {
@@ -87,7 +102,7 @@ func (c *cookie) Run(ctx context.Context) (drivers.WaitResult, error) {
 	if err == nil {
 		oomSeen, unwatch := d.oom.watch(c.id())
 		r := &run{
-			c: c, d: d, task: task, statusC: statusC, out: out,
+			c: c, d: d, task: task, statusC: statusC, out: out, syslog: syslog,
 			oomSeen: oomSeen, unwatch: unwatch, stopWait: stopWait, netDead: netDead, net: dn,
 			RunEnd:    drivers.NewRunEnd(),
 			waitStart: time.Now(),
@@ -113,6 +128,9 @@ func (c *cookie) Run(ctx context.Context) (drivers.WaitResult, error) {
 	if derr != nil && !errdefs.IsNotFound(derr) {
 		c.taskLeft = true
 	}
+	if syslog != nil {
+		syslog.close()
+	}
 	return nil, notFoundErr(err, drivers.ErrContainerGone, "run "+c.id()+": start task")
 }
 
@@ -123,6 +141,7 @@ type run struct {
 	task      ctrd.Task
 	statusC   <-chan ctrd.ExitStatus
 	out       *gate
+	syslog    *syslogSink // nil without a log URL
 	oomSeen   <-chan struct{}
 	unwatch   func()
 	stopWait  context.CancelFunc
@@ -208,6 +227,9 @@ loop:
 		drainWait = 0
 	}
 	outErr := r.drainOutput(drainWait)
+	if r.syslog != nil {
+		r.syslog.close()
+	}
 
 	switch {
 	case netErr != nil:

@@ -2,7 +2,6 @@ package docker
 
 import (
 	"fmt"
-	"net/url"
 	"strings"
 	"sync"
 
@@ -82,11 +81,7 @@ func (d *Driver) createOptions(task drivers.ContainerTask, checked *drivers.Chec
 	if src, dst := task.UDSDockerPath(), task.UDSDockerDest(); src != "" {
 		host.Binds = append(host.Binds, src+":"+dst)
 	}
-	logCfg, err := logConfig(task.LoggerConfig())
-	if err != nil {
-		return nil, fmt.Errorf("task %s: %w", id, err)
-	}
-	host.LogConfig = logCfg
+	host.LogConfig = logConfig(checked.Syslog)
 	return &docker.CreateContainerOptions{Name: id, Config: cfg, HostConfig: host}, nil
 }
 
@@ -142,42 +137,20 @@ func (h hostInfo) supportsStorageSize() bool {
 	return false
 }
 
-// logConfig maps the task's log configuration to a Docker log driver:
-// nothing at all, or syslog with the tags.
-func logConfig(lc drivers.LoggerConfig) (docker.LogConfig, error) {
-	if lc.URL == "" {
-		return docker.LogConfig{Type: "none"}, nil
-	}
-	u, err := url.Parse(lc.URL)
-	if err != nil {
-		return docker.LogConfig{}, drivers.InvalidTaskf("log URL %q: %v", lc.URL, err)
-	}
-	addr := lc.URL
-	switch u.Scheme {
-	case "syslog":
-		// Plain syslog is UDP; Docker wants the transport named.
-		addr = "udp://" + u.Host
-	case "tcp", "udp", "tcp+tls", "unix", "unixgram":
-	default:
-		return docker.LogConfig{}, drivers.InvalidTaskf("log URL %q: scheme %q is not one of syslog, tcp, udp, tcp+tls, unix, unixgram", lc.URL, u.Scheme)
-	}
-	tags := make([]string, 0, len(lc.Tags))
-	for _, t := range lc.Tags {
-		// The tag option is a Go template to Docker: braces would be
-		// evaluated, or refused at create.
-		if strings.ContainsAny(t.Name+t.Value, "{}") {
-			return docker.LogConfig{}, drivers.InvalidTaskf("log tag %q=%q contains a brace", t.Name, t.Value)
-		}
-		tags = append(tags, t.Name+"="+t.Value)
+// logConfig maps the log target CheckTask derived to a Docker log driver:
+// nothing at all when there is none, or syslog with the tags.
+func logConfig(target *drivers.SyslogTarget) docker.LogConfig {
+	if target == nil {
+		return docker.LogConfig{Type: "none"}
 	}
 	conf := map[string]string{
-		"syslog-address": addr,
+		"syslog-address": target.URL(),
 		"syslog-format":  "rfc5424",
 	}
-	if len(tags) > 0 {
-		conf["tag"] = strings.Join(tags, ",")
+	if target.Tag != "" {
+		conf["tag"] = target.Tag
 	}
-	return docker.LogConfig{Type: "syslog", Config: conf}, nil
+	return docker.LogConfig{Type: "syslog", Config: conf}
 }
 
 // networkSpread hands out the configured networks, least used first.

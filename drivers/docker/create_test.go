@@ -260,23 +260,30 @@ func TestLogConfig(t *testing.T) {
 		in      drivers.LoggerConfig
 		typ     string
 		addr    string
+		tag     string
 		invalid bool
 	}{
 		{in: drivers.LoggerConfig{}, typ: "none"},
+		{in: drivers.LoggerConfig{URL: "syslog://10.0.0.1", Tags: []drivers.LoggerTag{{Name: "fn", Value: "app"}, {Name: "call", Value: "c1"}}},
+			typ: "syslog", addr: "udp://10.0.0.1:514", tag: "fn=app,call=c1"},
 		{in: drivers.LoggerConfig{URL: "tcp://10.0.0.1:514"}, typ: "syslog", addr: "tcp://10.0.0.1:514"},
 		{in: drivers.LoggerConfig{URL: "unix:///dev/log"}, typ: "syslog", addr: "unix:///dev/log"},
 		{in: drivers.LoggerConfig{URL: "http://x"}, invalid: true},
 		{in: drivers.LoggerConfig{URL: "udp://x:1", Tags: []drivers.LoggerTag{{Name: "a", Value: "{{.ID}}"}}}, invalid: true},
 	} {
-		lc, err := logConfig(tc.in)
+		target, err := drivers.CheckLogger(tc.in)
 		if tc.invalid {
 			if !errors.Is(err, drivers.ErrInvalidTask) {
 				t.Errorf("%+v: %v, want ErrInvalidTask", tc.in, err)
 			}
 			continue
 		}
-		if err != nil || lc.Type != tc.typ || lc.Config["syslog-address"] != tc.addr {
-			t.Errorf("%+v: %+v, %v", tc.in, lc, err)
+		if err != nil {
+			t.Errorf("%+v: %v", tc.in, err)
+			continue
+		}
+		if lc := logConfig(target); lc.Type != tc.typ || lc.Config["syslog-address"] != tc.addr || lc.Config["tag"] != tc.tag {
+			t.Errorf("%+v: %+v", tc.in, lc)
 		}
 	}
 }

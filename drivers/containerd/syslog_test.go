@@ -1,0 +1,421 @@
+package containerd
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/fnrun/fnrun/drivers"
+)
+
+func TestSyslogMessage(t *testing.T) {
+	at := time.Date(2024, 5, 6, 7, 8, 9, 123456789, time.UTC)
+	for _, tc := range []struct {
+		name     string
+		priority int
+		hostname string
+		appName  string
+		line     string
+		framed   bool
+		want     string
+	}{
+		{"stdout datagram", facilityDaemon*8 + severityInfo, "host1", "fn=app", "hello world", false,
+			"<30>1 2024-05-06T07:08:09.123456Z host1 fn=app - - - hello world"},
+		{"stderr stream", facilityDaemon*8 + severityErr, "host1", "fn=app,call=c1", "oops", true,
+			"65 <27>1 2024-05-06T07:08:09.123456Z host1 fn=app,call=c1 - - - oops"},
+		{"empty line", facilityDaemon*8 + severityInfo, "h", "id", "", true,
+			"45 <30>1 2024-05-06T07:08:09.123456Z h id - - - "},
+		{"unknown hostname, spaced tag", facilityDaemon*8 + severityInfo, headerField("", syslogMaxHostname), headerField("a b\tc", syslogMaxAppName), "x", false,
+			"<30>1 2024-05-06T07:08:09.123456Z - a_b_c - - - x"},
+		{"long tag cut to 48", facilityDaemon*8 + severityInfo, "h", headerField(strings.Repeat("t", 60), syslogMaxAppName), "x", false,
+			"<30>1 2024-05-06T07:08:09.123456Z h " + strings.Repeat("t", 48) + " - - - x"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			msg := syslogMessage(tc.priority, at, tc.hostname, tc.appName, []byte(tc.line))
+			if tc.framed {
+				msg = octetFrame(msg)
+			}
+			if string(msg) != tc.want {
+				t.Fatalf("got  %q\nwant %q", msg, tc.want)
+			}
+		})
+	}
+	local := syslogMessage(30, time.Date(2024, 5, 6, 7, 8, 9, 0, time.FixedZone("", 2*3600)), "h", "a", nil)
+	if !strings.Contains(string(local), " 2024-05-06T07:08:09.000000+02:00 ") {
+		t.Fatalf("timestamp with offset: %q", local)
+	}
+}
+
+// syslogLine matches a message as the sink writes it.
+var syslogLine = regexp.MustCompile(`^<(\d+)>1 (\S+) (\S+) (\S+) - - - (.*)$`)
+
+type syslogRecord struct {
+	priority int
+	appName  string
+	text     string
+}
+
+func parseSyslog(t testing.TB, msg string) syslogRecord {
+	t.Helper()
+	m := syslogLine.FindStringSubmatch(msg)
+	if m == nil {
+		t.Fatalf("not an RFC 5424 message: %q", msg)
+	}
+	if _, err := time.Parse(time.RFC3339Nano, m[2]); err != nil {
+		t.Fatalf("timestamp of %q: %v", msg, err)
+	}
+	p, _ := strconv.Atoi(m[1])
+	return syslogRecord{priority: p, appName: m[4], text: m[5]}
+}
+
+// readFrames reads octet-counted messages until EOF.
+func readFrames(r io.Reader) ([]string, error) {
+	br := bufio.NewReader(r)
+	var out []string
+	for {
+		n, err := br.ReadString(' ')
+		if errors.Is(err, io.EOF) && n == "" {
+			return out, nil
+		}
+		if err != nil {
+			return out, err
+		}
+		size, err := strconv.Atoi(strings.TrimSuffix(n, " "))
+		if err != nil {
+			return out, fmt.Errorf("frame length %q: %w", n, err)
+		}
+		msg := make([]byte, size)
+		if _, err := io.ReadFull(br, msg); err != nil {
+			return out, err
+		}
+		out = append(out, string(msg))
+	}
+}
+
+// syslogServer listens on 127.0.0.1 (udp or tcp) and collects what it
+// receives.
+type syslogServer struct {
+	url  string
+	msgs chan string
+}
+
+func newSyslogServer(t *testing.T, network string) *syslogServer {
+	t.Helper()
+	s := &syslogServer{msgs: make(chan string, 100)}
+	switch network {
+	case "udp":
+		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = pc.Close() })
+		s.url = "udp://" + pc.LocalAddr().String()
+		go func() {
+			buf := make([]byte, 64<<10)
+			for {
+				n, _, err := pc.ReadFrom(buf)
+				if err != nil {
+					return
+				}
+				s.msgs <- string(buf[:n])
+			}
+		}()
+	case "tcp":
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = l.Close() })
+		s.url = "tcp://" + l.Addr().String()
+		go func() {
+			for {
+				conn, err := l.Accept()
+				if err != nil {
+					return
+				}
+				go func() {
+					defer conn.Close()
+					frames, err := readFrames(conn)
+					for _, f := range frames {
+						s.msgs <- f
+					}
+					if err != nil {
+						s.msgs <- "bad framing: " + err.Error()
+					}
+				}()
+			}
+		}()
+	default:
+		t.Fatalf("network %q", network)
+	}
+	return s
+}
+
+// receive waits for n messages.
+func (s *syslogServer) receive(t *testing.T, n int) []string {
+	t.Helper()
+	var out []string
+	timeout := time.After(10 * time.Second)
+	for len(out) < n {
+		select {
+		case m := <-s.msgs:
+			out = append(out, m)
+		case <-timeout:
+			t.Fatalf("got %d syslog messages of %d: %q", len(out), n, out)
+		}
+	}
+	return out
+}
+
+func quietLog() *logrus.Entry {
+	l := logrus.New()
+	l.Out = io.Discard
+	return logrus.NewEntry(l)
+}
+
+func mustTarget(t *testing.T, url string, tags ...drivers.LoggerTag) *drivers.SyslogTarget {
+	t.Helper()
+	target, err := drivers.CheckLogger(drivers.LoggerConfig{URL: url, Tags: tags})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return target
+}
+
+// TestSyslogSinkLines: lines are split on '\n', the last partial line goes
+// out at close, a long line is cut like Docker's copier cuts it, and the
+// next writer gets everything unchanged.
+func TestSyslogSinkLines(t *testing.T) {
+	for _, network := range []string{"udp", "tcp"} {
+		t.Run(network, func(t *testing.T) {
+			srv := newSyslogServer(t, network)
+			sink, err := dialSyslog(context.Background(), mustTarget(t, srv.url), "ctr-1", quietLog())
+			if err != nil {
+				t.Fatal(err)
+			}
+			var stdout, stderr strings.Builder
+			out, errw := sink.lines(severityInfo, &stdout), sink.lines(severityErr, &stderr)
+			long := strings.Repeat("x", syslogMaxLine+10)
+			exact := strings.Repeat("z", syslogMaxLine)
+			for _, p := range []string{"one\ntw", "o\n\nthree", "\n" + long + "\n" + exact, "\npartial"} {
+				if _, err := io.WriteString(out, p); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := io.WriteString(errw, "failed\n"); err != nil {
+				t.Fatal(err)
+			}
+			sink.close()
+			sink.close()
+
+			if want := "one\ntwo\n\nthree\n" + long + "\n" + exact + "\npartial"; stdout.String() != want || stderr.String() != "failed\n" {
+				t.Fatalf("next writers got %q, %q", stdout.String(), stderr.String())
+			}
+			var got []string
+			for _, m := range srv.receive(t, 9) {
+				r := parseSyslog(t, m)
+				if r.appName != "ctr-1" {
+					t.Errorf("app name %q, want the container id", r.appName)
+				}
+				got = append(got, fmt.Sprintf("%d:%s", r.priority, r.text))
+			}
+			want := []string{"30:one", "30:two", "30:", "30:three", "30:" + long[:syslogMaxLine], "30:" + long[syslogMaxLine:], "30:" + exact, "30:partial", "27:failed"}
+			// stdout and stderr are separate streams: only each one's order holds.
+			sort.SliceStable(got, func(i, j int) bool { return got[i][:2] > got[j][:2] })
+			if strings.Join(got, "|") != strings.Join(want, "|") {
+				t.Fatalf("messages\n%q\nwant\n%q", got, want)
+			}
+		})
+	}
+}
+
+// TestSyslogUnixFallback: a unix:// URL on a stream socket works after the
+// datagram dial is refused, with framing.
+func TestSyslogUnixFallback(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "log.sock")
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	got := make(chan []string, 1)
+	go func() {
+		conn, err := l.Accept()
+		if err != nil {
+			got <- nil
+			return
+		}
+		defer conn.Close()
+		frames, _ := readFrames(conn)
+		got <- frames
+	}()
+	sink, err := dialSyslog(context.Background(), mustTarget(t, "unix://"+path, drivers.LoggerTag{Name: "fn", Value: "app"}), "ctr", quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sink.framed {
+		t.Fatal("stream socket not framed")
+	}
+	_, _ = sink.lines(severityInfo, nil).Write([]byte("hi\n"))
+	sink.close()
+	frames := <-got
+	if len(frames) != 1 || parseSyslog(t, frames[0]) != (syslogRecord{priority: 30, appName: "fn=app", text: "hi"}) {
+		t.Fatalf("frames %q", frames)
+	}
+}
+
+// TestSyslogStalledServer: a server that accepts and never reads neither
+// blocks the writers nor holds the close for longer than its bound.
+func TestSyslogStalledServer(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		conn, err := l.Accept()
+		if err == nil {
+			accepted <- conn
+		}
+	}()
+	sink, err := dialSyslog(context.Background(), mustTarget(t, "tcp://"+l.Addr().String()), "ctr", quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if conn := <-accepted; conn != nil {
+			conn.Close()
+		}
+	}()
+	w := sink.lines(severityInfo, io.Discard)
+	line := []byte(strings.Repeat("y", 8<<10) + "\n")
+	start := time.Now()
+	for i := 0; i < 10000; i++ { // 80 MB: far more than the socket buffers hold
+		if _, err := w.Write(line); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sink.close()
+	if took := time.Since(start); took > 2*syslogCloseTimeout+syslogWriteTimeout {
+		t.Fatalf("writes and close took %v with a stalled server", took)
+	}
+	if sink.dropped.Load() == 0 {
+		t.Fatal("nothing dropped with a stalled server")
+	}
+}
+
+// TestSyslogRun runs a task through the driver with each transport: both
+// streams reach syslog with their severity and the tag, and the task's own
+// writers still get everything.
+func TestSyslogRun(t *testing.T) {
+	env := requireEnv(t)
+	d := newTestDriver(t, env, drivers.Config{})
+	for _, network := range []string{"udp", "tcp"} {
+		t.Run(network, func(t *testing.T) {
+			srv := newSyslogServer(t, network)
+			var stdout, stderr syncBuf
+			task := &drivers.Task{
+				ID: "fnrun-syslog-" + randomID(), ImageRef: env.localImage, NoNetwork: true,
+				Cmd:    `sh -c 'echo out; echo err >&2; printf tail'`,
+				Stdout: &stdout, Stderr: &stderr,
+				Logging: drivers.LoggerConfig{URL: srv.url, Tags: []drivers.LoggerTag{{Name: "fn", Value: "app"}}},
+			}
+			runTask(t, d, task, drivers.StatusSuccess)
+			if stdout.String() != "out\ntail" || stderr.String() != "err\n" {
+				t.Fatalf("task writers got %q, %q", stdout.String(), stderr.String())
+			}
+			got := map[string]syslogRecord{}
+			for _, m := range srv.receive(t, 3) {
+				r := parseSyslog(t, m)
+				got[r.text] = r
+			}
+			want := map[string]syslogRecord{
+				"out":  {priority: facilityDaemon*8 + severityInfo, appName: "fn=app", text: "out"},
+				"err":  {priority: facilityDaemon*8 + severityErr, appName: "fn=app", text: "err"},
+				"tail": {priority: facilityDaemon*8 + severityInfo, appName: "fn=app", text: "tail"},
+			}
+			for k, w := range want {
+				if got[k] != w {
+					t.Errorf("message %q: %+v, want %+v", k, got[k], w)
+				}
+			}
+		})
+	}
+}
+
+// TestSyslogRefused: an endpoint that refuses the connection fails Run,
+// and the cookie's Close leaves nothing behind.
+func TestSyslogRefused(t *testing.T) {
+	env := requireEnv(t)
+	d := newTestDriver(t, env, drivers.Config{})
+	in := newInspector(t, env)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close() // nothing listens there now: connections are refused
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	task := &drivers.Task{
+		ID: "fnrun-syslog-" + randomID(), ImageRef: env.localImage, NoNetwork: true, Cmd: "echo hi",
+		Logging: drivers.LoggerConfig{URL: "tcp://" + addr},
+	}
+	c, err := d.CreateCookie(ctx, task)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(context.Background())
+	if err := c.CreateContainer(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Run(ctx); err == nil || !strings.Contains(err.Error(), "refused") {
+		t.Fatalf("Run with a refused syslog endpoint: %v, want connection refused", err)
+	}
+	left, err := in.leftovers(ctx, d.cfg.ContainerLabelTag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range left {
+		if strings.HasPrefix(l, "task ") {
+			t.Fatalf("a task is left after the failed Run: %v", left)
+		}
+	}
+	if err := c.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if left, err := in.leftovers(ctx, d.cfg.ContainerLabelTag); err != nil || len(left) != 0 {
+		t.Fatalf("leftovers: %v, %v", left, err)
+	}
+}
+
+// TestSyslogBadScheme: a log URL no driver can honour is refused at
+// CreateCookie, before any daemon call.
+func TestSyslogBadScheme(t *testing.T) {
+	env := requireEnv(t)
+	d := newTestDriver(t, env, drivers.Config{})
+	for _, url := range []string{"http://127.0.0.1:514", "unix://dev/log"} {
+		task := &drivers.Task{ID: "fnrun-syslog-" + randomID(), ImageRef: env.localImage,
+			Logging: drivers.LoggerConfig{URL: url}}
+		if c, err := d.CreateCookie(context.Background(), task); !errors.Is(err, drivers.ErrInvalidTask) {
+			if c != nil {
+				_ = c.Close(context.Background())
+			}
+			t.Fatalf("CreateCookie with log URL %q: %v, want ErrInvalidTask", url, err)
+		}
+	}
+}

@@ -1,0 +1,63 @@
+package drivers
+
+import (
+	"errors"
+	"testing"
+)
+
+func TestCheckLogger(t *testing.T) {
+	tags := []LoggerTag{{Name: "fn", Value: "app"}, {Name: "call", Value: "c1"}}
+	for _, tc := range []struct {
+		url  string
+		tags []LoggerTag
+		want *SyslogTarget // nil with invalid false: no logging
+		// invalid expects an error wrapping ErrInvalidTask.
+		invalid bool
+	}{
+		{url: ""},
+		{url: "syslog://10.0.0.1:514", want: &SyslogTarget{Network: "udp", Address: "10.0.0.1:514"}},
+		{url: "syslog://logs.example", tags: tags, want: &SyslogTarget{Network: "udp", Address: "logs.example:514", Tag: "fn=app,call=c1"}},
+		{url: "udp://127.0.0.1:1514", want: &SyslogTarget{Network: "udp", Address: "127.0.0.1:1514"}},
+		{url: "tcp://[::1]", want: &SyslogTarget{Network: "tcp", Address: "[::1]:514"}},
+		{url: "tcp+tls://logs.example:6514", want: &SyslogTarget{Network: "tcp+tls", Address: "logs.example:6514"}},
+		{url: "unix:///dev/log", want: &SyslogTarget{Network: "unix", Address: "/dev/log"}},
+		{url: "unixgram:///run/log.sock", want: &SyslogTarget{Network: "unixgram", Address: "/run/log.sock"}},
+		{url: "http://logs.example", invalid: true},
+		{url: "logs.example:514", invalid: true},
+		{url: "udp://", invalid: true},
+		{url: "unix://dev/log", invalid: true},
+		{url: "unix://", invalid: true},
+		{url: "tcp://%zz", invalid: true},
+		{url: "udp://x:1", tags: []LoggerTag{{Name: "a", Value: "{{.ID}}"}}, invalid: true},
+		{url: "udp://x:1", tags: []LoggerTag{{Name: "}", Value: "b"}}, invalid: true},
+	} {
+		got, err := CheckLogger(LoggerConfig{URL: tc.url, Tags: tc.tags})
+		switch {
+		case tc.invalid:
+			if !errors.Is(err, ErrInvalidTask) {
+				t.Errorf("%q: %+v, %v, want ErrInvalidTask", tc.url, got, err)
+			}
+		case err != nil:
+			t.Errorf("%q: %v", tc.url, err)
+		case (got == nil) != (tc.want == nil) || got != nil && *got != *tc.want:
+			t.Errorf("%q: %+v, want %+v", tc.url, got, tc.want)
+		}
+	}
+}
+
+// TestCheckTaskLogger: a bad log URL fails CheckTask, so every driver
+// refuses it before its first daemon call; a good one is handed on.
+func TestCheckTaskLogger(t *testing.T) {
+	task := &Task{ID: "log-1", ImageRef: "busybox", Logging: LoggerConfig{URL: "ftp://logs.example"}}
+	if _, err := CheckTask(task); !errors.Is(err, ErrInvalidTask) {
+		t.Fatalf("CheckTask = %v, want ErrInvalidTask", err)
+	}
+	task.Logging.URL = "tcp://logs.example:601"
+	checked, err := CheckTask(task)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if checked.Syslog == nil || checked.Syslog.URL() != "tcp://logs.example:601" {
+		t.Fatalf("Syslog = %+v", checked.Syslog)
+	}
+}
