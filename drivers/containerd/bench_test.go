@@ -5,7 +5,9 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -57,7 +59,7 @@ func BenchmarkCookieLifecycle(b *testing.B) {
 		for i := 0; i < b.N; i++ {
 			id := fmt.Sprintf("fnrun-bench-b-%s-%d", randomID(), i)
 			start := time.Now()
-			if err := bareLifecycle(ctx, d.client, env.localImage, spec, d.ns, id); err != nil {
+			if err := bareLifecycle(ctx, d, env.localImage, spec, id); err != nil {
 				b.Fatal(err)
 			}
 			lat = append(lat, time.Since(start))
@@ -86,7 +88,7 @@ func BenchmarkCookieLifecycle(b *testing.B) {
 			}
 			dl = append(dl, time.Since(start))
 			start = time.Now()
-			if err := bareLifecycle(ctx, d.client, env.localImage, spec, d.ns, fmt.Sprintf("fnrun-bench-pb-%s-%d", randomID(), i)); err != nil {
+			if err := bareLifecycle(ctx, d, env.localImage, spec, fmt.Sprintf("fnrun-bench-pb-%s-%d", randomID(), i)); err != nil {
 				b.Fatal(err)
 			}
 			bl = append(bl, time.Since(start))
@@ -184,20 +186,34 @@ func prototypeSpec(b testing.TB, d *Driver, image string, noNet bool) *oci.Spec 
 	return spec
 }
 
-// bareLifecycle does with plain client calls what the driver does for one
-// cookie: find the image, create the container on a new snapshot with the
-// same spec (its own cgroup and host name), create the task with FIFO
-// streams, wait, start, wait for the exit and the output, delete both.
-func bareLifecycle(ctx context.Context, client *ctrd.Client, image string, proto *oci.Spec, ns, id string) (err error) {
+// bareLifecycle does with plain client calls (of d's client) what the
+// driver does for one cookie: find the image, write the /etc files (with
+// the driver's own helper: the same work), create the container on a new
+// snapshot with the same spec (its own cgroup, host name and /etc files),
+// create the task with FIFO streams, wait, start, wait for the exit and
+// the output, delete both and the files.
+func bareLifecycle(ctx context.Context, d *Driver, image string, proto *oci.Spec, id string) (err error) {
+	client := d.client
 	img, err := client.GetImage(ctx, image)
 	if err != nil {
 		return err
 	}
 	spec := *proto
 	linux := *proto.Linux
-	linux.CgroupsPath = "/" + ns + "/" + id
+	linux.CgroupsPath = "/" + d.ns + "/" + id
 	spec.Linux = &linux
 	spec.Hostname = id
+	etcDir, err := d.writeEtcFiles(id, id, netInfo{})
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(etcDir)
+	spec.Mounts = slices.DeleteFunc(slices.Clone(proto.Mounts), func(m specs.Mount) bool {
+		return slices.Contains(etcFileNames, strings.TrimPrefix(m.Destination, "/etc/"))
+	})
+	if err := withEtcFiles(etcDir)(ctx, nil, nil, &spec); err != nil {
+		return err
+	}
 	ctr, err := client.NewContainer(ctx, id,
 		ctrd.WithSnapshotter(DefaultSnapshotter),
 		ctrd.WithNewSnapshot(id, img),
@@ -293,7 +309,7 @@ func BenchmarkPool(b *testing.B) {
 		}
 		joined := withNetNS(spec, lease.Holder().NetNSPath)
 		start = time.Now()
-		err := bareLifecycle(ctx, pooled.client, env.localImage, joined, pooled.ns, fmt.Sprintf("fnrun-bench-b-%s-%d", randomID(), i))
+		err := bareLifecycle(ctx, pooled, env.localImage, joined, fmt.Sprintf("fnrun-bench-b-%s-%d", randomID(), i))
 		bl = append(bl, time.Since(start))
 		lease.Release()
 		if err != nil {

@@ -22,8 +22,9 @@ import (
 
 // DefaultStateDir is where the driver keeps what it owns on the host: the
 // pinned network namespaces of its containers and holders, under
-// netns/<containerd namespace>/<label tag>/<instance>/. A tmpfs is the right
-// place: namespaces do not survive a reboot.
+// netns/<containerd namespace>/<label tag>/<instance>/, and the /etc files
+// of its containers, under etc/<containerd namespace>/<label tag>/<instance>/.
+// A tmpfs is the right place: neither survives a reboot.
 const DefaultStateDir = "/run/fnrun/containerd"
 
 // cniInterfacePrefix names the interfaces CNI creates: eth0 for the first
@@ -171,6 +172,7 @@ func pathComponent(s string) string {
 type netNS struct {
 	id   string // the CNI container id
 	path string
+	info netInfo // of the setup; zero for a namespace found on disk
 }
 
 // attach creates a namespace and sets it up with CNI. On error nothing is
@@ -206,6 +208,7 @@ func (d *Driver) attachNetwork(ctx context.Context) (*netNS, error) {
 	if d.log.Logger.IsLevelEnabled(logrus.DebugLevel) {
 		d.log.WithFields(logrus.Fields{"netns": ns.path, "ips": resultIPs(res)}).Debug("CNI network set up")
 	}
+	ns.info = netInfoOf(res)
 	return ns, nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 
 	ctrd "github.com/containerd/containerd"
@@ -24,6 +25,9 @@ type cookie struct {
 	cleaned   bool // everything removed: Close is a no-op from now on
 	container ctrd.Container
 	netLease  NetworkLease
+	// etcDir holds the container's /etc files; "" when none were written
+	// or they are removed.
+	etcDir string
 	// releaseImage ends the cookie's use of its image in the image
 	// cleaner; nil when not holding one.
 	releaseImage func()
@@ -156,6 +160,11 @@ func (c *cookie) CreateContainer(ctx context.Context) (err error) {
 	if c.releaseImage == nil && d.cleaner != nil && !c.cleaned {
 		c.releaseImage = d.cleaner.Use(c.image()) // a caller that skipped ValidateImage
 	}
+	// Kept until Close even when the create fails: a create in doubt may
+	// have made the container all the same.
+	if c.etcDir, err = d.writeEtcFiles(c.id(), hostname(c.id()), leaseNetInfo(c.netLease)); err != nil {
+		return fmt.Errorf("create container %s: %w", c.id(), err)
+	}
 
 	lctx, release, err := d.withLease(ctx, "create")
 	if err != nil {
@@ -164,7 +173,7 @@ func (c *cookie) CreateContainer(ctx context.Context) (err error) {
 	// A container record holds its snapshot once created; on failure the
 	// prepared snapshot is only the lease's and goes with it.
 	defer release(false)
-	specOpts := c.opts.specOpts(img, c.checked.Args, d.cfg.DisableUnprivilegedContainers)
+	specOpts := append(c.opts.specOpts(img, c.checked.Args, d.cfg.DisableUnprivilegedContainers), withEtcFiles(c.etcDir))
 	var ctr ctrd.Container
 	// Not cancelled with the caller: a create the daemon completes after
 	// the caller gave up would otherwise leave a container nobody knows
@@ -310,7 +319,7 @@ func (c *cookie) cleanup(ctx context.Context) error {
 		}
 	}
 	if ctr == nil {
-		return c.releaseNetwork(ctx)
+		return c.releaseHostState(ctx)
 	}
 	var task ctrd.Task
 	switch {
@@ -364,6 +373,19 @@ func (c *cookie) cleanup(ctx context.Context) error {
 	}
 	c.container = nil
 	c.createSent = false
+	return c.releaseHostState(ctx)
+}
+
+// releaseHostState removes what the container used on the host once it is
+// gone: its /etc files and its network; c.mu is held. On error what is
+// left is kept, so a later Close tries again.
+func (c *cookie) releaseHostState(ctx context.Context) error {
+	if c.etcDir != "" {
+		if err := os.RemoveAll(c.etcDir); err != nil {
+			return fmt.Errorf("close %s: remove /etc files: %w", c.id(), err)
+		}
+		c.etcDir = ""
+	}
 	return c.releaseNetwork(ctx)
 }
 

@@ -18,6 +18,12 @@
 // kill (its TaskOOM event, or the cgroup's OOM-kill counter), never from
 // exit code 137 alone.
 //
+// containerd has no log driver, so with a LoggerConfig URL the driver
+// itself sends each output line, besides the task's own writers, as an RFC
+// 5424 syslog message, as Docker's syslog log driver does. Run dials the
+// endpoint before the task starts and fails when it cannot be reached; a
+// slow endpoint loses messages but never holds up the run.
+//
 // # Networking
 //
 // With CNI (github.com/containerd/go-cni, the first network configuration
@@ -30,6 +36,12 @@
 // the cookie's Close removes the container, then tears the CNI attachment
 // down and removes the namespace. A task with DisableNet gets the fresh
 // namespace runc makes, with loopback only and no CNI call.
+//
+// Every container also gets /etc/resolv.conf, /etc/hosts and /etc/hostname
+// as Docker writes them (the host's resolv.conf without loopback
+// nameservers, or the DNS the CNI network gives; the container's address
+// with its host name), generated under the state folder and bind-mounted
+// read-only.
 //
 // Networking is decided in New. When CNIConfDir or CNIBinDir is set, a
 // configuration that does not load, or a plugin it names that is missing,

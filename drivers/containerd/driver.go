@@ -57,6 +57,7 @@ type Driver struct {
 	// CNI networking (loopback only). pool and cleaner are nil when the
 	// configuration disables them.
 	cni     *cniNetwork
+	etc     etcDirs
 	pool    *pool.Pool
 	store   *imageStore
 	cleaner *images.Cleaner
@@ -146,6 +147,7 @@ func New(ctx context.Context, cfg drivers.Config, opts ...Option) (*Driver, erro
 			LabelTag:      cfg.ContainerLabelTag,
 			LabelInstance: instance,
 		},
+		etc:     newEtcDirs(o.stateDir, cfg.Namespace(), cfg.ContainerLabelTag, instance),
 		http:    newTransport(),
 		init:    o.init,
 		bg:      bg,
@@ -256,6 +258,8 @@ func (d *Driver) abort() {
 // are empty: nothing of ours is left, and another instance of the tag may
 // still be using the tag's folder.
 func (d *Driver) removeStateDirs() {
+	_ = os.Remove(d.etc.dir)
+	_ = os.Remove(d.etc.tagDir)
 	if d.cni != nil {
 		_ = os.Remove(d.cni.dir)
 		_ = os.Remove(d.cni.tagDir)

@@ -162,7 +162,7 @@ func (in *inspector) ctx(ctx context.Context) context.Context {
 }
 
 // leftovers lists the containers, tasks, snapshots and leases that carry
-// tag.
+// tag, and the containers' /etc file folders of the tag.
 func (in *inspector) leftovers(ctx context.Context, tag string) ([]string, error) {
 	ctx = in.ctx(ctx)
 	filter := labelFilter(LabelTag, "==", tag)
@@ -191,7 +191,27 @@ func (in *inspector) leftovers(ctx context.Context, tag string) ([]string, error
 	for _, l := range ls {
 		out = append(out, "lease "+l.ID)
 	}
+	etc, err := etcLeftovers(in.ns, tag)
+	if err != nil {
+		return nil, err
+	}
+	out = append(out, etc...)
 	sort.Strings(out)
+	return out, nil
+}
+
+// etcLeftovers lists the /etc file folders of the containers of tag, in
+// every instance's folder. An empty instance folder is a live driver's.
+func etcLeftovers(namespace, tag string) ([]string, error) {
+	tagDir := newEtcDirs(DefaultStateDir, namespace, tag, "").tagDir
+	dirs, err := filepath.Glob(filepath.Join(tagDir, "*", "*"))
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(dirs))
+	for _, dir := range dirs {
+		out = append(out, "etc "+dir)
+	}
 	return out, nil
 }
 

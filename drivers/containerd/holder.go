@@ -54,6 +54,10 @@ type holderData struct {
 	ctr  ctrd.Container
 	task ctrd.Task
 	ns   *netNS // nil without CNI
+	// info is the network's, for the /etc files of the containers that
+	// join the holder. Unlike ns it is never cleared, so it can be read
+	// while the holder is being stopped.
+	info netInfo
 }
 
 func newHolderAdapter(d *Driver, cfg drivers.Config) (*holderAdapter, error) {
@@ -114,6 +118,7 @@ func (a *holderAdapter) StartHolder(ctx context.Context, spec pool.HolderSpec) (
 		if hd.ns, err = d.attachNetwork(ctx); err != nil {
 			return pool.Holder{}, fmt.Errorf("holder %s: %w", spec.Name, err)
 		}
+		hd.info = hd.ns.info
 	}
 
 	labels := d.Labels()

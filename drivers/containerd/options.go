@@ -190,9 +190,9 @@ func findInit() string {
 }
 
 // WithStateDir sets the folder where the driver keeps what it owns on the
-// host (the pinned network namespaces); default DefaultStateDir. Every
-// driver instance that shares a label tag must share it too, so that one
-// can remove what another left.
+// host (the pinned network namespaces, the containers' /etc files); default
+// DefaultStateDir. Every driver instance that shares a label tag must share
+// it too, so that one can remove what another left.
 func WithStateDir(dir string) Option {
 	return func(o *options) {
 		if dir != "" {

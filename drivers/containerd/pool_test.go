@@ -349,9 +349,10 @@ func TestPoolCloseLeavesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Two holders (a container, task, snapshot, namespace and address
-	// lease each) and a pooled call (a container, task and snapshot).
-	if len(left) != 13 {
-		t.Fatalf("before Close: %v, want 13 objects (meaningful check)", left)
+	// lease each) and a pooled call (a container, task, snapshot and /etc
+	// file folder).
+	if len(left) != 14 {
+		t.Fatalf("before Close: %v, want 14 objects (meaningful check)", left)
 	}
 	if err := d.Close(); err != nil {
 		t.Fatal(err)

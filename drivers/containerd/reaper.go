@@ -17,10 +17,10 @@ func labelFilter(key, op, value string) string {
 
 // reapLeaks removes what other instances with our label tag left behind:
 // their containers (calls and pool holders) with tasks and snapshots, root
-// snapshots whose container was never recorded, leases, and network
-// namespaces with their CNI attachments. Objects without our tag are never
-// touched. It runs once, in a goroutine the driver owns, and stops early
-// when the driver closes.
+// snapshots whose container was never recorded, leases, network namespaces
+// with their CNI attachments, and the containers' /etc files. Objects
+// without our tag are never touched. It runs once, in a goroutine the
+// driver owns, and stops early when the driver closes.
 func (d *Driver) reapLeaks(ctx context.Context) {
 	tag := d.cfg.ContainerLabelTag
 	others := labelFilter(LabelLibrary, "==", "fnrun") + "," + labelFilter(LabelTag, "==", tag) + "," + labelFilter(LabelInstance, "!=", d.instance)
@@ -90,8 +90,9 @@ func (d *Driver) reapLeaks(ctx context.Context) {
 	if d.cni != nil {
 		nets = d.reapNetworks(ctx, log)
 	}
-	if removed+len(orphans)+len(stale)+nets > 0 {
-		log.WithFields(map[string]interface{}{"containers": removed, "snapshots": len(orphans), "leases": len(stale), "netns": nets}).Info("removed leftovers of earlier instances")
+	etcs := d.reapEtcFiles(log)
+	if removed+len(orphans)+len(stale)+nets+etcs > 0 {
+		log.WithFields(map[string]interface{}{"containers": removed, "snapshots": len(orphans), "leases": len(stale), "netns": nets, "etc": etcs}).Info("removed leftovers of earlier instances")
 	}
 }
 

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
@@ -33,7 +35,14 @@ type Containerd struct {
 	Labels map[string]string
 
 	cni *cniNet // see UseCNI
+	// etcFiles are the /etc files the driver mounts into its containers,
+	// by mount destination (see Spec): the bare side writes them per
+	// container too, as any user of bare containerd wanting DNS must.
+	etcFiles map[string][]byte
 }
+
+// EtcDir is where the bare side writes the /etc files of its containers.
+const EtcDir = "/run/fnrun/bench/etc"
 
 // UseCNI makes the bare cold calls network their containers as the driver
 // does when it has a CNI configuration: a pinned namespace per call, set
@@ -99,8 +108,61 @@ func (c *Containerd) Spec(ctx context.Context, drv drivers.Driver, task *drivers
 	if err != nil {
 		return nil, err
 	}
-	return ctr.Spec(c.ctx(ctx))
+	spec, err := ctr.Spec(c.ctx(ctx))
+	if err != nil {
+		return nil, err
+	}
+	// Read now: the files go with the cookie.
+	files := map[string][]byte{}
+	for _, m := range spec.Mounts {
+		if isEtcFile(m.Destination) {
+			if files[m.Destination], err = os.ReadFile(m.Source); err != nil {
+				return nil, err
+			}
+		}
+	}
+	c.etcFiles = files
+	return spec, nil
 }
+
+func isEtcFile(dst string) bool {
+	switch dst {
+	case "/etc/resolv.conf", "/etc/hosts", "/etc/hostname":
+		return true
+	}
+	return false
+}
+
+// withEtcFiles writes the container's /etc files, as the driver does, and
+// returns spec with its mounts pointing at them.
+func (c *Containerd) withEtcFiles(spec *oci.Spec, id string) (*oci.Spec, error) {
+	if len(c.etcFiles) == 0 {
+		return spec, nil
+	}
+	dir := filepath.Join(EtcDir, id)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	out := *spec
+	out.Mounts = append([]specs.Mount(nil), spec.Mounts...)
+	for i, m := range out.Mounts {
+		content, ok := c.etcFiles[m.Destination]
+		if !ok {
+			continue
+		}
+		if m.Destination == "/etc/hostname" {
+			content = []byte(spec.Hostname + "\n")
+		}
+		out.Mounts[i].Source = filepath.Join(dir, filepath.Base(m.Destination))
+		if err := os.WriteFile(out.Mounts[i].Source, content, 0o644); err != nil {
+			_ = os.RemoveAll(dir)
+			return nil, err
+		}
+	}
+	return &out, nil
+}
+
+func removeEtcFiles(id string) { _ = os.RemoveAll(filepath.Join(EtcDir, id)) }
 
 // specFor copies proto for the container id: its own cgroup and host name,
 // and the network namespace netns, or a new one when netns is empty.
@@ -137,12 +199,19 @@ func (c *Containerd) newContainer(ctx context.Context, id string, spec *oci.Spec
 	if err != nil {
 		return nil, err
 	}
-	return c.Client.NewContainer(ctx, id,
+	if spec, err = c.withEtcFiles(spec, id); err != nil {
+		return nil, err
+	}
+	ctr, err := c.Client.NewContainer(ctx, id,
 		ctrd.WithSnapshotter(fncd.DefaultSnapshotter),
 		ctrd.WithNewSnapshot(id, img, snapshots.WithLabels(c.labels(role))),
 		ctrd.WithSpec(spec),
 		ctrd.WithRuntime(fncd.DefaultRuntime, nil),
 		ctrd.WithContainerLabels(c.labels(role)))
+	if err != nil {
+		removeEtcFiles(id)
+	}
+	return ctr, err
 }
 
 // remove kills and deletes the container's task, then the container and
@@ -158,6 +227,7 @@ func (c *Containerd) remove(ctx context.Context, ctr ctrd.Container) error {
 	if err := ctr.Delete(ctx, ctrd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
 		return err
 	}
+	removeEtcFiles(ctr.ID())
 	return nil
 }
 
@@ -289,7 +359,11 @@ func (c *Containerd) lifecycle(ctx context.Context, spec *oci.Spec, id string) (
 	if _, err := task.Delete(ctx); err != nil {
 		return err
 	}
-	return ctr.Delete(ctx, ctrd.WithSnapshotCleanup)
+	if err := ctr.Delete(ctx, ctrd.WithSnapshotCleanup); err != nil {
+		return err
+	}
+	removeEtcFiles(id)
+	return nil
 }
 
 func (t *ContainerdCall) Close(ctx context.Context) error {

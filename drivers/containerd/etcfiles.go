@@ -1,0 +1,285 @@
+package containerd
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/containerd/containerd/containers"
+	"github.com/containerd/containerd/oci"
+	gocni "github.com/containerd/go-cni"
+	"github.com/containernetworking/cni/pkg/types"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/sirupsen/logrus"
+)
+
+// Containerd, unlike Docker, gives a container no /etc/resolv.conf,
+// /etc/hosts or /etc/hostname: the image's own (usually none) are all it
+// sees, so names do not resolve inside. The driver writes the three files
+// per container, as Docker would, into
+// <state dir>/etc/<containerd namespace>/<label tag>/<instance>/<container>/
+// and bind-mounts them read-only; the cookie's Close removes the folder,
+// and the leak reaper of a later instance those of a dead one.
+
+const (
+	hostResolvConfPath = "/etc/resolv.conf"
+	// systemdResolvConfPath lists the servers systemd-resolved forwards
+	// to; its stub at systemdStubResolver is unreachable from the
+	// container's network namespace.
+	systemdResolvConfPath = "/run/systemd/resolve/resolv.conf"
+	systemdStubResolver   = "127.0.0.53"
+)
+
+// defaultNameservers are Docker's, for a container whose host lists none
+// it can reach. Docker adds Google's IPv6 servers only to IPv6 networks,
+// which CNI here does not give.
+var defaultNameservers = []string{"8.8.8.8", "8.8.4.4"}
+
+// etcFileNames are the files written per container, mounted at /etc/<name>.
+var etcFileNames = []string{"resolv.conf", "hosts", "hostname"}
+
+// netInfo is what a container's /etc files take from its CNI network.
+// Zero for a container without one (DisableNet, no CNI, a namespace given
+// by the caller or a NetworkProvider).
+type netInfo struct {
+	ips []string  // the container interface's addresses
+	dns types.DNS // what the network configuration's "dns" gives
+}
+
+// netInfoOf reads a CNI result. The container's interface is always the
+// first one, eth0: the driver sets up a single network.
+func netInfoOf(res *gocni.Result) netInfo {
+	var info netInfo
+	if res == nil {
+		return info
+	}
+	if iface := res.Interfaces[cniInterfacePrefix+"0"]; iface != nil {
+		for _, ip := range iface.IPConfigs {
+			info.ips = append(info.ips, ip.IP.String())
+		}
+	}
+	for _, dns := range res.DNS {
+		info.dns = mergeDNS(info.dns, dns)
+	}
+	return info
+}
+
+// leaseNetInfo is the netInfo of the network a lease hands out. A pooled
+// container shares its holder's namespace, hence its address.
+func leaseNetInfo(lease NetworkLease) netInfo {
+	switch l := lease.(type) {
+	case *cniLease:
+		return l.ns.info
+	case poolLease:
+		if hd, ok := l.l.Holder().Data.(*holderData); ok {
+			return hd.info
+		}
+	}
+	return netInfo{}
+}
+
+// etcDirs are the folders of the /etc files.
+type etcDirs struct {
+	// tagDir holds the instance folders of every driver with our label
+	// tag; dir is ours, with a folder per container.
+	tagDir string
+	dir    string
+}
+
+func newEtcDirs(stateDir, namespace, tag, instance string) etcDirs {
+	if stateDir == "" {
+		stateDir = DefaultStateDir
+	}
+	tagDir := filepath.Join(stateDir, "etc", pathComponent(namespace), pathComponent(tag))
+	return etcDirs{tagDir: tagDir, dir: filepath.Join(tagDir, pathComponent(instance))}
+}
+
+// writeEtcFiles writes the /etc files of container id and returns their
+// folder. The host's resolv.conf is read each time, as Docker does, so a
+// change on the host reaches the next container.
+func (d *Driver) writeEtcFiles(id, hostname string, info netInfo) (string, error) {
+	hostConf, err := readHostResolvConf(hostResolvConfPath, systemdResolvConfPath)
+	if err != nil {
+		return "", fmt.Errorf("/etc files of %s: %w", id, err)
+	}
+	contents := map[string][]byte{
+		"resolv.conf": containerResolvConf(hostConf, info.dns),
+		"hosts":       hostsFile(hostname, info.ips),
+		"hostname":    []byte(hostname + "\n"),
+	}
+	dir := filepath.Join(d.etc.dir, pathComponent(id))
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("/etc files of %s: %w", id, err)
+	}
+	for _, name := range etcFileNames {
+		if err := os.WriteFile(filepath.Join(dir, name), contents[name], 0o644); err != nil {
+			_ = os.RemoveAll(dir)
+			return "", fmt.Errorf("/etc files of %s: %w", id, err)
+		}
+	}
+	return dir, nil
+}
+
+// withEtcFiles mounts the files of dir read-only at /etc. A task volume
+// already mounted at one of them wins, as with Docker. A read-only root
+// is no obstacle: runc creates the mount points before making it
+// read-only.
+func withEtcFiles(dir string) oci.SpecOpts {
+	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+		taken := map[string]bool{}
+		for _, m := range s.Mounts {
+			taken[m.Destination] = true
+		}
+		for _, name := range etcFileNames {
+			dst := "/etc/" + name
+			if taken[dst] {
+				continue
+			}
+			s.Mounts = append(s.Mounts, specs.Mount{
+				Destination: dst,
+				Type:        "bind",
+				Source:      filepath.Join(dir, name),
+				Options:     []string{"rbind", "ro", "nosuid", "nodev", "noexec"},
+			})
+		}
+		return nil
+	}
+}
+
+// reapEtcFiles removes the /etc folders of other instances with our label
+// tag, whose containers the reaper has removed. Our own folder is never
+// touched.
+func (d *Driver) reapEtcFiles(log *logrus.Entry) int {
+	entries, err := os.ReadDir(d.etc.tagDir)
+	if err != nil {
+		if !errors.Is(err, os.ErrNotExist) {
+			log.WithError(err).Warn("leak reaper: cannot list /etc file folders")
+		}
+		return 0
+	}
+	removed := 0
+	for _, e := range entries {
+		dir := filepath.Join(d.etc.tagDir, e.Name())
+		if dir == d.etc.dir {
+			continue
+		}
+		if err := os.RemoveAll(dir); err != nil {
+			log.WithError(err).WithField("dir", dir).Warn("leak reaper: cannot remove /etc files")
+			continue
+		}
+		removed++
+	}
+	return removed
+}
+
+// readHostResolvConf reads the host's resolv.conf the way Docker picks
+// it: when it names systemd-resolved's stub alone, the stub's upstream
+// list instead. A host without one gives an empty file (then the default
+// nameservers).
+func readHostResolvConf(path, systemdPath string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("host resolv.conf: %w", err)
+	}
+	if ns := parseResolvConf(b, false).Nameservers; len(ns) == 1 && ns[0] == systemdStubResolver {
+		if upstream, err := os.ReadFile(systemdPath); err == nil {
+			return upstream, nil
+		}
+	}
+	return b, nil
+}
+
+// containerResolvConf is the container's resolv.conf: the host's without
+// loopback nameservers (nothing listens on them in the container's
+// namespace), then what the CNI network gives replacing the matching
+// part, the way Docker's --dns, --dns-search and --dns-option do, then
+// Docker's default nameservers when none is left.
+func containerResolvConf(host []byte, cniDNS types.DNS) []byte {
+	conf := mergeDNS(parseResolvConf(host, true), cniDNS)
+	if len(conf.Nameservers) == 0 {
+		conf.Nameservers = defaultNameservers
+	}
+	var b bytes.Buffer
+	for _, ns := range conf.Nameservers {
+		fmt.Fprintf(&b, "nameserver %s\n", ns)
+	}
+	// The resolver takes the last of domain and search: write one.
+	switch {
+	case len(conf.Search) > 0:
+		fmt.Fprintf(&b, "search %s\n", strings.Join(conf.Search, " "))
+	case conf.Domain != "":
+		fmt.Fprintf(&b, "domain %s\n", conf.Domain)
+	}
+	if len(conf.Options) > 0 {
+		fmt.Fprintf(&b, "options %s\n", strings.Join(conf.Options, " "))
+	}
+	return b.Bytes()
+}
+
+// parseResolvConf reads the keywords a container's resolver needs, without
+// the loopback nameservers when dropLoopback is set; sortlist and
+// comments are dropped.
+func parseResolvConf(content []byte, dropLoopback bool) types.DNS {
+	var conf types.DNS
+	for _, line := range strings.Split(string(content), "\n") {
+		fields := strings.Fields(line)
+		if len(fields) < 2 {
+			continue
+		}
+		switch fields[0] {
+		case "nameserver":
+			if ip := net.ParseIP(fields[1]); dropLoopback && ip != nil && ip.IsLoopback() {
+				continue
+			}
+			conf.Nameservers = append(conf.Nameservers, fields[1])
+		case "domain":
+			conf.Domain, conf.Search = fields[1], nil
+		case "search":
+			conf.Search, conf.Domain = fields[1:], ""
+		case "options":
+			conf.Options = append(conf.Options, fields[1:]...)
+		}
+	}
+	return conf
+}
+
+// mergeDNS replaces each part of base that over gives. A domain or search
+// list replaces both, the resolver using only one of them.
+func mergeDNS(base, over types.DNS) types.DNS {
+	if len(over.Nameservers) > 0 {
+		base.Nameservers = over.Nameservers
+	}
+	if over.Domain != "" || len(over.Search) > 0 {
+		base.Domain, base.Search = over.Domain, over.Search
+	}
+	if len(over.Options) > 0 {
+		base.Options = over.Options
+	}
+	return base
+}
+
+// hostsFile is Docker's /etc/hosts: the loopback and IPv6 names, then
+// the container's addresses with its host name. A container without an
+// address (loopback only) gets no line for its name, as with Docker's
+// --network none.
+func hostsFile(hostname string, ips []string) []byte {
+	var b bytes.Buffer
+	b.WriteString("127.0.0.1\tlocalhost\n" +
+		"::1\tlocalhost ip6-localhost ip6-loopback\n" +
+		"fe00::0\tip6-localnet\n" +
+		"ff00::0\tip6-mcastprefix\n" +
+		"ff02::1\tip6-allnodes\n" +
+		"ff02::2\tip6-allrouters\n")
+	for _, ip := range ips {
+		fmt.Fprintf(&b, "%s\t%s\n", ip, hostname)
+	}
+	return b.Bytes()
+}
