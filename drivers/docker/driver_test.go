@@ -481,7 +481,7 @@ func TestStatsSamples(t *testing.T) {
 	var mu sync.Mutex
 	var got []stats.Stat
 	task := &drivers.Task{ID: "fnrun-stats-" + randomID(), ImageRef: e.localImage, MemoryBytes: 64 << 20,
-		Cmd: `sh -c 'i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; sleep 1'`,
+		Cmd: `sh -c 'i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; sleep 3'`,
 		Stats: func(_ context.Context, s stats.Stat) {
 			mu.Lock()
 			got = append(got, s)

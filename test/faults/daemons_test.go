@@ -433,13 +433,27 @@ func (d *daemon) ensure() error {
 	}
 	alive := d.cmd != nil && !isClosed(d.exited)
 	d.mu.Unlock()
-	if !alive {
-		if err := d.start(); err != nil {
+	if alive {
+		return d.waitReady(readyTimeout)
+	}
+	// As a service manager would: a daemon that dies while starting (the
+	// leftovers of the one just killed may still hold its sockets) gets
+	// two more tries. The log says why in any case.
+	var err error
+	for attempt := 1; attempt <= 3; attempt++ {
+		if err = d.start(); err != nil {
 			return err
 		}
+		if err = d.waitReady(readyTimeout); !errors.Is(err, errExitedEarly) {
+			return err
+		}
+		time.Sleep(time.Duration(attempt) * time.Second)
 	}
-	return d.waitReady(readyTimeout)
+	return err
 }
+
+// errExitedEarly: the daemon exited before it was ready.
+var errExitedEarly = errors.New("exited during start-up")
 
 func (d *daemon) start() error {
 	d.mu.Lock()
@@ -482,7 +496,7 @@ func (d *daemon) waitReady(limit time.Duration) error {
 		exited := d.exited
 		d.mu.Unlock()
 		if isClosed(exited) {
-			return fmt.Errorf("%s exited during start-up", d.name)
+			return fmt.Errorf("%s %w; its log ends with:\n%s", d.name, errExitedEarly, logTail(d.logPath, 15))
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		last = d.ready(ctx)
@@ -493,6 +507,16 @@ func (d *daemon) waitReady(limit time.Duration) error {
 		time.Sleep(100 * time.Millisecond)
 	}
 	return fmt.Errorf("%s not ready within %v: %v", d.name, limit, last)
+}
+
+// logTail is the last n lines of the file at path.
+func logTail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
 // pid is the daemon's process id, 0 when it is not running.
