@@ -2,6 +2,7 @@ package docker
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -258,22 +259,27 @@ func notRunning(id string) error {
 // without a context (pause, unpause, image inspect, info, a stats stream
 // that can be abandoned) and for attach, whose go-dockerclient form can
 // neither be cancelled while its handshake hangs nor report a refused
-// handshake. It shares go-dockerclient's connection pool.
+// handshake. It shares go-dockerclient's connection pool, so every
+// connection of the driver comes from dial.
 type rawAPI struct {
 	endpoint  string
 	network   string // "unix" or "tcp", to dial for attach
 	address   string
 	baseURL   string
+	tls       *tls.Config // nil: plain connections
+	dialer    *net.Dialer
 	transport *http.Transport
 	http      *http.Client
 }
 
-func newRawAPI(endpoint string, dialTimeout time.Duration) (*rawAPI, error) {
+// newRawAPI parses endpoint; tlsConfig, when non-nil, wraps every
+// connection in TLS (a tcp:// endpoint only).
+func newRawAPI(endpoint string, dialTimeout time.Duration, tlsConfig *tls.Config) (*rawAPI, error) {
 	u, err := url.Parse(endpoint)
 	if err != nil || u.Scheme == "" {
 		return nil, fmt.Errorf("docker driver: endpoint %q: %w", endpoint, drivers.ErrInvalidConfig)
 	}
-	a := &rawAPI{endpoint: endpoint}
+	a := &rawAPI{endpoint: endpoint, tls: tlsConfig}
 	switch u.Scheme {
 	case "unix":
 		a.network, a.address, a.baseURL = "unix", u.Path, "http://docker"
@@ -282,35 +288,75 @@ func newRawAPI(endpoint string, dialTimeout time.Duration) (*rawAPI, error) {
 	default:
 		return nil, fmt.Errorf("docker driver: endpoint %q: scheme %q is not supported (unix, tcp): %w", endpoint, u.Scheme, drivers.ErrInvalidConfig)
 	}
-	dialer := &net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}
-	network, address := a.network, a.address
+	if tlsConfig != nil {
+		if a.network != "tcp" {
+			return nil, fmt.Errorf("docker driver: endpoint %q: TLS needs a tcp:// endpoint: %w", endpoint, drivers.ErrInvalidConfig)
+		}
+		a.baseURL = "https://" + u.Host
+	}
+	// The timeout covers the TLS handshake too: tls.Dialer applies it to
+	// the whole dial.
+	a.dialer = &net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}
 	// One pooled transport with keep-alives for every call: go-dockerclient's
-	// default opens a connection per call.
+	// default opens a connection per call. With TLS the URLs are https, so
+	// the transport dials through DialTLSContext, which also keeps it on
+	// HTTP/1.1, the protocol the daemon's streams and upgrades speak.
+	dial := func(ctx context.Context, _, _ string) (net.Conn, error) { return a.dial(ctx) }
 	a.transport = &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return dialer.DialContext(ctx, network, address)
-		},
+		DialContext:         dial,
 		MaxIdleConns:        100,
 		MaxIdleConnsPerHost: 100,
 		IdleConnTimeout:     90 * time.Second,
 	}
+	if tlsConfig != nil {
+		a.transport.DialTLSContext = dial
+	}
 	a.http = &http.Client{Transport: a.transport}
 	return a, nil
+}
+
+// dial opens one connection to the daemon, over TLS when configured, with
+// the TLS handshake bounded by ctx.
+func (a *rawAPI) dial(ctx context.Context) (net.Conn, error) {
+	if a.tls == nil {
+		return a.dialer.DialContext(ctx, a.network, a.address)
+	}
+	d := tls.Dialer{NetDialer: a.dialer, Config: a.tls}
+	return d.DialContext(ctx, a.network, a.address)
 }
 
 // share makes client use the raw API's connection pool.
 func (a *rawAPI) share(client *docker.Client) {
 	client.HTTPClient = a.http
 	client.Dialer = contextlessDialer{a}
+	if a.tls != nil {
+		// go-dockerclient's own hijack dials TLS itself, and only through
+		// a *net.Dialer; its streams go through HTTPClient.
+		client.TLSConfig = a.tls
+		client.Dialer = a.dialer
+	}
+}
+
+// clientEndpoint is the endpoint go-dockerclient is built on: https for
+// TLS, so that its URLs make the shared transport dial through
+// DialTLSContext.
+func (a *rawAPI) clientEndpoint() string {
+	if a.tls != nil {
+		return a.baseURL
+	}
+	return a.endpoint
 }
 
 // closeIdle closes pooled connections, so none outlives the driver.
 func (a *rawAPI) closeIdle() { a.transport.CloseIdleConnections() }
 
 // contextlessDialer is the Dialer go-dockerclient uses for its streams
-// (pull, load): bounded by a dial timeout since it gets no context.
+// (pull, load) on a unix socket: bounded by a dial timeout since it gets
+// no context.
 type contextlessDialer struct{ a *rawAPI }
 
 func (c contextlessDialer) Dial(string, string) (net.Conn, error) {
-	return (&net.Dialer{Timeout: 30 * time.Second}).Dial(c.a.network, c.a.address)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return c.a.dial(ctx)
 }

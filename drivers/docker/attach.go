@@ -96,8 +96,7 @@ func (a *attachment) close() {
 // attach performs the attach handshake on a connection of its own and
 // returns it with the reader of the multiplexed output.
 func (a *rawAPI) attach(ctx context.Context, id string, stdin bool) (net.Conn, io.Reader, error) {
-	var dialer net.Dialer
-	conn, err := dialer.DialContext(ctx, a.network, a.address)
+	conn, err := a.dial(ctx)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -1,40 +1,70 @@
 package docker
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	docker "github.com/fsouza/go-dockerclient"
+	"github.com/sirupsen/logrus"
 
 	"github.com/fnrun/fnrun/drivers"
 )
 
-// loadDockerConfig reads the "auths" of a Docker config.json (path is the
-// file or its folder), keyed by bare registry host.
-func loadDockerConfig(path string) (map[string]docker.AuthConfiguration, error) {
+// loadDockerConfig reads a Docker config.json (path is the file or its
+// folder): the "auths", keyed by bare registry host, and the credential
+// helpers of "credsStore" and "credHelpers", which are run only when a pull
+// needs them, each bounded by helperTimeout.
+func loadDockerConfig(path string, helperTimeout time.Duration, log *logrus.Entry) (map[string]docker.AuthConfiguration, *credentialHelpers, error) {
 	if st, err := os.Stat(path); err == nil && st.IsDir() {
 		path = filepath.Join(path, "config.json")
 	}
-	confs, err := docker.NewAuthConfigurationsFromFile(path)
+	// Errors name the file, never its content.
+	invalid := func(err error) error {
+		return fmt.Errorf("docker driver: registry credentials %s: %w: %v", path, drivers.ErrInvalidConfig, err)
+	}
+	data, err := os.ReadFile(path)
 	if err != nil {
-		// The error never holds the file's content, only its name.
-		return nil, fmt.Errorf("docker driver: registry credentials %s: %w: %v", path, drivers.ErrInvalidConfig, err)
+		return nil, nil, invalid(err)
 	}
-	out := make(map[string]docker.AuthConfiguration, len(confs.Configs))
-	for key, conf := range confs.Configs {
-		host := registryHost(key)
-		if host == "" {
-			continue
+	var file struct {
+		Auths       map[string]json.RawMessage `json:"auths"`
+		CredsStore  string                     `json:"credsStore"`
+		CredHelpers map[string]string          `json:"credHelpers"`
+	}
+	if err := json.Unmarshal(data, &file); err != nil {
+		return nil, nil, invalid(errors.New("not a JSON object of auths, credsStore and credHelpers"))
+	}
+	out := map[string]docker.AuthConfiguration{}
+	// go-dockerclient takes a file without "auths" for the legacy
+	// .dockercfg format, which a file with only helpers is not.
+	if len(file.Auths) > 0 || (file.CredsStore == "" && len(file.CredHelpers) == 0) {
+		confs, err := docker.NewAuthConfigurations(bytes.NewReader(data))
+		if err != nil {
+			return nil, nil, invalid(err)
 		}
-		conf.ServerAddress = host
-		out[host] = conf
+		for key, conf := range confs.Configs {
+			host := registryHost(key)
+			if host == "" {
+				continue
+			}
+			conf.ServerAddress = host
+			out[host] = conf
+		}
 	}
-	return out, nil
+	helpers, err := newCredentialHelpers(file.CredsStore, file.CredHelpers, helperTimeout, log)
+	if err != nil {
+		return nil, nil, fmt.Errorf("docker driver: registry credentials %s: %w", path, err)
+	}
+	return out, helpers, nil
 }
 
 // registryHost turns a config.json key or a server address
@@ -80,6 +110,22 @@ func (d *Driver) credentials(ctx context.Context, task drivers.ContainerTask, re
 			d.log.WithFields(map[string]any{"image": ref.Familiar, "credentials_for": registryHost(conf.ServerAddress)}).
 				Warn("task credentials are for another registry; not sending them")
 		}
+	}
+	return d.configCredentials(ctx, ref)
+}
+
+// configCredentials returns the credentials of the driver's config.json for
+// the exact host of ref, with the docker CLI's precedence: the host's
+// credHelpers entry, then credsStore, then the plain auths. A helper with
+// nothing for the host means an anonymous pull, not a fallback to auths.
+func (d *Driver) configCredentials(ctx context.Context, ref drivers.Reference) (docker.AuthConfiguration, error) {
+	host := registryHost(ref.Domain)
+	conf, fromHelper, err := d.helpers.credentials(ctx, host)
+	if err != nil {
+		return docker.AuthConfiguration{}, fmt.Errorf("credentials for %s: %w", ref.Familiar, err)
+	}
+	if fromHelper {
+		return conf, nil
 	}
 	if conf, ok := d.auths[host]; ok {
 		return conf, nil

@@ -13,25 +13,29 @@ import (
 
 // conformanceHarness is the test.Factory of the docker driver.
 func conformanceHarness(t *testing.T, cfg drivers.Config) *test.Harness {
-	return newHarness(t, cfg, false)
+	return newHarness(t, cfg, false, "")
 }
 
 // pooledHarness is the test.Factory of the docker driver with a pre-fork
 // pool of two holders, full before the suite starts.
 func pooledHarness(t *testing.T, cfg drivers.Config) *test.Harness {
-	return newHarness(t, cfg, true)
+	return newHarness(t, cfg, true, "")
 }
 
-func newHarness(t *testing.T, cfg drivers.Config, pooled bool) *test.Harness {
+// newHarness builds the driver on endpoint, the test daemon when empty.
+func newHarness(t *testing.T, cfg drivers.Config, pooled bool, endpoint string, opts ...Option) *test.Harness {
 	e := needEnv(t)
 	tag := "conformance-" + randomID()
 	cfg.Docker = e.host
+	if endpoint != "" {
+		cfg.Docker = endpoint
+	}
 	cfg.ContainerLabelTag = tag
 	if pooled {
 		cfg.PreForkPoolSize = 2
 		cfg.PreForkImage = e.image
 	}
-	d, err := New(context.Background(), cfg)
+	d, err := New(context.Background(), cfg, opts...)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

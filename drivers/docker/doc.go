@@ -19,11 +19,21 @@
 // classes of the drivers package (ErrImageNotFound, ErrUnauthorized,
 // ErrContainerGone, ...), wrapping go-dockerclient's own typed errors.
 //
+// A tcp:// endpoint is reached over TLS as the docker CLI reaches it, when
+// DOCKER_TLS_VERIFY is set or WithTLS is given: the daemon must verify
+// against ca.pem of DOCKER_CERT_PATH (default ~/.docker), and cert.pem and
+// key.pem identify the client. Every connection, attach included, is TLS
+// then; a refused or unverifiable handshake is drivers.ErrDaemonUnavailable
+// with a message that says which.
+//
 // Pulls of one image with the same credentials are collapsed into one
 // daemon pull, retried with the driver's backoff policy; each caller's
 // context bounds only its own wait. Registry credentials come from the task
 // (drivers.Auther) or from a Docker config.json (WithDockerConfig), are sent
-// only for the exact registry host they name, and are never logged.
+// only for the exact registry host they name, and are never logged. The
+// credential helpers of that config.json (credsStore, credHelpers) are run
+// as the docker CLI runs them: per pull, asked only about the image's host,
+// bounded by the call timeout, their answers kept for a minute.
 //
 // While a container runs (after a short delay, since the daemon publishes a
 // sample a second), its CPU, memory, network and block I/O samples go to

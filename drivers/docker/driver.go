@@ -66,6 +66,7 @@ type options struct {
 	loadTimeout  time.Duration
 	stopGrace    time.Duration
 	statsDelay   time.Duration
+	tls          tlsRequest
 	// wrapStore, for tests, changes the image store the cleaner and
 	// ImageStore use (to confine a test to its own images on a shared
 	// daemon).
@@ -77,8 +78,19 @@ func WithLogger(log *logrus.Entry) Option { return func(o *options) { o.log = lo
 
 // WithDockerConfig reads registry credentials from a Docker config.json, or
 // from the config.json inside the folder path names (as DOCKER_CONFIG does).
-// Credential helpers are not run.
+// The credential helpers it names (credsStore, credHelpers) are run as the
+// docker CLI runs them, per pull and for the image's registry only.
 func WithDockerConfig(path string) Option { return func(o *options) { o.dockerConfig = path } }
+
+// WithTLS connects to a tcp:// endpoint over TLS, as DOCKER_TLS_VERIFY=1
+// does for the docker CLI: certPath is a folder with ca.pem, which the
+// daemon's certificate must verify against, and cert.pem and key.pem, the
+// client certificate (both or neither). An empty certPath means
+// DOCKER_CERT_PATH, else ~/.docker. It takes precedence over
+// DOCKER_TLS_VERIFY; on a unix:// endpoint New fails.
+func WithTLS(certPath string) Option {
+	return func(o *options) { o.tls = tlsRequest{enabled: true, certPath: certPath, explicit: true} }
+}
 
 // WithCallTimeout bounds every short daemon call (default 30s).
 func WithCallTimeout(d time.Duration) Option { return func(o *options) { o.callTimeout = d } }
@@ -125,6 +137,7 @@ type Driver struct {
 	instance string
 	host     hostInfo
 	auths    map[string]docker.AuthConfiguration // registry host -> credentials from config.json
+	helpers  *credentialHelpers                  // credsStore/credHelpers of config.json; nil without
 	puller   *puller
 	networks *networkSpread
 	store    images.Store
@@ -160,11 +173,14 @@ type hostInfo struct {
 }
 
 // New connects to the daemon of cfg.Docker (DOCKER_HOST or the default
-// socket when empty), checks its version against cfg.ServerVersion, loads
-// cfg.DockerLoadFile and, when cfg.ContainerLabelTag is set, starts
-// removing what earlier instances left behind. ctx bounds the start-up
-// calls only. New never exits the process: an unreachable daemon gives an
-// error wrapping drivers.ErrDaemonUnavailable.
+// socket when empty), over TLS when WithTLS is given or DOCKER_TLS_VERIFY
+// is set (certificates from DOCKER_CERT_PATH, else ~/.docker), checks its
+// version against cfg.ServerVersion, loads cfg.DockerLoadFile and, when
+// cfg.ContainerLabelTag is set, starts removing what earlier instances
+// left behind. ctx bounds the start-up calls only. New never exits the
+// process: an unreachable daemon, or one whose TLS handshake fails, gives
+// an error wrapping drivers.ErrDaemonUnavailable; unusable certificate
+// files give drivers.ErrInvalidConfig.
 func New(ctx context.Context, cfg drivers.Config, opts ...Option) (*Driver, error) {
 	o := options{
 		log:         logs.Discard(),
@@ -187,11 +203,18 @@ func New(ctx context.Context, cfg drivers.Config, opts ...Option) (*Driver, erro
 	if endpoint == "" {
 		endpoint = defaultEndpoint
 	}
-	api, err := newRawAPI(endpoint, o.callTimeout)
+	if !o.tls.enabled {
+		o.tls = tlsFromEnv()
+	}
+	tlsConfig, err := clientTLSConfig(o.tls, endpoint)
 	if err != nil {
 		return nil, err
 	}
-	client, err := docker.NewClient(endpoint)
+	api, err := newRawAPI(endpoint, o.callTimeout, tlsConfig)
+	if err != nil {
+		return nil, err
+	}
+	client, err := docker.NewClient(api.clientEndpoint())
 	if err != nil {
 		return nil, fmt.Errorf("docker driver: endpoint %q: %w: %v", endpoint, drivers.ErrInvalidConfig, err)
 	}
@@ -258,7 +281,7 @@ func (d *Driver) start(ctx context.Context) error {
 		}
 	}
 	if path := d.opts.dockerConfig; path != "" {
-		if d.auths, err = loadDockerConfig(path); err != nil {
+		if d.auths, d.helpers, err = loadDockerConfig(path, d.opts.callTimeout, d.log); err != nil {
 			return err
 		}
 	}

@@ -259,27 +259,35 @@ func TestServerVersion(t *testing.T) {
 
 func TestLoadFile(t *testing.T) {
 	e := needEnv(t)
-	if e.imageTar == "" {
-		t.Skip("FNRUN_IMAGE_TAR unset")
-	}
 	bare := e.bare(t)
-	// Untag the image the archive holds (its layers stay, under other
-	// tags) so that only the load can bring the name back.
-	if err := removeImage(bare, e.localImage); err != nil {
+	// An archive of a tag of its own: untagging the shared test image would
+	// pull it from under the packages that run at the same time.
+	repo := "fnrun-test/loadfile-" + randomID()
+	tagged := repo + ":latest"
+	if err := bare.TagImage(e.localImage, docker.TagImageOptions{Repo: repo, Tag: "latest"}); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		if _, err := bare.InspectImage(e.localImage); err != nil {
-			f, ferr := os.Open(e.imageTar)
-			if ferr == nil {
-				defer f.Close()
-				_ = bare.LoadImage(docker.LoadImageOptions{InputStream: f})
-			}
-		}
-	})
-	newDriver(t, drivers.Config{DockerLoadFile: e.imageTar})
-	if _, err := bare.InspectImage(e.localImage); err != nil {
-		t.Fatalf("%s not present after loading %s: %v", e.localImage, e.imageTar, err)
+	archive := filepath.Join(t.TempDir(), "image.tar")
+	f, err := os.Create(archive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = bare.ExportImage(docker.ExportImageOptions{Name: tagged, OutputStream: f})
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Untag it (its layers stay, under the shared tag) so that only the
+	// load can bring the name back.
+	if err := removeImage(bare, tagged); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = removeImage(bare, tagged) })
+	newDriver(t, drivers.Config{DockerLoadFile: archive})
+	if _, err := bare.InspectImage(tagged); err != nil {
+		t.Fatalf("%s not present after loading %s: %v", tagged, archive, err)
 	}
 
 	bad := filepath.Join(t.TempDir(), "bad.tar")

@@ -89,6 +89,11 @@ func translate(callerCtx, callCtx context.Context, api, what string, kind object
 		out.class = drivers.ErrDaemonUnavailable
 		out.err = fmt.Errorf("no answer in time: %w", err)
 	default:
+		if why, ok := tlsFailure(err); ok {
+			out.class = drivers.ErrDaemonUnavailable
+			out.err = fmt.Errorf("%s: %w", why, err)
+			break
+		}
 		out.class = classify(kind, err)
 	}
 	return out

@@ -64,14 +64,18 @@ func newHolderAdapter(d *Driver) (*holderAdapter, error) {
 }
 
 // EnsureImage implements pool.Adapter: one pull attempt when the image is
-// absent, with the credentials of the driver's config.json for its
-// registry. The pool paces retries.
+// absent, with the credentials of the driver's config.json (or its
+// credential helper) for its registry. The pool paces retries.
 func (a *holderAdapter) EnsureImage(ctx context.Context) error {
 	_, err := a.d.inspectImage(ctx, a.image.Familiar)
 	if !errors.Is(err, drivers.ErrImageNotFound) {
 		return err
 	}
-	return a.d.pullOnce(ctx, a.image, a.d.auths[registryHost(a.image.Domain)])
+	conf, err := a.d.configCredentials(ctx, a.image)
+	if err != nil {
+		return err
+	}
+	return a.d.pullOnce(ctx, a.image, conf)
 }
 
 // holderOptions are the create options of one holder.
