@@ -12,6 +12,8 @@ export FNRUN_STATE
 WITH_ENV := set -a; . $(FNRUN_STATE)/env; set +a;
 
 GO_TEST_FLAGS ?= -race -timeout 40m
+# The daemons' state is not among the inputs go test caches results by.
+INTEGRATION_FLAGS := -count=1
 BENCH ?= .
 BENCH_FLAGS ?= -benchtime 30x -count 1
 
@@ -32,7 +34,7 @@ down: ## Stop what `make up` started (keeps the built images).
 .PHONY: test
 test: up ## Vet, then run every test with -race, integration tests included.
 	go vet ./...
-	$(WITH_ENV) go test $(GO_TEST_FLAGS) ./...
+	$(WITH_ENV) go test $(INTEGRATION_FLAGS) $(GO_TEST_FLAGS) ./...
 
 .PHONY: test-unit
 test-unit: ## Run the tests that need no daemon (integration tests are skipped with -short).
@@ -57,11 +59,11 @@ bench: up build ## Run the Go benchmarks, then fnrun bench with its chart (bench
 
 .PHONY: test-faults
 test-faults: up ## Fault, storm, soak, bad-input and security tests on private daemons (about 6 min).
-	$(WITH_ENV) CI=true go test -race -timeout 20m -v ./test/faults/
+	$(WITH_ENV) CI=true go test $(INTEGRATION_FLAGS) -race -timeout 20m -v ./test/faults/
 
 .PHONY: soak
 soak: up ## Long soak: 1000 sequential + 1000 concurrent calls per driver, with start/end figures.
-	$(WITH_ENV) FNRUN_SOAK_CALLS=1000 go test -run TestSoak -timeout 60m -v ./test/faults/
+	$(WITH_ENV) FNRUN_SOAK_CALLS=1000 go test $(INTEGRATION_FLAGS) -run TestSoak -timeout 60m -v ./test/faults/
 
 .PHONY: fuzz
 fuzz: ## Fuzz image parsing and command splitting for a short while.
