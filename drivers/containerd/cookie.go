@@ -336,31 +336,8 @@ func (c *cookie) cleanup(ctx context.Context) error {
 		}
 	}
 	if task != nil {
-		// A finished run does not mean the task is gone: its wait may have
-		// broken (the daemon died) or its end could not kill it (the
-		// daemon hung). WithProcessKill tolerates an exited task, and a
-		// frozen one is thawed first so the kill can end it.
-		var st ctrd.Status
-		err := d.call(ctx, "tasks.Status", func(ctx context.Context) error {
-			var err error
-			st, err = task.Status(ctx)
+		if err := c.deleteTask(ctx, task); err != nil {
 			return err
-		})
-		switch {
-		case errors.Is(err, drivers.ErrDaemonUnavailable):
-			// A silent daemon would let the delete wait as long.
-			return daemonErr(err, "close "+c.id()+": task status")
-		case err == nil && (st.Status == ctrd.Paused || st.Status == ctrd.Pausing):
-			if err := d.call(ctx, "tasks.Resume", task.Resume); err != nil && !errdefs.IsNotFound(err) {
-				d.log.WithError(err).WithField("container", c.id()).Warn("cannot thaw container before deleting it")
-			}
-		}
-		err = d.call(ctx, "tasks.Delete", func(ctx context.Context) error {
-			_, err := task.Delete(ctx, ctrd.WithProcessKill)
-			return err
-		})
-		if err != nil && !errdefs.IsNotFound(err) {
-			return daemonErr(err, "close "+c.id()+": delete task")
 		}
 		c.taskLeft = false
 	}
@@ -374,6 +351,52 @@ func (c *cookie) cleanup(ctx context.Context) error {
 	c.container = nil
 	c.createSent = false
 	return c.releaseHostState(ctx)
+}
+
+// deleteTask deletes the container's task; c.mu is held. A task whose
+// exit the run saw is deleted as it is: none of its processes is left, and
+// the kill of WithProcessKill (runc kill --all, a process of its own) would
+// only add a third to Close. Any other task may still run, or be frozen:
+// its wait may have broken (the daemon died) or its end could not kill it
+// (the daemon hung). It is thawed, then killed with the delete.
+func (c *cookie) deleteTask(ctx context.Context, task ctrd.Task) error {
+	d := c.d
+	if c.run != nil && c.run.exited.Load() {
+		err := d.call(ctx, "tasks.Delete", func(ctx context.Context) error {
+			_, err := task.Delete(ctx)
+			return err
+		})
+		switch {
+		case err == nil, errdefs.IsNotFound(err):
+			return nil
+		case errors.Is(err, drivers.ErrDaemonUnavailable):
+			return daemonErr(err, "close "+c.id()+": delete task")
+		}
+		// Still running after all (FailedPrecondition): kill it below.
+	}
+	var st ctrd.Status
+	err := d.call(ctx, "tasks.Status", func(ctx context.Context) error {
+		var err error
+		st, err = task.Status(ctx)
+		return err
+	})
+	switch {
+	case errors.Is(err, drivers.ErrDaemonUnavailable):
+		// A silent daemon would let the delete wait as long.
+		return daemonErr(err, "close "+c.id()+": task status")
+	case err == nil && (st.Status == ctrd.Paused || st.Status == ctrd.Pausing):
+		if err := d.call(ctx, "tasks.Resume", task.Resume); err != nil && !errdefs.IsNotFound(err) {
+			d.log.WithError(err).WithField("container", c.id()).Warn("cannot thaw container before deleting it")
+		}
+	}
+	err = d.call(ctx, "tasks.Delete", func(ctx context.Context) error {
+		_, err := task.Delete(ctx, ctrd.WithProcessKill)
+		return err
+	})
+	if err != nil && !errdefs.IsNotFound(err) {
+		return daemonErr(err, "close "+c.id()+": delete task")
+	}
+	return nil
 }
 
 // releaseHostState removes what the container used on the host once it is

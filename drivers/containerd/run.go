@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -151,6 +152,10 @@ type run struct {
 	netDead <-chan struct{}
 	net     deadNotifier
 
+	// exited: the exit of the task was seen, so none of its processes is
+	// left. Set before the result.
+	exited atomic.Bool
+
 	// The result is set once the output is in.
 	*drivers.RunEnd
 }
@@ -219,6 +224,7 @@ loop:
 	if stopped {
 		status = r.end()
 	}
+	r.exited.Store(status.ExitCode() != ctrd.UnknownExitStatus && status.Error() == nil)
 	stats.RecordDaemonCall(runCtx, DriverName, "tasks.Wait", r.waitStart, status.Error())
 	// With the exit unknown, a process may still hold the pipes open:
 	// nothing says more output is coming or the pipes will ever close.
