@@ -65,19 +65,17 @@ func (c *cookie) ValidateImage(ctx context.Context) (bool, error) {
 }
 
 // PullImage implements drivers.Cookie with the task's credentials (when it
-// implements drivers.Auther) and the driver's retry policy.
+// implements drivers.Auther), else those of WithDockerConfig for the
+// image's registry, and the driver's retry policy.
 func (c *cookie) PullImage(ctx context.Context) error {
 	if err := c.usable(ctx); err != nil {
 		return err
 	}
-	var auth *drivers.AuthConfig
-	if a, ok := c.task.(drivers.Auther); ok {
-		var err error
-		if auth, err = a.Auth(ctx); err != nil {
-			return fmt.Errorf("pull %s: credentials: %w", c.image(), err)
-		}
+	auth, err := c.d.registryAuth.PullCredentials(ctx, c.task, c.checked.Image, c.d.log)
+	if err != nil {
+		return fmt.Errorf("pull %s: %w", c.image(), err)
 	}
-	err := c.d.pull(ctx, c.checked.Image, auth)
+	err = c.d.pull(ctx, c.checked.Image, auth)
 	if err == nil && c.d.cleaner != nil {
 		c.d.cleaner.Kick() // the store grew
 	}

@@ -18,6 +18,11 @@
 // kill (its TaskOOM event, or the cgroup's OOM-kill counter), never from
 // exit code 137 alone.
 //
+// Pulls use the task's own registry credentials (drivers.Auther), else
+// those a Docker config.json holds for the image's exact registry
+// (WithDockerConfig: auths, credsStore and credHelpers, read as the docker
+// CLI reads them).
+//
 // containerd has no log driver, so with a LoggerConfig URL the driver
 // itself sends each output line, besides the task's own writers, as an RFC
 // 5424 syslog message, as Docker's syslog log driver does. Run dials the

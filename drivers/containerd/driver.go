@@ -19,6 +19,7 @@ import (
 
 	"github.com/fnrun/fnrun/drivers"
 	"github.com/fnrun/fnrun/images"
+	"github.com/fnrun/fnrun/internal/dockerconfig"
 	"github.com/fnrun/fnrun/pool"
 	"github.com/fnrun/fnrun/stats"
 )
@@ -61,6 +62,9 @@ type Driver struct {
 	pool    *pool.Pool
 	store   *imageStore
 	cleaner *images.Cleaner
+
+	// registryAuth holds the credentials of WithDockerConfig; nil without.
+	registryAuth *dockerconfig.Config
 
 	// bg ends when the driver closes: it stops the leak reaper, the OOM
 	// event stream and shared pulls. wg counts every goroutine the driver
@@ -106,6 +110,15 @@ func New(ctx context.Context, cfg drivers.Config, opts ...Option) (*Driver, erro
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	// Read before dialling: a bad file is the caller's to fix, whatever
+	// the daemon's state.
+	var registryAuth *dockerconfig.Config
+	if o.dockerConfig != "" {
+		var err error
+		if registryAuth, err = dockerconfig.Load(o.dockerConfig, o.callTimeout, o.log.WithField("driver", DriverName)); err != nil {
+			return nil, fmt.Errorf("containerd driver: %w", err)
+		}
+	}
 	address := cfg.Containerd
 	if address == "" {
 		address = defaults.DefaultAddress
@@ -147,12 +160,13 @@ func New(ctx context.Context, cfg drivers.Config, opts ...Option) (*Driver, erro
 			LabelTag:      cfg.ContainerLabelTag,
 			LabelInstance: instance,
 		},
-		etc:     newEtcDirs(o.stateDir, cfg.Namespace(), cfg.ContainerLabelTag, instance),
-		http:    newTransport(),
-		init:    o.init,
-		bg:      bg,
-		stopBG:  stop,
-		cookies: make(map[*cookie]struct{}),
+		etc:          newEtcDirs(o.stateDir, cfg.Namespace(), cfg.ContainerLabelTag, instance),
+		http:         newTransport(),
+		registryAuth: registryAuth,
+		init:         o.init,
+		bg:           bg,
+		stopBG:       stop,
+		cookies:      make(map[*cookie]struct{}),
 	}
 	// The handshake is lazy past the dial: ask for the version so that a
 	// socket nobody answers on fails here, not on the first call.

@@ -31,6 +31,7 @@ type testEnv struct {
 	authImage    string
 	authUser     string
 	authPassword string
+	dockerConfig string // a folder whose config.json logs in to authRegistry
 	cniConf      string // CNI configuration folder
 	cniBin       string // CNI plugins
 	cniLeases    string // host-local's leases, under the network's name
@@ -58,6 +59,7 @@ func requireEnv(t testing.TB) testEnv {
 		authImage:    getenv("FNRUN_AUTH_TEST_IMAGE", "127.0.0.1:5001/fnrun/busybox:latest"),
 		authUser:     getenv("FNRUN_AUTH_USER", "fnrun"),
 		authPassword: getenv("FNRUN_AUTH_PASSWORD", "fnrun-secret"),
+		dockerConfig: getenv("FNRUN_DOCKER_CONFIG", "/var/tmp/fnrun-env/docker-config"),
 		cniConf:      getenv("FNRUN_CNI_CONF", "/var/tmp/fnrun-env/cni/conf"),
 		cniBin:       getenv("FNRUN_CNI_BIN", drivers.DefaultCNIBinDir),
 		cniLeases:    filepath.Join(getenv("FNRUN_STATE", "/var/tmp/fnrun-env"), "cni", "networks"),

@@ -15,7 +15,15 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/fnrun/fnrun/drivers"
+	"github.com/fnrun/fnrun/internal/dockerconfig"
 )
+
+// ErrCredentialHelper is wrapped by every failure of a Docker credential
+// helper (docker-credential-<name>) that the config.json of
+// WithDockerConfig names. A helper missing from PATH, or answering outside
+// the protocol, also wraps drivers.ErrInvalidConfig. It is the docker
+// driver's ErrCredentialHelper, so one errors.Is serves both.
+var ErrCredentialHelper = dockerconfig.ErrCredentialHelper
 
 // daemonErr translates a containerd error at the boundary: an unreachable or
 // silent daemon becomes drivers.ErrDaemonUnavailable, a context error stays

@@ -81,7 +81,8 @@ func newHolderAdapter(d *Driver, cfg drivers.Config) (*holderAdapter, error) {
 }
 
 // EnsureImage implements pool.Adapter: the pool image is pulled, through
-// the driver's shared pulls, when it is absent.
+// the driver's shared pulls and with the credentials of WithDockerConfig
+// for its registry, when it is absent.
 func (a *holderAdapter) EnsureImage(ctx context.Context) error {
 	d := a.d
 	ctx = d.nsCtx(ctx)
@@ -89,8 +90,12 @@ func (a *holderAdapter) EnsureImage(ctx context.Context) error {
 	if err != nil || img != nil {
 		return err
 	}
+	auth, err := d.registryAuth.ImageCredentials(ctx, a.image)
+	if err != nil {
+		return fmt.Errorf("pull %s: %w", a.image.Normalized, err)
+	}
 	d.log.WithField("image", a.image.Normalized).Info("pulling the pre-fork pool image")
-	return d.pull(ctx, a.image, nil)
+	return d.pull(ctx, a.image, auth)
 }
 
 // StartHolder implements pool.Adapter.

@@ -31,6 +31,7 @@ type Option func(*options)
 
 type options struct {
 	log           *logrus.Entry
+	dockerConfig  string
 	snapshotter   string
 	runtime       string
 	dialTimeout   time.Duration
@@ -71,6 +72,19 @@ func WithLogger(log *logrus.Entry) Option {
 			o.log = log
 		}
 	}
+}
+
+// WithDockerConfig reads registry credentials from a Docker config.json, or
+// from the config.json inside the folder path names (as DOCKER_CONFIG does),
+// as the docker driver's option of the same name does: "auths" and the
+// credential helpers of credsStore and credHelpers, run per pull (bounded
+// by the call timeout) and for the image's registry only. A task's own
+// credentials (drivers.Auther) come first; the file's are offered to the
+// exact host they were stored for and to no other, Docker Hub's key
+// "https://index.docker.io/v1/" standing for registry-1.docker.io. A file
+// that cannot be read or parsed fails New with drivers.ErrInvalidConfig.
+func WithDockerConfig(path string) Option {
+	return func(o *options) { o.dockerConfig = path }
 }
 
 // WithSnapshotter names the snapshotter that images are unpacked into and

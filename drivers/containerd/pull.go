@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"strings"
 	"time"
 
 	ctrd "github.com/containerd/containerd"
@@ -16,6 +15,7 @@ import (
 	"github.com/containerd/log"
 
 	"github.com/fnrun/fnrun/drivers"
+	"github.com/fnrun/fnrun/internal/dockerconfig"
 	"github.com/fnrun/fnrun/stats"
 )
 
@@ -90,13 +90,7 @@ func (d *Driver) pullOnce(ctx context.Context, ref drivers.Reference, auth *driv
 // only (the image's registry when auth names none), never to another host.
 func (d *Driver) resolver(ref drivers.Reference, auth *drivers.AuthConfig) remotes.Resolver {
 	client := &http.Client{Transport: d.http}
-	authHost := ""
-	if auth != nil {
-		authHost = registryHost(auth.ServerAddress)
-		if authHost == "" {
-			authHost = registryHost(ref.Domain)
-		}
-	}
+	authHost := credentialsHost(ref, auth)
 	creds := func(host string) (string, string, error) {
 		if auth == nil || host != authHost {
 			return "", "", nil
@@ -115,23 +109,29 @@ func (d *Driver) resolver(ref drivers.Reference, auth *drivers.AuthConfig) remot
 	})
 }
 
+// credentialsHost is the one host auth is offered to, as the authorizer
+// names it: the host auth names, else the image's registry; "" for none.
+func credentialsHost(ref drivers.Reference, auth *drivers.AuthConfig) string {
+	if auth == nil {
+		return ""
+	}
+	if host := registryHost(auth.ServerAddress); host != "" {
+		return host
+	}
+	return registryHost(ref.Domain)
+}
+
 // registryHost reduces a server address as people write it
 // ("https://index.docker.io/v1/", "127.0.0.1:5001", "docker.io") to the host
-// containerd sends requests to, which is what the authorizer is asked about.
+// containerd sends requests to, which is what the authorizer is asked about:
+// Docker Hub's images, and its config.json key, live on another host than
+// the one references name.
 func registryHost(addr string) string {
-	addr = strings.TrimSpace(addr)
-	if i := strings.Index(addr, "://"); i >= 0 {
-		addr = addr[i+3:]
-	}
-	if i := strings.IndexByte(addr, '/'); i >= 0 {
-		addr = addr[:i]
-	}
-	addr = strings.ToLower(addr)
-	switch addr {
-	case "docker.io", "index.docker.io", dockerHubHost:
+	host := dockerconfig.RegistryHost(addr)
+	if host == "docker.io" {
 		return dockerHubHost
 	}
-	return addr
+	return host
 }
 
 // pullKey identifies a shared pull. Credentials are part of it, hashed:

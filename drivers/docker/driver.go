@@ -17,6 +17,7 @@ import (
 
 	"github.com/fnrun/fnrun/drivers"
 	"github.com/fnrun/fnrun/images"
+	"github.com/fnrun/fnrun/internal/dockerconfig"
 	"github.com/fnrun/fnrun/internal/logs"
 	"github.com/fnrun/fnrun/pool"
 )
@@ -136,13 +137,14 @@ type Driver struct {
 	api      *rawAPI
 	instance string
 	host     hostInfo
-	auths    map[string]docker.AuthConfiguration // registry host -> credentials from config.json
-	helpers  *credentialHelpers                  // credsStore/credHelpers of config.json; nil without
 	puller   *puller
 	networks *networkSpread
 	store    images.Store
 	pool     *pool.Pool      // nil when PreForkPoolSize is 0
 	cleaner  *images.Cleaner // nil when ImageCleanMaxSize is 0
+
+	// registryAuth holds the credentials of WithDockerConfig; nil without.
+	registryAuth *dockerconfig.Config
 
 	// ctx ends background work (reaper, runs, shared pulls) when the
 	// driver closes; wg counts every goroutine the driver started.
@@ -281,8 +283,8 @@ func (d *Driver) start(ctx context.Context) error {
 		}
 	}
 	if path := d.opts.dockerConfig; path != "" {
-		if d.auths, d.helpers, err = loadDockerConfig(path, d.opts.callTimeout, d.log); err != nil {
-			return err
+		if d.registryAuth, err = dockerconfig.Load(path, d.opts.callTimeout, d.log); err != nil {
+			return fmt.Errorf("docker driver: %w", err)
 		}
 	}
 	if path := d.cfg.DockerLoadFile; path != "" {

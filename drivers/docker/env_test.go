@@ -1,7 +1,6 @@
 package docker
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -11,7 +10,6 @@ import (
 	"time"
 
 	docker "github.com/fsouza/go-dockerclient"
-	"github.com/sirupsen/logrus"
 
 	"github.com/fnrun/fnrun/drivers"
 )
@@ -146,31 +144,6 @@ func removeImage(c *docker.Client, ref string) error {
 		return nil
 	}
 	return err
-}
-
-// logCapture is a logger whose output a test can search.
-type logCapture struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logCapture) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logCapture) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
-func (l *logCapture) entry() *logrus.Entry {
-	lg := logrus.New()
-	lg.Out = l
-	lg.Level = logrus.DebugLevel
-	return logrus.NewEntry(lg)
 }
 
 func testCtx(t testing.TB, d time.Duration) context.Context {

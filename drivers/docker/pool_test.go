@@ -16,6 +16,7 @@ import (
 
 	"github.com/fnrun/fnrun/drivers"
 	"github.com/fnrun/fnrun/pool"
+	"github.com/fnrun/fnrun/test"
 )
 
 // newPooledDriver builds a driver with a pre-fork pool of the test image
@@ -673,8 +674,8 @@ func TestPoolWatchSurvivesDroppedConnections(t *testing.T) {
 	e := needEnv(t)
 	bare := e.bare(t)
 	p := newDaemonProxy(t, e.host, true)
-	var logs logCapture
-	d := newPooledDriver(t, drivers.Config{Docker: p.endpoint()}, WithCallTimeout(time.Second), WithLogger(logs.entry()))
+	var logs test.LogCapture
+	d := newPooledDriver(t, drivers.Config{Docker: p.endpoint()}, WithCallTimeout(time.Second), WithLogger(logs.Entry()))
 	hs := holdersOf(t, bare, d.cfg.ContainerLabelTag)
 	if len(hs) != 1 {
 		t.Fatalf("%d holders", len(hs))

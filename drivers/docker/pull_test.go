@@ -15,10 +15,8 @@ import (
 	"testing"
 	"time"
 
-	docker "github.com/fsouza/go-dockerclient"
-
 	"github.com/fnrun/fnrun/drivers"
-	"github.com/fnrun/fnrun/internal/logs"
+	"github.com/fnrun/fnrun/test"
 )
 
 // registryProxy sits in front of the test registry on its own loopback
@@ -252,8 +250,8 @@ func TestPullAuth(t *testing.T) {
 	if e.authImage == "" || e.authPassword == "" {
 		t.Skip("FNRUN_AUTH_TEST_IMAGE or FNRUN_AUTH_PASSWORD unset")
 	}
-	var logs logCapture
-	d := newDriver(t, drivers.Config{}, WithLogger(logs.entry()))
+	var logs test.LogCapture
+	d := newDriver(t, drivers.Config{}, WithLogger(logs.Entry()))
 	ctx := testCtx(t, 2*time.Minute)
 	bare := e.bare(t)
 	wrong := "wrong-" + randomID()
@@ -322,7 +320,7 @@ func TestPullAuth(t *testing.T) {
 	}
 
 	if e.dockerConfig != "" {
-		fromFile := newDriver(t, drivers.Config{}, WithLogger(logs.entry()), WithDockerConfig(e.dockerConfig))
+		fromFile := newDriver(t, drivers.Config{}, WithLogger(logs.Entry()), WithDockerConfig(e.dockerConfig))
 		if err := removeImage(bare, e.authImage); err != nil {
 			t.Fatal(err)
 		}
@@ -338,45 +336,5 @@ func TestPullAuth(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "another registry") {
 		t.Errorf("withholding credentials for another host was not logged:\n%s", logs.String())
-	}
-}
-
-// TestCredentialsExactHost: config.json credentials apply to their exact
-// host only: no parent-domain or prefix matching.
-func TestCredentialsExactHost(t *testing.T) {
-	d := &Driver{log: logs.Discard(), auths: map[string]docker.AuthConfiguration{
-		"example.com":     {Username: "u1", Password: "p1", ServerAddress: "example.com"},
-		"docker.io":       {Username: "hub", Password: "p2", ServerAddress: "docker.io"},
-		"127.0.0.1:5001":  {Username: "local", Password: "p3", ServerAddress: "127.0.0.1:5001"},
-		"registry.io:443": {Username: "port", Password: "p4", ServerAddress: "registry.io:443"},
-	}}
-	for image, user := range map[string]string{
-		"example.com/fn/app":              "u1",
-		"registry.example.com/fn/app":     "",
-		"example.com.evil.io/fn/app":      "",
-		"busybox":                         "hub",
-		"127.0.0.1:5001/fnrun/busybox":    "local",
-		"127.0.0.1:5000/fnrun/busybox":    "",
-		"registry.io/fn/app":              "",
-		"registry.io:443/fn/app":          "port",
-		"localhost:5001/fnrun/busybox:v1": "",
-	} {
-		ref, err := drivers.NormalizeImage(image)
-		if err != nil {
-			t.Fatal(err)
-		}
-		conf, err := d.credentials(context.Background(), &drivers.Task{}, ref)
-		if err != nil || conf.Username != user {
-			t.Errorf("%s: credentials of %q (%v), want %q", image, conf.Username, err, user)
-		}
-	}
-	for addr, host := range map[string]string{
-		"https://index.docker.io/v1/": "docker.io",
-		"http://127.0.0.1:5001":       "127.0.0.1:5001",
-		"Quay.IO":                     "quay.io",
-	} {
-		if got := registryHost(addr); got != host {
-			t.Errorf("registryHost(%q) = %q, want %q", addr, got, host)
-		}
 	}
 }

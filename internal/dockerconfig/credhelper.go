@@ -1,4 +1,4 @@
-package docker
+package dockerconfig
 
 import (
 	"bytes"
@@ -11,7 +11,6 @@ import (
 	"sync"
 	"time"
 
-	docker "github.com/fsouza/go-dockerclient"
 	"github.com/sirupsen/logrus"
 
 	"github.com/fnrun/fnrun/drivers"
@@ -25,10 +24,6 @@ var ErrCredentialHelper = errors.New("docker credential helper failed")
 
 const (
 	credentialHelperPrefix = "docker-credential-"
-
-	// dockerHubServerURL is what the docker CLI asks a helper for Docker Hub
-	// credentials under, since `docker login` stores them there.
-	dockerHubServerURL = "https://index.docker.io/v1/"
 
 	// helperNotFoundAnswer is the answer of docker-credential-helpers when
 	// it has nothing for the server: an anonymous pull, not a failure.
@@ -50,7 +45,7 @@ const (
 // lazily and for the exact host of each pull.
 type credentialHelpers struct {
 	store   string                // credsStore: the helper of every host without its own
-	perHost map[string]hostHelper // credHelpers, keyed by registryHost
+	perHost map[string]hostHelper // credHelpers, keyed by RegistryHost
 	timeout time.Duration
 	ttl     time.Duration
 	log     *logrus.Entry
@@ -68,7 +63,7 @@ type hostHelper struct {
 }
 
 type cachedCredentials struct {
-	conf    docker.AuthConfiguration
+	conf    drivers.AuthConfig
 	expires time.Time
 }
 
@@ -76,7 +71,7 @@ type cachedCredentials struct {
 // so that a burst of cookies does not start a burst of helpers.
 type helperLookup struct {
 	done chan struct{}
-	conf docker.AuthConfiguration
+	conf drivers.AuthConfig
 	err  error
 }
 
@@ -100,7 +95,7 @@ func newCredentialHelpers(store string, helpers map[string]string, timeout time.
 		inflight: make(map[string]*helperLookup),
 	}
 	for key, name := range helpers {
-		host := registryHost(key)
+		host := RegistryHost(key)
 		if host == "" {
 			continue
 		}
@@ -109,13 +104,8 @@ func newCredentialHelpers(store string, helpers map[string]string, timeout time.
 				return nil, fmt.Errorf("credHelpers[%q]: %w", key, err)
 			}
 		}
-		// Two spellings of one host ("quay.io", "https://quay.io"): the
-		// one the CLI itself would look up wins, else the first in order,
-		// so that the choice does not depend on map iteration.
-		if prev, ok := h.perHost[host]; ok {
-			if prev.serverURL == defaultServerURL(host) || (key != defaultServerURL(host) && prev.serverURL < key) {
-				continue
-			}
+		if prev, ok := h.perHost[host]; ok && !preferKey(host, key, prev.serverURL) {
+			continue
 		}
 		h.perHost[host] = hostHelper{name: name, serverURL: key}
 	}
@@ -129,15 +119,6 @@ func checkHelperName(name string) error {
 		return fmt.Errorf("helper name %q: %w", name, drivers.ErrInvalidConfig)
 	}
 	return nil
-}
-
-// defaultServerURL is the server address the docker CLI asks a helper
-// about for a registry host.
-func defaultServerURL(host string) string {
-	if host == "docker.io" {
-		return dockerHubServerURL
-	}
-	return host
 }
 
 // helperFor says which helper holds the credentials of host, with the
@@ -159,10 +140,10 @@ func (h *credentialHelpers) helperFor(host string) (name, serverURL string, ok b
 // credentials returns the helper's credentials for host; ok is false when
 // no helper is configured for it. A helper that knows nothing of the host
 // gives the zero value: an anonymous pull.
-func (h *credentialHelpers) credentials(ctx context.Context, host string) (conf docker.AuthConfiguration, ok bool, err error) {
+func (h *credentialHelpers) credentials(ctx context.Context, host string) (conf drivers.AuthConfig, ok bool, err error) {
 	name, serverURL, ok := h.helperFor(host)
 	if !ok {
-		return docker.AuthConfiguration{}, false, nil
+		return drivers.AuthConfig{}, false, nil
 	}
 	for {
 		h.mu.Lock()
@@ -175,7 +156,7 @@ func (h *credentialHelpers) credentials(ctx context.Context, host string) (conf 
 			select {
 			case <-l.done:
 			case <-ctx.Done():
-				return docker.AuthConfiguration{}, true, ctx.Err()
+				return drivers.AuthConfig{}, true, ctx.Err()
 			}
 			// The run ended because its caller gave up: ask again with
 			// this caller's own context rather than share its error.
@@ -208,7 +189,7 @@ func isContextError(err error) bool {
 // run executes one `docker-credential-<name> get`. Neither the helper's
 // answer nor its stderr reaches an error or a log: either may hold the
 // secret, so only the helper's name and exit status are reported.
-func (h *credentialHelpers) run(ctx context.Context, name, serverURL, host string) (docker.AuthConfiguration, error) {
+func (h *credentialHelpers) run(ctx context.Context, name, serverURL, host string) (drivers.AuthConfig, error) {
 	if h.timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, h.timeout)
@@ -230,30 +211,30 @@ func (h *credentialHelpers) run(ctx context.Context, name, serverURL, host strin
 		conf, perr := parseHelperAnswer(stdout.Bytes())
 		if perr != nil {
 			h.log.WithFields(fields).Warn("credential helper answered outside the protocol")
-			return docker.AuthConfiguration{}, fmt.Errorf("registry %s: %s: %w: %w: %w", host, program, perr, ErrCredentialHelper, drivers.ErrInvalidConfig)
+			return drivers.AuthConfig{}, fmt.Errorf("registry %s: %s: %w: %w: %w", host, program, perr, ErrCredentialHelper, drivers.ErrInvalidConfig)
 		}
-		if conf != (docker.AuthConfiguration{}) {
+		if conf != (drivers.AuthConfig{}) {
 			conf.ServerAddress = host
 		}
 		return conf, nil
 	}
 	if ctxErr := ctx.Err(); ctxErr != nil {
 		h.log.WithFields(fields).Warn("credential helper did not answer in time")
-		return docker.AuthConfiguration{}, fmt.Errorf("registry %s: %s did not answer: %w: %w", host, program, ErrCredentialHelper, ctxErr)
+		return drivers.AuthConfig{}, fmt.Errorf("registry %s: %s did not answer: %w: %w", host, program, ErrCredentialHelper, ctxErr)
 	}
 	var exitErr *exec.ExitError
 	if !errors.As(err, &exitErr) {
 		// It never ran: missing from PATH, not executable, not a program.
 		// The error names the program and the reason, nothing it printed.
 		h.log.WithFields(fields).WithError(err).Warn("credential helper cannot run")
-		return docker.AuthConfiguration{}, fmt.Errorf("registry %s: %w: %w: %w", host, err, ErrCredentialHelper, drivers.ErrInvalidConfig)
+		return drivers.AuthConfig{}, fmt.Errorf("registry %s: %w: %w: %w", host, err, ErrCredentialHelper, drivers.ErrInvalidConfig)
 	}
 	if isHelperNotFound(stdout.Bytes()) || isHelperNotFound(stderr.Bytes()) {
 		h.log.WithFields(fields).Debug("credential helper has no credentials; pulling anonymously")
-		return docker.AuthConfiguration{}, nil
+		return drivers.AuthConfig{}, nil
 	}
 	h.log.WithFields(fields).WithField("exit_status", exitErr.ExitCode()).Warn("credential helper failed")
-	return docker.AuthConfiguration{}, fmt.Errorf("registry %s: %s get: exit status %d: %w", host, program, exitErr.ExitCode(), ErrCredentialHelper)
+	return drivers.AuthConfig{}, fmt.Errorf("registry %s: %s get: exit status %d: %w", host, program, exitErr.ExitCode(), ErrCredentialHelper)
 }
 
 // isHelperNotFound recognises the helper's "nothing stored" answer, which
@@ -276,20 +257,20 @@ var errHelperAnswer = errors.New("the answer is not the credential helper protoc
 // parseHelperAnswer turns a helper's `get` answer into credentials, as the
 // docker CLI does: the user "<token>" means the secret is an identity
 // token; an answer without a secret is an anonymous pull.
-func parseHelperAnswer(out []byte) (docker.AuthConfiguration, error) {
+func parseHelperAnswer(out []byte) (drivers.AuthConfig, error) {
 	var a helperAnswer
 	dec := json.NewDecoder(bytes.NewReader(out))
 	if err := dec.Decode(&a); err != nil {
-		return docker.AuthConfiguration{}, errHelperAnswer
+		return drivers.AuthConfig{}, errHelperAnswer
 	}
 	if dec.More() {
-		return docker.AuthConfiguration{}, errHelperAnswer
+		return drivers.AuthConfig{}, errHelperAnswer
 	}
 	if a.Secret == "" {
-		return docker.AuthConfiguration{}, nil
+		return drivers.AuthConfig{}, nil
 	}
 	if a.Username == helperIdentityTokenUser {
-		return docker.AuthConfiguration{IdentityToken: a.Secret}, nil
+		return drivers.AuthConfig{IdentityToken: a.Secret}, nil
 	}
-	return docker.AuthConfiguration{Username: a.Username, Password: a.Secret}, nil
+	return drivers.AuthConfig{Username: a.Username, Password: a.Secret}, nil
 }
