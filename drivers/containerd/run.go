@@ -84,9 +84,7 @@ func (c *cookie) Run(ctx context.Context) (drivers.WaitResult, error) {
 	})
 	if err != nil {
 		c.taskLeft = true // the daemon may have made it before failing
-		if syslog != nil {
-			syslog.close()
-		}
+		syslog.close()
 		if dn != nil {
 			// The holder's namespace may have gone with the holder.
 			if gone := holderGone(dn); gone != nil {
@@ -129,9 +127,7 @@ func (c *cookie) Run(ctx context.Context) (drivers.WaitResult, error) {
 	if derr != nil && !errdefs.IsNotFound(derr) {
 		c.taskLeft = true
 	}
-	if syslog != nil {
-		syslog.close()
-	}
+	syslog.close()
 	return nil, notFoundErr(err, drivers.ErrContainerGone, "run "+c.id()+": start task")
 }
 
@@ -233,9 +229,7 @@ loop:
 		drainWait = 0
 	}
 	outErr := r.drainOutput(drainWait)
-	if r.syslog != nil {
-		r.syslog.close()
-	}
+	r.syslog.close()
 
 	switch {
 	case netErr != nil:

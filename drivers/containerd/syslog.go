@@ -185,8 +185,11 @@ func (s *syslogSink) writeLoop() {
 // close sends the last partial lines, waits (boundedly) for the queue to
 // go out and closes the connection. It is called once the run's output
 // copies have ended; a line written afterwards is dropped. It is
-// idempotent.
+// idempotent, and a no-op on a nil sink (a run without a log URL).
 func (s *syslogSink) close() {
+	if s == nil {
+		return
+	}
 	s.mu.Lock()
 	streams := s.streams
 	s.mu.Unlock()
