@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/containerd/containerd/containers"
@@ -49,6 +51,15 @@ var etcFileNames = []string{"resolv.conf", "hosts", "hostname"}
 type netInfo struct {
 	ips []string  // the container interface's addresses
 	dns types.DNS // what the network configuration's "dns" gives
+}
+
+// hasIPv6 reports whether the container has an IPv6 address.
+func (n netInfo) hasIPv6() bool { return slices.ContainsFunc(n.ips, isIPv6) }
+
+// isIPv6 takes zoned addresses (fe80::1%eth0) too, as resolv.conf may.
+func isIPv6(addr string) bool {
+	ip, err := netip.ParseAddr(addr)
+	return err == nil && ip.Is6() && !ip.Is4In6()
 }
 
 // netInfoOf reads a CNI result. The container's interface is always the
@@ -108,7 +119,7 @@ func (d *Driver) writeEtcFiles(id, hostname string, info netInfo) (string, error
 		return "", fmt.Errorf("/etc files of %s: %w", id, err)
 	}
 	contents := map[string][]byte{
-		"resolv.conf": containerResolvConf(hostConf, info.dns),
+		"resolv.conf": containerResolvConf(hostConf, info.dns, info.hasIPv6()),
 		"hosts":       hostsFile(hostname, info.ips),
 		"hostname":    []byte(hostname + "\n"),
 	}
@@ -199,11 +210,17 @@ func readHostResolvConf(path, systemdPath string) ([]byte, error) {
 
 // containerResolvConf is the container's resolv.conf: the host's without
 // loopback nameservers (nothing listens on them in the container's
-// namespace), then what the CNI network gives replacing the matching
-// part, the way Docker's --dns, --dns-search and --dns-option do, then
-// Docker's default nameservers when none is left.
-func containerResolvConf(host []byte, cniDNS types.DNS) []byte {
-	conf := mergeDNS(parseResolvConf(host, true), cniDNS)
+// namespace) and, for a container without an IPv6 address, without IPv6
+// ones (it cannot reach them), as Docker filters it; then what the CNI
+// network gives replacing the matching part, the way Docker's --dns,
+// --dns-search and --dns-option do; then Docker's default nameservers when
+// none is left.
+func containerResolvConf(host []byte, cniDNS types.DNS, ipv6 bool) []byte {
+	hostConf := parseResolvConf(host, true)
+	if !ipv6 {
+		hostConf.Nameservers = slices.DeleteFunc(hostConf.Nameservers, isIPv6)
+	}
+	conf := mergeDNS(hostConf, cniDNS)
 	if len(conf.Nameservers) == 0 {
 		conf.Nameservers = defaultNameservers
 	}

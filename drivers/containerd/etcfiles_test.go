@@ -24,11 +24,26 @@ func TestContainerResolvConf(t *testing.T) {
 		name string
 		host string
 		cni  types.DNS
+		ipv6 bool
 		want string
 	}{{
 		name: "LoopbackRemoved",
 		host: "# a comment\nnameserver 127.0.0.53\nnameserver 10.0.0.2\nnameserver ::1\nnameserver 127.1.2.3\nnameserver 2001:db8::1\nsearch example.com corp.example.com\noptions ndots:2 timeout:1\nsortlist 10.0.0.0\n",
+		ipv6: true,
 		want: "nameserver 10.0.0.2\nnameserver 2001:db8::1\nsearch example.com corp.example.com\noptions ndots:2 timeout:1\n",
+	}, {
+		name: "IPv6RemovedWithoutIPv6",
+		host: "nameserver 2001:db8::1\nnameserver 10.0.0.2\nnameserver fe80::1%eth0\n",
+		want: "nameserver 10.0.0.2\n",
+	}, {
+		name: "OnlyIPv6Left",
+		host: "nameserver 2001:db8::1\n",
+		want: "nameserver 8.8.8.8\nnameserver 8.8.4.4\n",
+	}, {
+		name: "CNIIPv6NameserverKept",
+		host: "nameserver 10.0.0.2\n",
+		cni:  types.DNS{Nameservers: []string{"2001:db8::53"}},
+		want: "nameserver 2001:db8::53\n",
 	}, {
 		name: "DefaultsWhenNoneLeft",
 		host: "nameserver 127.0.0.1\nnameserver ::1\nsearch example.com\noptions edns0\n",
@@ -57,7 +72,7 @@ func TestContainerResolvConf(t *testing.T) {
 		want: "nameserver 8.8.8.8\nnameserver 8.8.4.4\nsearch fnrun.test\n",
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := string(containerResolvConf([]byte(tc.host), tc.cni)); got != tc.want {
+			if got := string(containerResolvConf([]byte(tc.host), tc.cni, tc.ipv6)); got != tc.want {
 				t.Errorf("got\n%s\nwant\n%s", got, tc.want)
 			}
 		})
@@ -199,7 +214,7 @@ func hostResolvConf(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return string(containerResolvConf(host, types.DNS{}))
+	return string(containerResolvConf(host, types.DNS{}, false))
 }
 
 // withDNSConf copies the environment's CNI configuration with a "dns"
@@ -368,5 +383,21 @@ func TestEtcFilesLeakReaped(t *testing.T) {
 	}
 	if _, err := os.Stat(kept); err != nil {
 		t.Errorf("another tag's /etc folder: %v", err)
+	}
+}
+
+func TestNetInfoHasIPv6(t *testing.T) {
+	for _, tc := range []struct {
+		ips  []string
+		want bool
+	}{
+		{nil, false},
+		{[]string{"10.88.0.5"}, false},
+		{[]string{"::ffff:10.88.0.5"}, false},
+		{[]string{"10.88.0.5", "fd00::5"}, true},
+	} {
+		if got := (netInfo{ips: tc.ips}).hasIPv6(); got != tc.want {
+			t.Errorf("hasIPv6(%v) = %v, want %v", tc.ips, got, tc.want)
+		}
 	}
 }
