@@ -60,7 +60,7 @@ func conformanceFactory(env testEnv, in *inspector, modify func(*drivers.Config)
 		return &test.Harness{
 			Driver:       d,
 			Image:        env.localImage,
-			PullImage:    env.testImage,
+			PullImage:    env.pullImage,
 			MissingImage: env.registry + "/fnrun/does-not-exist:latest",
 			RemoveImage:  d.RemoveImage,
 			Leftovers: func(ctx context.Context) ([]string, error) {

@@ -27,6 +27,7 @@ type testEnv struct {
 	localImage   string // present in the store, in no registry
 	registry     string // plain HTTP, anonymous
 	testImage    string // in registry
+	pullImage    string // in registry, removed and pulled by the conformance suite
 	authRegistry string // plain HTTP, htpasswd
 	authImage    string
 	authUser     string
@@ -55,6 +56,7 @@ func requireEnv(t testing.TB) testEnv {
 		localImage:   getenv("FNRUN_CONTAINERD_LOCAL_IMAGE", "docker.io/fnrun-test/busybox:latest"),
 		registry:     getenv("FNRUN_REGISTRY", "127.0.0.1:5000"),
 		testImage:    getenv("FNRUN_TEST_IMAGE", "127.0.0.1:5000/fnrun/busybox:latest"),
+		pullImage:    getenv("FNRUN_PULL_TEST_IMAGE", "127.0.0.1:5000/fnrun/pull-test:latest"),
 		authRegistry: getenv("FNRUN_AUTH_REGISTRY", "127.0.0.1:5001"),
 		authImage:    getenv("FNRUN_AUTH_TEST_IMAGE", "127.0.0.1:5001/fnrun/busybox:latest"),
 		authUser:     getenv("FNRUN_AUTH_USER", "fnrun"),

@@ -63,7 +63,7 @@ func newHarness(t *testing.T, cfg drivers.Config, pooled bool, endpoint string, 
 	return &test.Harness{
 		Driver:       d,
 		Image:        e.localImage,
-		PullImage:    e.image,
+		PullImage:    e.pullImage,
 		MissingImage: e.registry + "/fnrun/does-not-exist:latest",
 		RemoveImage: func(_ context.Context, ref string) error {
 			return removeImage(bare, ref)

@@ -23,6 +23,7 @@ type testEnv struct {
 	authUser     string
 	authPassword string
 	image        string // FNRUN_TEST_IMAGE, in the registry
+	pullImage    string // FNRUN_PULL_TEST_IMAGE, in the registry, removed and pulled by the suite
 	authImage    string // FNRUN_AUTH_TEST_IMAGE
 	localImage   string // FNRUN_LOCAL_IMAGE, loaded into the daemon
 	imageTar     string // FNRUN_IMAGE_TAR
@@ -48,6 +49,7 @@ func needEnv(t testing.TB) testEnv {
 			authUser:     os.Getenv("FNRUN_AUTH_USER"),
 			authPassword: os.Getenv("FNRUN_AUTH_PASSWORD"),
 			image:        os.Getenv("FNRUN_TEST_IMAGE"),
+			pullImage:    os.Getenv("FNRUN_PULL_TEST_IMAGE"),
 			authImage:    os.Getenv("FNRUN_AUTH_TEST_IMAGE"),
 			localImage:   os.Getenv("FNRUN_LOCAL_IMAGE"),
 			imageTar:     os.Getenv("FNRUN_IMAGE_TAR"),

@@ -25,6 +25,9 @@ NAMESPACE=fnrun
 LOCAL_IMAGE=fnrun-test/busybox:latest
 CTR_LOCAL_IMAGE=docker.io/fnrun-test/busybox:latest
 TEST_IMAGE=$REGISTRY/fnrun/busybox:latest
+# The conformance suite removes this one and pulls it again: a repository
+# of its own, so packages testing at the same time keep TEST_IMAGE.
+PULL_TEST_IMAGE=$REGISTRY/fnrun/pull-test:latest
 AUTH_TEST_IMAGE=$AUTH_REGISTRY/fnrun/busybox:latest
 CNI_BIN=/usr/lib/cni
 WAIT_SECONDS=${FNRUN_WAIT_SECONDS:-60}
@@ -408,6 +411,7 @@ docker_images() {
     dk load -q -i "$IMAGE_TAR" >&2
   fi
   dk tag "$LOCAL_IMAGE" "$TEST_IMAGE"
+  dk tag "$LOCAL_IMAGE" "$PULL_TEST_IMAGE"
   dk tag "$LOCAL_IMAGE" "$AUTH_TEST_IMAGE"
 
   mkdir -p "$DOCKER_CONFIG_DIR"
@@ -422,6 +426,10 @@ docker_images() {
   if [[ $(registry_code -H "$accept" "http://$REGISTRY/v2/fnrun/busybox/manifests/latest") != 200 ]]; then
     log "docker push $TEST_IMAGE"
     dk push -q "$TEST_IMAGE" >&2 || dk push "$TEST_IMAGE" >&2
+  fi
+  if [[ $(registry_code -H "$accept" "http://$REGISTRY/v2/fnrun/pull-test/manifests/latest") != 200 ]]; then
+    log "docker push $PULL_TEST_IMAGE"
+    dk push -q "$PULL_TEST_IMAGE" >&2 || dk push "$PULL_TEST_IMAGE" >&2
   fi
   if [[ $(registry_code -u "$AUTH_USER:$AUTH_PASSWORD" -H "$accept" \
     "http://$AUTH_REGISTRY/v2/fnrun/busybox/manifests/latest") != 200 ]]; then
@@ -487,6 +495,7 @@ export FNRUN_AUTH_REGISTRY=$AUTH_REGISTRY
 export FNRUN_AUTH_USER=$AUTH_USER
 export FNRUN_AUTH_PASSWORD=$AUTH_PASSWORD
 export FNRUN_TEST_IMAGE=$TEST_IMAGE
+export FNRUN_PULL_TEST_IMAGE=$PULL_TEST_IMAGE
 export FNRUN_AUTH_TEST_IMAGE=$AUTH_TEST_IMAGE
 export FNRUN_LOCAL_IMAGE=$LOCAL_IMAGE
 export FNRUN_CONTAINERD_LOCAL_IMAGE=$CTR_LOCAL_IMAGE
