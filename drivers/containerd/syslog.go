@@ -35,6 +35,10 @@ const (
 	// syslogQueueLen messages wait for the writer; more are dropped, so a
 	// slow server never slows the container's output.
 	syslogQueueLen = 1024
+	// syslogMaxReconnects bounds the dials again of a stream the server
+	// closed during one run (it restarted, say), as Docker's syslog driver
+	// dials again.
+	syslogMaxReconnects = 3
 	// syslogMaxLine is Docker's copier buffer: a longer line becomes
 	// several messages, and a UDP datagram stays well under its limit.
 	syslogMaxLine = 16 << 10
@@ -55,7 +59,7 @@ const syslogTimestamp = "2006-01-02T15:04:05.000000Z07:00"
 // are queued, and one goroutine owned by the sink writes them, so the
 // container's output never waits on the network.
 type syslogSink struct {
-	conn     net.Conn
+	target   *drivers.SyslogTarget
 	framed   bool // stream transports need octet counting to delimit messages
 	hostname string
 	appName  string
@@ -68,6 +72,12 @@ type syslogSink struct {
 
 	done    chan struct{} // closed when the writer goroutine has ended
 	dropped atomic.Int64
+
+	// ctx ends a dial again of the writer when close stops waiting.
+	ctx    context.Context
+	cancel context.CancelFunc
+	connMu sync.Mutex // the writer replaces conn, close closes it
+	conn   net.Conn
 }
 
 // dialSyslog connects to target and starts the sink's writer. The APP-NAME
@@ -85,7 +95,11 @@ func dialSyslog(ctx context.Context, target *drivers.SyslogTarget, containerID s
 	if appName == "" {
 		appName = containerID
 	}
+	sinkCtx, stop := context.WithCancel(context.Background())
 	s := &syslogSink{
+		target:   target,
+		ctx:      sinkCtx,
+		cancel:   stop,
 		conn:     conn,
 		framed:   framed,
 		hostname: headerField(hostname, syslogMaxHostname),
@@ -161,25 +175,69 @@ func (s *syslogSink) send(severity int, line []byte) {
 
 func (s *syslogSink) writeLoop() {
 	defer close(s.done)
-	broken := false
+	broken, reconnects := false, 0
 	for msg := range s.queue {
 		if broken {
 			s.dropped.Add(1)
 			continue
 		}
-		_ = s.conn.SetWriteDeadline(time.Now().Add(syslogWriteTimeout))
-		if _, err := s.conn.Write(msg); err != nil {
+		err := s.write(msg)
+		var ne net.Error
+		timedOut := errors.As(err, &ne) && ne.Timeout()
+		if err != nil && s.framed && !timedOut && reconnects < syslogMaxReconnects && s.ctx.Err() == nil {
+			// The server closed the stream (it restarted, say): dial again,
+			// as Docker's syslog driver does, and send the message once
+			// more. A message written just before the close may be lost.
+			reconnects++
+			if err = s.redial(); err == nil {
+				err = s.write(msg)
+			}
+		}
+		if err != nil {
 			s.dropped.Add(1)
 			// A partly written frame leaves a stream unusable, and a
 			// timed-out server would cost every later message the same
 			// wait; a refused datagram may be the next one's luck.
-			var ne net.Error
-			if s.framed || errors.As(err, &ne) && ne.Timeout() || errors.Is(err, net.ErrClosed) {
+			if s.framed || timedOut || errors.Is(err, net.ErrClosed) {
 				broken = true
 				s.log.WithError(err).Warn("syslog write failed, dropping the rest of the run's messages")
 			}
 		}
 	}
+}
+
+func (s *syslogSink) write(msg []byte) error {
+	s.connMu.Lock()
+	conn := s.conn
+	s.connMu.Unlock()
+	_ = conn.SetWriteDeadline(time.Now().Add(syslogWriteTimeout))
+	_, err := conn.Write(msg)
+	return err
+}
+
+// redial replaces the connection; close's cancel ends a dial under way.
+func (s *syslogSink) redial() error {
+	ctx, cancel := context.WithTimeout(s.ctx, syslogDialTimeout)
+	defer cancel()
+	conn, _, err := dialSyslogConn(ctx, s.target)
+	if err != nil {
+		return err
+	}
+	s.connMu.Lock()
+	old := s.conn
+	s.conn = conn
+	s.connMu.Unlock()
+	_ = old.Close()
+	if s.ctx.Err() != nil {
+		_ = conn.Close() // close has given up waiting meanwhile
+	}
+	return nil
+}
+
+func (s *syslogSink) closeConn() {
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	_ = s.conn.Close()
 }
 
 // close sends the last partial lines, waits (boundedly) for the queue to
@@ -210,11 +268,14 @@ func (s *syslogSink) close() {
 	case <-s.done:
 		t.Stop()
 	case <-t.C:
-		// Closing makes the pending write and the rest fail at once.
-		_ = s.conn.Close()
+		// Closing makes the pending write and the rest fail at once, and
+		// the cancel a dial again.
+		s.cancel()
+		s.closeConn()
 		<-s.done
 	}
-	_ = s.conn.Close()
+	s.cancel()
+	s.closeConn()
 	if n := s.dropped.Load(); n > 0 {
 		s.log.WithField("dropped", n).Warn("syslog messages dropped")
 	}

@@ -276,6 +276,75 @@ func TestSyslogUnixFallback(t *testing.T) {
 	}
 }
 
+// TestSyslogReconnect: a server that closes the stream (a restart) gets
+// the later messages on a new connection, as Docker's syslog driver dials
+// again; a message written just before the close may be lost.
+func TestSyslogReconnect(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	firstRead := make(chan struct{})
+	second := make(chan []string, 1)
+	go func() {
+		conn, err := l.Accept()
+		if err != nil {
+			close(firstRead)
+			second <- nil
+			return
+		}
+		// One frame, then the close.
+		br := bufio.NewReader(conn)
+		n, _ := br.ReadString(' ')
+		size, _ := strconv.Atoi(strings.TrimSuffix(n, " "))
+		_, _ = io.ReadFull(br, make([]byte, size))
+		conn.Close()
+		close(firstRead)
+		conn, err = l.Accept()
+		if err != nil {
+			second <- nil
+			return
+		}
+		defer conn.Close()
+		frames, _ := readFrames(conn)
+		second <- frames
+	}()
+	sink, err := dialSyslog(context.Background(), mustTarget(t, "tcp://"+l.Addr().String()), "ctr", quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := sink.lines(severityInfo, nil)
+	_, _ = w.Write([]byte("first\n"))
+	select {
+	case <-firstRead:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the server did not get the first message")
+	}
+	// The first writes after the peer's close may still be accepted by the
+	// kernel; keep writing until one fails and the sink dials again.
+	for i := 0; i < 50; i++ {
+		_, _ = fmt.Fprintf(w, "after %d\n", i)
+		time.Sleep(10 * time.Millisecond)
+	}
+	sink.close()
+	var frames []string
+	select {
+	case frames = <-second:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no second connection")
+	}
+	if len(frames) == 0 {
+		t.Fatal("nothing arrived on a second connection")
+	}
+	if last := parseSyslog(t, frames[len(frames)-1]).text; last != "after 49" {
+		t.Fatalf("last message on the new connection %q, want %q (frames %d)", last, "after 49", len(frames))
+	}
+	if sink.dropped.Load() > 2 {
+		t.Fatalf("%d messages dropped; at most the ones written as the stream closed may be", sink.dropped.Load())
+	}
+}
+
 // TestSyslogStalledServer: a server that accepts and never reads neither
 // blocks the writers nor holds the close for longer than its bound.
 func TestSyslogStalledServer(t *testing.T) {
