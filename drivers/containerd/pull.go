@@ -67,14 +67,17 @@ func (d *Driver) sharedPull(ref drivers.Reference, auth *drivers.AuthConfig) err
 	return err
 }
 
-func (d *Driver) pullOnce(ctx context.Context, ref drivers.Reference, auth *drivers.AuthConfig) error {
+func (d *Driver) pullOnce(ctx context.Context, ref drivers.Reference, auth *drivers.AuthConfig) (err error) {
 	ctx, release, err := d.withLease(ctx, "pull")
 	if err != nil {
 		return err
 	}
 	// The image record holds what the pull wrote once it exists; the
-	// lease only covered the time in between.
-	defer release(false)
+	// lease only covered the time in between. A failed attempt's partial
+	// layers (ingests) are only the lease's: with the delete synchronous,
+	// the daemon collects them before answering, rather than at a later
+	// collection that nothing may trigger.
+	defer func() { release(err != nil) }()
 	start := time.Now()
 	_, err = d.client.Pull(ctx, ref.Normalized,
 		ctrd.WithPullUnpack,
