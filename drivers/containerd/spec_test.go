@@ -464,29 +464,9 @@ func TestLimitsSeenInside(t *testing.T) {
 // runTask runs a task through the whole life cycle and checks its status.
 func runTask(t *testing.T, d *Driver, task *drivers.Task, want string) drivers.RunResult {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	c, err := d.CreateCookie(ctx, task)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close(context.Background())
-	if need, err := c.ValidateImage(ctx); err != nil || need {
-		t.Fatalf("ValidateImage: %v, %v", need, err)
-	}
-	if err := c.CreateContainer(ctx); err != nil {
-		t.Fatal(err)
-	}
-	w, err := c.Run(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res := w.Wait(ctx)
+	res := runTaskResult(t, d, task)
 	if res.Status() != want {
 		t.Fatalf("status %q (%v), want %q", res.Status(), res.Error(), want)
-	}
-	if err := c.Close(ctx); err != nil {
-		t.Fatal(err)
 	}
 	return res
 }
