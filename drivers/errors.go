@@ -34,6 +34,14 @@ var (
 	ErrContainerGone = errors.New("container gone")
 	// ErrClosed: the cookie or driver is closed.
 	ErrClosed = errors.New("closed")
+	// ErrAlreadyExists: a container with the task's id exists already (an
+	// open cookie of the same driver, or a container of the runtime's).
+	// Nothing was created, and closing the cookie leaves the other alone.
+	ErrAlreadyExists = errors.New("container already exists")
+	// ErrOutputLost: some of the container's output could not be delivered
+	// to the task's writers (a writer returned an error, or blocked past
+	// the end of the run). The result is never StatusSuccess then.
+	ErrOutputLost = errors.New("container output lost")
 	// ErrNotRunning: Freeze or Unfreeze of a container that is not running.
 	ErrNotRunning = errors.New("container is not running")
 	// ErrFsSizeUnsupported: the task asks for FsSize and the runtime's

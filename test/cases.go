@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/fnrun/fnrun/drivers"
-	"github.com/fnrun/fnrun/drivers/mock"
 )
 
 // cases is the suite, in the order it runs.
@@ -44,15 +43,22 @@ var cases = []testCase{
 	{name: "NoNetwork", needs: drivers.CapRunsCommands, run: testNoNetwork},
 	{name: "FsSize", needs: drivers.CapRunsCommands, run: testFsSize},
 	{name: "DriverCloseEndsCookies", run: testDriverCloseEndsCookies},
+	{name: "CloseWithEndedContext", run: testCloseWithEndedContext},
+	{name: "CloseWhileWaiting", run: testCloseWhileWaiting},
+	{name: "BlockedWriter", run: testBlockedWriter},
+	{name: "FailingWriter", run: testFailingWriter},
+	{name: "DuplicateID", run: testDuplicateID},
+	{name: "ChildOOMThenExitZero", needs: drivers.CapOOMDetection, run: testChildOOM},
+	{name: "ImageRemovedAfterValidate", needs: drivers.CapImagePull, run: testImageRemovedAfterValidate},
 }
 
 func testSuccess(t *testing.T, s *suite) {
-	out := s.mustRun(t, testContext(t, time.Minute), s.task(t, "true", nil))
+	out := s.mustRun(t, testContext(t, time.Minute), s.task(t, "true", Script{}))
 	wantSuccess(t, out)
 }
 
 func testStdout(t *testing.T, s *suite) {
-	out := s.mustRun(t, testContext(t, time.Minute), s.task(t, "echo hello world", ext(mock.ExtStdout, "hello world\n")))
+	out := s.mustRun(t, testContext(t, time.Minute), s.task(t, "echo hello world", Script{Stdout: "hello world\n"}))
 	wantSuccess(t, out)
 	if out.Stdout != "hello world\n" || out.Stderr != "" {
 		t.Fatalf("stdout %q stderr %q, want %q and nothing", out.Stdout, out.Stderr, "hello world\n")
@@ -60,7 +66,7 @@ func testStdout(t *testing.T, s *suite) {
 }
 
 func testStderr(t *testing.T, s *suite) {
-	out := s.mustRun(t, testContext(t, time.Minute), s.task(t, `sh -c 'echo oops >&2'`, ext(mock.ExtStderr, "oops\n")))
+	out := s.mustRun(t, testContext(t, time.Minute), s.task(t, `sh -c 'echo oops >&2'`, Script{Stderr: "oops\n"}))
 	wantSuccess(t, out)
 	if out.Stderr != "oops\n" || out.Stdout != "" {
 		t.Fatalf("stdout %q stderr %q, want nothing and %q", out.Stdout, out.Stderr, "oops\n")
@@ -73,7 +79,7 @@ func testOutputWithoutNewline(t *testing.T, s *suite) {
 	ctx := testContext(t, 2*time.Minute)
 	for i := 0; i < 5; i++ {
 		want := fmt.Sprintf("abc%d", i)
-		out := s.mustRun(t, ctx, s.task(t, "printf "+want, ext(mock.ExtStdout, want)))
+		out := s.mustRun(t, ctx, s.task(t, "printf "+want, Script{Stdout: want}))
 		wantSuccess(t, out)
 		if out.Stdout != want {
 			t.Fatalf("run %d: stdout %q, want %q", i, out.Stdout, want)
@@ -84,7 +90,7 @@ func testOutputWithoutNewline(t *testing.T, s *suite) {
 func testLargeOutput(t *testing.T, s *suite) {
 	const size = 1 << 20
 	cmd := fmt.Sprintf(`sh -c 'head -c %d /dev/zero | tr "\000" x'`, size)
-	out := s.mustRun(t, testContext(t, time.Minute), s.task(t, cmd, ext(mock.ExtStdout, strings.Repeat("x", size))))
+	out := s.mustRun(t, testContext(t, time.Minute), s.task(t, cmd, Script{Stdout: strings.Repeat("x", size)}))
 	wantSuccess(t, out)
 	if len(out.Stdout) != size || strings.Trim(out.Stdout, "x") != "" {
 		t.Fatalf("got %d bytes of stdout, want %d x's", len(out.Stdout), size)
@@ -93,7 +99,7 @@ func testLargeOutput(t *testing.T, s *suite) {
 
 func testStdin(t *testing.T, s *suite) {
 	const in = "ping\npong without newline"
-	task := s.task(t, "cat", ext(mock.ExtEchoStdin, "true"))
+	task := s.task(t, "cat", Script{EchoStdin: true})
 	task.Stdin = strings.NewReader(in)
 	out := s.mustRun(t, testContext(t, time.Minute), task)
 	wantSuccess(t, out)
@@ -103,7 +109,7 @@ func testStdin(t *testing.T, s *suite) {
 }
 
 func testEnv(t *testing.T, s *suite) {
-	task := s.task(t, `sh -c 'echo "$FOO|$BAR"'`, nil)
+	task := s.task(t, `sh -c 'echo "$FOO|$BAR"'`, Script{})
 	task.Env = map[string]string{"FOO": "a b  c", "BAR": "x=y"}
 	out := s.mustRun(t, testContext(t, time.Minute), task)
 	wantSuccess(t, out)
@@ -113,7 +119,7 @@ func testEnv(t *testing.T, s *suite) {
 }
 
 func testWorkDir(t *testing.T, s *suite) {
-	task := s.task(t, "pwd", nil)
+	task := s.task(t, "pwd", Script{})
 	task.Dir = "/tmp"
 	out := s.mustRun(t, testContext(t, time.Minute), task)
 	wantSuccess(t, out)
@@ -123,7 +129,7 @@ func testWorkDir(t *testing.T, s *suite) {
 }
 
 func testQuotedArgs(t *testing.T, s *suite) {
-	task := s.task(t, `sh -c 'printf "%s|" "$@"' _ 'a b' "c \"d\"" e`, nil)
+	task := s.task(t, `sh -c 'printf "%s|" "$@"' _ 'a b' "c \"d\"" e`, Script{})
 	out := s.mustRun(t, testContext(t, time.Minute), task)
 	wantSuccess(t, out)
 	if want := `a b|c "d"|e|`; out.Stdout != want {
@@ -132,7 +138,7 @@ func testQuotedArgs(t *testing.T, s *suite) {
 }
 
 func testExitCode(t *testing.T, s *suite) {
-	out := s.mustRun(t, testContext(t, time.Minute), s.task(t, `sh -c 'exit 3'`, ext(mock.ExtExitCode, "3")))
+	out := s.mustRun(t, testContext(t, time.Minute), s.task(t, `sh -c 'exit 3'`, Script{ExitCode: 3}))
 	if out.Result.Status() != drivers.StatusError {
 		t.Fatalf("status %q, want error", out.Result.Status())
 	}
@@ -146,7 +152,7 @@ func testTimeout(t *testing.T, s *suite) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	start := time.Now()
-	out, err := Lifecycle(ctx, s.h.Driver, s.task(t, "sleep 120", ext(mock.ExtHang, "true")))
+	out, err := Lifecycle(ctx, s.h.Driver, s.task(t, "sleep 120", Script{Hang: true}))
 	if err != nil {
 		t.Fatalf("life cycle: %v", err)
 	}
@@ -164,7 +170,7 @@ func testTimeout(t *testing.T, s *suite) {
 func testCancel(t *testing.T, s *suite) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	task := s.task(t, "sleep 120", ext(mock.ExtHang, "true"))
+	task := s.task(t, "sleep 120", Script{Hang: true})
 	cookie, err := s.h.Driver.CreateCookie(ctx, task)
 	if err != nil {
 		t.Fatal(err)
@@ -194,7 +200,7 @@ func testCancel(t *testing.T, s *suite) {
 const oomCommand = `sh -c 'a=x; while true; do a="$a$a"; done'`
 
 func testOOM(t *testing.T, s *suite) {
-	task := s.task(t, oomCommand, ext(mock.ExtOOM, "true"))
+	task := s.task(t, oomCommand, Script{OOM: true})
 	task.MemoryBytes = 32 << 20
 	out := s.mustRun(t, testContext(t, 2*time.Minute), task)
 	if out.Result.Status() != drivers.StatusKilled {
@@ -208,7 +214,7 @@ func testOOM(t *testing.T, s *suite) {
 // A process killed by SIGKILL exits 137 like an OOM kill; only the
 // runtime's OOM report may turn that into "killed".
 func testSIGKILL(t *testing.T, s *suite) {
-	task := s.task(t, `sh -c 'kill -9 $$'`, ext(mock.ExtExitCode, "137"))
+	task := s.task(t, `sh -c 'kill -9 $$'`, Script{ExitCode: 137})
 	task.MemoryBytes = 64 << 20
 	out := s.mustRun(t, testContext(t, time.Minute), task)
 	if out.Result.Status() != drivers.StatusError {
@@ -225,7 +231,7 @@ func testSIGKILL(t *testing.T, s *suite) {
 
 func testFreeze(t *testing.T, s *suite) {
 	ctx := testContext(t, 2*time.Minute)
-	task := s.task(t, `sh -c 'sleep 2; echo done'`, ext(mock.ExtDelay, "2s", mock.ExtStdout, "done\n"))
+	task := s.task(t, `sh -c 'sleep 2; echo done'`, Script{Delay: 2 * time.Second, Stdout: "done\n"})
 	var stdout SyncBuffer
 	task.Stdout = &stdout
 	cookie, err := s.h.Driver.CreateCookie(ctx, task)
@@ -271,7 +277,7 @@ func testFreeze(t *testing.T, s *suite) {
 
 func testCloseFrozen(t *testing.T, s *suite) {
 	ctx := testContext(t, time.Minute)
-	cookie, err := s.h.Driver.CreateCookie(ctx, s.task(t, "sleep 120", ext(mock.ExtHang, "true")))
+	cookie, err := s.h.Driver.CreateCookie(ctx, s.task(t, "sleep 120", Script{Hang: true}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -297,7 +303,7 @@ func testImagePull(t *testing.T, s *suite) {
 	if err := s.h.RemoveImage(ctx, s.h.PullImage); err != nil {
 		t.Fatalf("RemoveImage: %v", err)
 	}
-	task := s.task(t, "echo pulled", ext(mock.ExtStdout, "pulled\n"))
+	task := s.task(t, "echo pulled", Script{Stdout: "pulled\n"})
 	task.ImageRef = s.h.PullImage
 	cookie, err := s.h.Driver.CreateCookie(ctx, task)
 	if err != nil {
@@ -333,7 +339,7 @@ func testImagePull(t *testing.T, s *suite) {
 
 func testMissingImage(t *testing.T, s *suite) {
 	ctx := testContext(t, time.Minute)
-	task := s.task(t, "true", ext(mock.ExtImageMissing, "true"))
+	task := s.task(t, "true", Script{ImageMissing: true})
 	task.ImageRef = s.h.MissingImage
 	cookie, err := s.h.Driver.CreateCookie(ctx, task)
 	if err != nil {
@@ -373,7 +379,7 @@ func testInvalidTask(t *testing.T, s *suite) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := testContext(t, time.Minute)
-			task := s.task(t, "true", nil)
+			task := s.task(t, "true", Script{})
 			tc.modify(task)
 			_, err := Lifecycle(ctx, s.h.Driver, task)
 			if !errors.Is(err, drivers.ErrInvalidTask) {
@@ -387,7 +393,7 @@ func testInvalidTask(t *testing.T, s *suite) {
 func testReadOnlyRoot(t *testing.T, s *suite) {
 	h := s.newHarness(t, drivers.Config{EnableReadOnlyRootFs: true})
 	defer h.Driver.Close()
-	task := s.task(t, `sh -c 'touch /x 2>/dev/null && echo rw || echo ro; touch /tmp/y && echo tmp-ok'`, nil)
+	task := s.task(t, `sh -c 'touch /x 2>/dev/null && echo rw || echo ro; touch /tmp/y && echo tmp-ok'`, Script{})
 	task.ImageRef = h.Image
 	out, err := Lifecycle(testContext(t, time.Minute), h.Driver, task)
 	if err != nil {
@@ -414,7 +420,7 @@ echo "tmp=$(df -k /tmp | tail -n 1 | awk "{print \$2}")"
 '`
 
 func testLimits(t *testing.T, s *suite) {
-	task := s.task(t, limitsScript, nil)
+	task := s.task(t, limitsScript, Script{})
 	task.MemoryBytes = 64 << 20
 	task.MaxPIDs = 50
 	task.MilliCPUs = 500
@@ -457,7 +463,7 @@ func ratioIs(quota, period string, want float64) bool {
 
 func testUnprivileged(t *testing.T, s *suite) {
 	out := s.mustRun(t, testContext(t, time.Minute), s.task(t,
-		`sh -c 'id -u; grep -E "^(CapEff|NoNewPrivs):" /proc/self/status'`, nil))
+		`sh -c 'id -u; grep -E "^(CapEff|NoNewPrivs):" /proc/self/status'`, Script{}))
 	wantSuccess(t, out)
 	lines := strings.Split(strings.TrimSpace(out.Stdout), "\n")
 	if len(lines) != 3 {
@@ -476,7 +482,7 @@ func testUnprivileged(t *testing.T, s *suite) {
 
 func testStats(t *testing.T, s *suite) {
 	var rec statRecorder
-	task := s.task(t, "sleep 3", ext(mock.ExtDelay, "3s"))
+	task := s.task(t, "sleep 3", Script{Delay: 3 * time.Second})
 	task.Stats = rec.write
 	out := s.mustRun(t, testContext(t, time.Minute), task)
 	wantSuccess(t, out)
@@ -488,7 +494,7 @@ func testStats(t *testing.T, s *suite) {
 func testCloseIdempotent(t *testing.T, s *suite) {
 	ctx := testContext(t, time.Minute)
 	// Closing a cookie that never created anything.
-	c1, err := s.h.Driver.CreateCookie(ctx, s.task(t, "true", nil))
+	c1, err := s.h.Driver.CreateCookie(ctx, s.task(t, "true", Script{}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -498,7 +504,7 @@ func testCloseIdempotent(t *testing.T, s *suite) {
 		}
 	}
 	// Closing a created, never-run container, twice.
-	c2, err := s.h.Driver.CreateCookie(ctx, s.task(t, "true", nil))
+	c2, err := s.h.Driver.CreateCookie(ctx, s.task(t, "true", Script{}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -523,7 +529,7 @@ func testConcurrent(t *testing.T, s *suite) {
 		go func(i int) {
 			defer wg.Done()
 			want := fmt.Sprintf("call %d\n", i)
-			out, err := Lifecycle(ctx, s.h.Driver, s.task(t, fmt.Sprintf("echo call %d", i), ext(mock.ExtStdout, want)))
+			out, err := Lifecycle(ctx, s.h.Driver, s.task(t, fmt.Sprintf("echo call %d", i), Script{Stdout: want}))
 			switch {
 			case err != nil:
 				errs <- fmt.Errorf("call %d: %w", i, err)
@@ -542,7 +548,7 @@ func testConcurrent(t *testing.T, s *suite) {
 }
 
 func testNoNetwork(t *testing.T, s *suite) {
-	task := s.task(t, "ls /sys/class/net", nil)
+	task := s.task(t, "ls /sys/class/net", Script{})
 	task.NoNetwork = true
 	out := s.mustRun(t, testContext(t, time.Minute), task)
 	wantSuccess(t, out)
@@ -554,7 +560,7 @@ func testNoNetwork(t *testing.T, s *suite) {
 // FsSize either holds inside the container or, where the storage cannot
 // limit a root filesystem, is refused up front as an invalid task.
 func testFsSize(t *testing.T, s *suite) {
-	task := s.task(t, `sh -c 'df -k / | tail -n 1 | awk "{print \$2}"'`, nil)
+	task := s.task(t, `sh -c 'df -k / | tail -n 1 | awk "{print \$2}"'`, Script{})
 	task.FsSizeMB = 64
 	out, err := Lifecycle(testContext(t, time.Minute), s.h.Driver, task)
 	if err != nil {
@@ -569,36 +575,4 @@ func testFsSize(t *testing.T, s *suite) {
 	if err != nil || kb > 64*1024 {
 		t.Fatalf("root filesystem size %q KiB, want at most %d", out.Stdout, 64*1024)
 	}
-}
-
-func testDriverCloseEndsCookies(t *testing.T, s *suite) {
-	h := s.newHarness(t, drivers.Config{})
-	ctx := testContext(t, time.Minute)
-	task := s.task(t, "sleep 120", ext(mock.ExtHang, "true"))
-	task.ImageRef = h.Image
-	cookie, err := h.Driver.CreateCookie(ctx, task)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := Prepare(ctx, cookie); err != nil {
-		t.Fatal(err)
-	}
-	wait, err := cookie.Run(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	start := time.Now()
-	if err := h.Driver.Close(); err != nil {
-		t.Fatalf("driver Close: %v", err)
-	}
-	if res := wait.Wait(ctx); res.Status() == drivers.StatusSuccess {
-		t.Fatal("a container ended by driver Close reported success")
-	}
-	if took := time.Since(start); took > 30*time.Second {
-		t.Errorf("driver Close took %v with a running container", took)
-	}
-	if err := cookie.Close(ctx); err != nil {
-		t.Errorf("cookie Close after driver Close: %v", err)
-	}
-	s.checkNoLeftovers(t, h)
 }

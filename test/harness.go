@@ -17,6 +17,7 @@ package test
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/fnrun/fnrun/drivers"
 )
@@ -46,6 +47,26 @@ type Harness struct {
 	// Capabilities overrides what the driver reports through
 	// drivers.Capable. Zero means ask the driver.
 	Capabilities drivers.Capability
+	// Script, for a driver that runs no command (the mock), makes task
+	// behave as s says its command does, through the driver's own
+	// scripting. Drivers that run commands leave it nil.
+	Script func(task *drivers.Task, s Script)
+}
+
+// Script is what a case's command does, for drivers that run no command.
+type Script struct {
+	Stdout, Stderr string
+	ExitCode       int
+	// Delay is how long the command runs; Hang runs it until it is ended.
+	Delay time.Duration
+	Hang  bool
+	// EchoStdin copies the input to stdout.
+	EchoStdin bool
+	// OOM: the kernel's OOM killer ends the command. ChildOOM: it ends a
+	// child, and the command still exits with ExitCode.
+	OOM, ChildOOM bool
+	// ImageMissing: the registry has no such image.
+	ImageMissing bool
 }
 
 // Factory builds a driver for cfg, which holds only the behaviour settings

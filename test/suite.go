@@ -111,14 +111,18 @@ func newID(name string) string {
 }
 
 // task returns a task of the harness image named after the test. cmd runs
-// on real drivers; ext scripts the mock to behave the same way.
-func (s *suite) task(t *testing.T, cmd string, ext map[string]string) *drivers.Task {
-	return &drivers.Task{
+// on real drivers; sc scripts a driver that runs no command to behave the
+// same way.
+func (s *suite) task(t *testing.T, cmd string, sc Script) *drivers.Task {
+	task := &drivers.Task{
 		ID:       newID(t.Name()),
 		ImageRef: s.h.Image,
 		Cmd:      cmd,
-		Ext:      ext,
 	}
+	if s.h.Script != nil {
+		s.h.Script(task, sc)
+	}
+	return task
 }
 
 // Outcome is what one full cookie life cycle produced.
@@ -255,12 +259,4 @@ func (r *statRecorder) count() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return len(r.stats)
-}
-
-func ext(kv ...string) map[string]string {
-	m := make(map[string]string, len(kv)/2)
-	for i := 0; i+1 < len(kv); i += 2 {
-		m[kv[i]] = kv[i+1]
-	}
-	return m
 }

@@ -3,6 +3,7 @@ package mock_test
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"testing"
 
 	"github.com/fnrun/fnrun/drivers"
@@ -25,12 +26,35 @@ func newHarness(t *testing.T, cfg drivers.Config) *test.Harness {
 			return nil
 		},
 		Leftovers: func(context.Context) ([]string, error) {
+			left := d.Containers()
 			if n := d.OpenCookies(); n > 0 {
-				return []string{fmt.Sprintf("%d open cookies", n)}, nil
+				left = append(left, fmt.Sprintf("%d open cookies", n))
 			}
-			return nil, nil
+			return left, nil
 		},
+		Script: script,
 	}
+}
+
+// script turns the suite's description of a command into the mock's
+// extensions.
+func script(task *drivers.Task, s test.Script) {
+	ext := map[string]string{}
+	set := func(k string, on bool, v string) {
+		if on {
+			ext[k] = v
+		}
+	}
+	set(mock.ExtStdout, s.Stdout != "", s.Stdout)
+	set(mock.ExtStderr, s.Stderr != "", s.Stderr)
+	set(mock.ExtExitCode, s.ExitCode != 0, strconv.Itoa(s.ExitCode))
+	set(mock.ExtDelay, s.Delay > 0, s.Delay.String())
+	set(mock.ExtHang, s.Hang, "true")
+	set(mock.ExtEchoStdin, s.EchoStdin, "true")
+	set(mock.ExtOOM, s.OOM, "true")
+	set(mock.ExtChildOOM, s.ChildOOM, "true")
+	set(mock.ExtImageMissing, s.ImageMissing, "true")
+	task.Ext = ext
 }
 
 func TestConformance(t *testing.T) {

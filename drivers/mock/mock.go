@@ -1,32 +1,36 @@
 // Package mock is a driver that runs nothing but behaves like a real one,
 // for the tests of an agent built on fnrun. It registers as "mock".
 //
+// It is a runtime of the shared life cycle (package lifecycle), like the
+// docker and containerd drivers: contexts, Close, output delivery, shared
+// pulls with retries, duplicate ids and the mapping of an exit to a status
+// are theirs by construction. Only the container is simulated.
+//
 // By default a run succeeds at once and writes nothing. Task extensions
 // script everything else (see the Ext constants): exit code, run time,
 // output, an echo of stdin, an OOM kill, pull failures, a missing image, a
-// create failure, or a run that hangs until its context ends. Contexts are
-// honoured like a real driver's: a deadline gives StatusTimeout and a
-// cancel StatusCancelled. Freeze stops the run's clock until Unfreeze.
+// create failure, or a run that hangs until it is ended. Freeze stops the
+// run's clock until Unfreeze.
 //
-// The mock keeps a small image store (an image must be pulled once before
-// a container of it can be created) and tracks cookies, so a test can
-// assert that every cookie was closed. Nothing is random.
+// The mock keeps a small image store: an image must be pulled once before
+// a container of it can be created, and pulls are counted (Pulls). Fn's
+// mock driver never asks for a pull; WithImagesPresent behaves like it.
+// Nothing is random.
 package mock
 
 import (
 	"context"
-	"fmt"
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
-	"github.com/sirupsen/logrus"
-
 	"github.com/fnrun/fnrun/drivers"
-	"github.com/fnrun/fnrun/internal/logs"
+	"github.com/fnrun/fnrun/drivers/lifecycle"
 )
+
+// Name is the name the mock registers under.
+const Name = "mock"
 
 // Task extensions that script the mock. Real drivers ignore them, so one
 // task can carry both a real command and the mock's script.
@@ -41,171 +45,103 @@ const (
 	ExtStderr = "mock.stderr"
 	// ExtEchoStdin, when "true", copies the task's input to its stdout.
 	ExtEchoStdin = "mock.echo_stdin"
-	// ExtOOM, when "true", ends the run as killed by the OOM killer.
+	// ExtOOM, when "true", ends the run as killed by the OOM killer (exit
+	// code 137 with the runtime's OOM report).
 	ExtOOM = "mock.oom"
-	// ExtHang, when "true", keeps the run going until its context ends.
+	// ExtChildOOM, when "true", reports an OOM kill in the container while
+	// the run still exits with ExtExitCode, as when the killer struck a
+	// child process.
+	ExtChildOOM = "mock.child_oom"
+	// ExtHang, when "true", keeps the run going until it is ended.
 	ExtHang = "mock.hang"
-	// ExtImageMissing, when "true", makes pulls fail with ErrImageNotFound.
+	// ExtImageMissing, when "true", makes pulls of the image fail with
+	// ErrImageNotFound.
 	ExtImageMissing = "mock.image_missing"
-	// ExtPullError makes every pull attempt fail with this message.
+	// ExtPullError makes every pull attempt of the image fail with this
+	// message.
 	ExtPullError = "mock.pull_error"
 	// ExtPullFailures makes the first N pull attempts of the image fail
 	// (with ExtPullError's message, or a default one), then succeed.
 	ExtPullFailures = "mock.pull_failures"
-	// ExtPullDelay is how long one pull attempt takes.
+	// ExtPullDelay is how long one pull attempt of the image takes.
 	ExtPullDelay = "mock.pull_delay"
 	// ExtCreateError makes CreateContainer fail with this message.
 	ExtCreateError = "mock.create_error"
 )
 
-// Option configures a Driver.
-type Option func(*Driver)
+// Option configures a Driver: any drivers.Option, or one of this package.
+type Option = drivers.Option
 
-// WithLogger sets the logger; the default discards.
-func WithLogger(log *logrus.Entry) Option { return func(d *Driver) { d.log = log } }
+type presentImages []string
+
+type imagesPresent struct{}
 
 // WithImages marks images as already present in the mock's store.
-func WithImages(refs ...string) Option {
-	return func(d *Driver) {
-		for _, r := range refs {
-			if ref, err := drivers.NormalizeImage(r); err == nil {
-				d.images[ref.Normalized] = true
-			}
-		}
-	}
-}
+func WithImages(refs ...string) Option { return drivers.WithExtra(presentImages(refs)) }
+
+// WithImagesPresent makes every image present, so ValidateImage never asks
+// for a pull: Fn's mock driver behaves so.
+func WithImagesPresent() Option { return drivers.WithExtra(imagesPresent{}) }
 
 // Driver is the mock driver. It is safe for concurrent use.
 type Driver struct {
-	log *logrus.Entry
-
-	mu           sync.Mutex
-	closed       bool
-	images       map[string]bool // normalised reference -> present
-	pullAttempts map[string]int  // normalised reference -> attempts so far
-	pulls        int             // pull attempts that "reached the registry"
-	open         map[*cookie]struct{}
-	created      int
-	policy       drivers.BackOffConfig
-	checker      drivers.RetryErrorChecker
+	*lifecycle.Driver
+	rt *runtime
 }
 
-var (
-	_ drivers.Driver  = (*Driver)(nil)
-	_ drivers.Capable = (*Driver)(nil)
-)
+var _ drivers.Driver = (*Driver)(nil)
 
-// New creates a mock driver. cfg is accepted for symmetry with the real
-// drivers; the mock uses none of it.
+// New creates a mock driver. Of cfg it uses what the life cycle does
+// (label tag, instance, pool and cleaner settings are accepted; the pool
+// and the cleaner need no daemon).
 func New(cfg drivers.Config, opts ...Option) (*Driver, error) {
-	d := &Driver{
-		log:          logs.Discard(),
-		images:       make(map[string]bool),
-		pullAttempts: make(map[string]int),
-		open:         make(map[*cookie]struct{}),
-	}
-	for _, o := range opts {
-		o(d)
-	}
-	return d, nil
-}
-
-// Capabilities implements drivers.Capable: the mock emulates freezing, OOM
-// kills and pulls, but runs no command and enforces no limit.
-func (d *Driver) Capabilities() drivers.Capability {
-	return drivers.CapFreeze | drivers.CapOOMDetection | drivers.CapImagePull
-}
-
-// CreateCookie implements drivers.Driver.
-func (d *Driver) CreateCookie(ctx context.Context, task drivers.ContainerTask) (drivers.Cookie, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	checked, err := drivers.CheckTask(task)
+	s, err := lifecycle.Configure(Name, cfg, opts)
 	if err != nil {
 		return nil, err
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.closed {
-		return nil, fmt.Errorf("mock driver: %w", drivers.ErrClosed)
+	rt := &runtime{
+		images:       make(map[string]bool),
+		pullAttempts: make(map[string]int),
+		pullScripts:  make(map[string]script),
+		containers:   make(map[string]*container),
 	}
-	c := &cookie{drv: d, task: task, checked: checked, script: parseScript(task.Extensions())}
-	d.open[c] = struct{}{}
-	d.created++
-	return c, nil
-}
-
-// SetPullImageRetryPolicy implements drivers.Driver.
-func (d *Driver) SetPullImageRetryPolicy(policy drivers.BackOffConfig, checker drivers.RetryErrorChecker) error {
-	if err := policy.Validate(); err != nil {
-		return err
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.policy, d.checker = policy, checker
-	return nil
-}
-
-// GetSlotKeyExtensions returns the scripting extensions, sorted, since they
-// change what a container does.
-func (d *Driver) GetSlotKeyExtensions(extn map[string]string) string {
-	var parts []string
-	for k, v := range extn {
-		if strings.HasPrefix(k, "mock.") {
-			parts = append(parts, k+"="+v)
+	for _, o := range s.Extra {
+		switch o := o.(type) {
+		case presentImages:
+			for _, r := range o {
+				if ref, err := drivers.NormalizeImage(r); err == nil {
+					rt.images[ref.Normalized] = true
+				}
+			}
+		case imagesPresent:
+			rt.allPresent = true
 		}
 	}
-	sort.Strings(parts)
-	return strings.Join(parts, ";")
-}
-
-// Close implements drivers.Driver: like the real drivers, it closes every
-// cookie still open, ending its run.
-func (d *Driver) Close() error {
-	d.mu.Lock()
-	d.closed = true
-	open := make([]*cookie, 0, len(d.open))
-	for c := range d.open {
-		open = append(open, c)
+	d, err := lifecycle.New(context.Background(), s, rt)
+	if err != nil {
+		return nil, err
 	}
-	d.mu.Unlock()
-	for _, c := range open {
-		_ = c.Close(context.Background())
-	}
-	return nil
-}
-
-// OpenCookies returns how many cookies were created and not yet closed.
-func (d *Driver) OpenCookies() int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return len(d.open)
+	return &Driver{Driver: d, rt: rt}, nil
 }
 
 // CreatedCookies returns how many cookies were ever created.
 func (d *Driver) CreatedCookies() int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.created
+	d.rt.mu.Lock()
+	defer d.rt.mu.Unlock()
+	return d.rt.created
 }
 
 // Pulls returns how many pull attempts reached the mock's "registry".
 func (d *Driver) Pulls() int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.pulls
+	d.rt.mu.Lock()
+	defer d.rt.mu.Unlock()
+	return d.rt.pulls
 }
 
 // HasImage reports whether the image is in the mock's store.
 func (d *Driver) HasImage(image string) bool {
 	ref, err := drivers.NormalizeImage(image)
-	if err != nil {
-		return false
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.images[ref.Normalized]
+	return err == nil && d.rt.hasImage(ref.Normalized)
 }
 
 // RemoveImage drops an image from the mock's store.
@@ -214,16 +150,22 @@ func (d *Driver) RemoveImage(image string) {
 	if err != nil {
 		return
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	delete(d.images, ref.Normalized)
-	delete(d.pullAttempts, ref.Normalized)
+	d.rt.mu.Lock()
+	defer d.rt.mu.Unlock()
+	delete(d.rt.images, ref.Normalized)
+	delete(d.rt.pullAttempts, ref.Normalized)
 }
 
-func (d *Driver) forget(c *cookie) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	delete(d.open, c)
+// Containers returns the names of the containers that exist.
+func (d *Driver) Containers() []string {
+	d.rt.mu.Lock()
+	defer d.rt.mu.Unlock()
+	names := make([]string, 0, len(d.rt.containers))
+	for n := range d.rt.containers {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
 }
 
 // script is a task's parsed extensions.
@@ -234,6 +176,7 @@ type script struct {
 	stderr       string
 	echoStdin    bool
 	oom          bool
+	childOOM     bool
 	hang         bool
 	imageMissing bool
 	pullError    string
@@ -244,18 +187,32 @@ type script struct {
 
 func parseScript(ext map[string]string) script {
 	s := script{
-		stdout:      ext[ExtStdout],
-		stderr:      ext[ExtStderr],
-		echoStdin:   ext[ExtEchoStdin] == "true",
-		oom:         ext[ExtOOM] == "true",
-		hang:        ext[ExtHang] == "true",
-		pullError:   ext[ExtPullError],
-		createError: ext[ExtCreateError],
+		stdout:       ext[ExtStdout],
+		stderr:       ext[ExtStderr],
+		echoStdin:    ext[ExtEchoStdin] == "true",
+		oom:          ext[ExtOOM] == "true",
+		childOOM:     ext[ExtChildOOM] == "true",
+		hang:         ext[ExtHang] == "true",
+		imageMissing: ext[ExtImageMissing] == "true",
+		pullError:    ext[ExtPullError],
+		createError:  ext[ExtCreateError],
 	}
-	s.imageMissing = ext[ExtImageMissing] == "true"
 	s.exitCode, _ = strconv.Atoi(ext[ExtExitCode])
 	s.pullFailures, _ = strconv.Atoi(ext[ExtPullFailures])
 	s.delay, _ = time.ParseDuration(ext[ExtDelay])
 	s.pullDelay, _ = time.ParseDuration(ext[ExtPullDelay])
 	return s
+}
+
+// GetSlotKeyExtensions returns the scripting extensions, sorted, since they
+// change what a container does.
+func (rt *runtime) GetSlotKeyExtensions(extn map[string]string) string {
+	var parts []string
+	for k, v := range extn {
+		if strings.HasPrefix(k, "mock.") {
+			parts = append(parts, k+"="+v)
+		}
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, ";")
 }

@@ -1,7 +1,13 @@
 package mock
 
-import "github.com/fnrun/fnrun/drivers"
+import (
+	"context"
+
+	"github.com/fnrun/fnrun/drivers"
+)
 
 func init() {
-	drivers.Register("mock", func(cfg drivers.Config) (drivers.Driver, error) { return New(cfg) })
+	drivers.RegisterOpener(Name, func(_ context.Context, cfg drivers.Config, opts ...drivers.Option) (drivers.Driver, error) {
+		return New(cfg, opts...)
+	})
 }

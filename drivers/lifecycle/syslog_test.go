@@ -1,17 +1,18 @@
-package drivers
+package lifecycle
 
 import (
 	"errors"
+	"github.com/fnrun/fnrun/drivers"
 	"testing"
 )
 
 func TestCheckLogger(t *testing.T) {
-	tags := []LoggerTag{{Name: "fn", Value: "app"}, {Name: "call", Value: "c1"}}
+	tags := []drivers.LoggerTag{{Name: "fn", Value: "app"}, {Name: "call", Value: "c1"}}
 	for _, tc := range []struct {
 		url  string
-		tags []LoggerTag
+		tags []drivers.LoggerTag
 		want *SyslogTarget // nil with invalid false: no logging
-		// invalid expects an error wrapping ErrInvalidTask.
+		// invalid expects an error wrapping drivers.ErrInvalidTask.
 		invalid bool
 	}{
 		{url: ""},
@@ -28,14 +29,14 @@ func TestCheckLogger(t *testing.T) {
 		{url: "unix://dev/log", invalid: true},
 		{url: "unix://", invalid: true},
 		{url: "tcp://%zz", invalid: true},
-		{url: "udp://x:1", tags: []LoggerTag{{Name: "a", Value: "{{.ID}}"}}, invalid: true},
-		{url: "udp://x:1", tags: []LoggerTag{{Name: "}", Value: "b"}}, invalid: true},
+		{url: "udp://x:1", tags: []drivers.LoggerTag{{Name: "a", Value: "{{.ID}}"}}, invalid: true},
+		{url: "udp://x:1", tags: []drivers.LoggerTag{{Name: "}", Value: "b"}}, invalid: true},
 	} {
-		got, err := CheckLogger(LoggerConfig{URL: tc.url, Tags: tc.tags})
+		got, err := CheckLogger(drivers.LoggerConfig{URL: tc.url, Tags: tc.tags})
 		switch {
 		case tc.invalid:
-			if !errors.Is(err, ErrInvalidTask) {
-				t.Errorf("%q: %+v, %v, want ErrInvalidTask", tc.url, got, err)
+			if !errors.Is(err, drivers.ErrInvalidTask) {
+				t.Errorf("%q: %+v, %v, want drivers.ErrInvalidTask", tc.url, got, err)
 			}
 		case err != nil:
 			t.Errorf("%q: %v", tc.url, err)
@@ -48,9 +49,9 @@ func TestCheckLogger(t *testing.T) {
 // TestCheckTaskLogger: a bad log URL fails CheckTask, so every driver
 // refuses it before its first daemon call; a good one is handed on.
 func TestCheckTaskLogger(t *testing.T) {
-	task := &Task{ID: "log-1", ImageRef: "busybox", Logging: LoggerConfig{URL: "ftp://logs.example"}}
-	if _, err := CheckTask(task); !errors.Is(err, ErrInvalidTask) {
-		t.Fatalf("CheckTask = %v, want ErrInvalidTask", err)
+	task := &drivers.Task{ID: "log-1", ImageRef: "busybox", Logging: drivers.LoggerConfig{URL: "ftp://logs.example"}}
+	if _, err := CheckTask(task); !errors.Is(err, drivers.ErrInvalidTask) {
+		t.Fatalf("CheckTask = %v, want drivers.ErrInvalidTask", err)
 	}
 	task.Logging.URL = "tcp://logs.example:601"
 	checked, err := CheckTask(task)

@@ -1,7 +1,8 @@
-package drivers
+package lifecycle
 
 import (
 	"fmt"
+	"github.com/fnrun/fnrun/drivers"
 	"math"
 	"os"
 	"path"
@@ -12,12 +13,15 @@ import (
 	"sync"
 )
 
-// CheckedTask is what CheckTask derived from a valid task.
-type CheckedTask struct {
-	// Args is the command split with SplitCommand; nil runs the image's.
+// Task is a checked task as a Runtime sees it: the caller's task with what
+// CheckTask derived from it.
+type Task struct {
+	drivers.ContainerTask
+	// Args is the command split with drivers.SplitCommand; nil runs the
+	// image's.
 	Args []string
-	// Image is the validated, normalised image reference.
-	Image Reference
+	// Ref is the validated, normalised image reference.
+	Ref drivers.Reference
 	// Env holds "KEY=value" entries sorted by key.
 	Env []string
 	// Syslog is where the output also goes; nil means nowhere.
@@ -54,23 +58,23 @@ var maxOpenFiles = sync.OnceValue(func() uint64 {
 
 // CheckTask validates everything about a task that can be checked without
 // a daemon. Every driver calls it before its first daemon call, so bad
-// input fails fast with an error wrapping ErrInvalidTask and leaves nothing
-// behind.
-func CheckTask(task ContainerTask) (*CheckedTask, error) {
+// input fails fast with an error wrapping drivers.ErrInvalidTask and leaves
+// nothing behind.
+func CheckTask(task drivers.ContainerTask) (*Task, error) {
 	if task == nil {
-		return nil, InvalidTaskf("nil task")
+		return nil, drivers.InvalidTaskf("nil task")
 	}
 	id := task.Id()
 	if !validID.MatchString(id) {
-		return nil, InvalidTaskf("task id %q is not a valid container name ([a-zA-Z0-9][a-zA-Z0-9_.-]*, at most 128 characters)", id)
+		return nil, drivers.InvalidTaskf("task id %q is not a valid container name ([a-zA-Z0-9][a-zA-Z0-9_.-]*, at most 128 characters)", id)
 	}
-	ref, err := NormalizeImage(task.Image())
+	ref, err := drivers.NormalizeImage(task.Image())
 	if err != nil {
 		return nil, fmt.Errorf("task %s: %w", id, err)
 	}
-	checked := &CheckedTask{Image: ref}
+	checked := &Task{ContainerTask: task, Ref: ref}
 	if cmd := task.Command(); strings.TrimSpace(cmd) != "" {
-		if checked.Args, err = SplitCommand(cmd); err != nil {
+		if checked.Args, err = drivers.SplitCommand(cmd); err != nil {
 			return nil, fmt.Errorf("task %s: %w", id, err)
 		}
 	}
@@ -84,11 +88,11 @@ func CheckTask(task ContainerTask) (*CheckedTask, error) {
 		return nil, fmt.Errorf("task %s: %w", id, err)
 	}
 	if dir := task.WorkDir(); dir != "" && (!path.IsAbs(dir) || strings.ContainsRune(dir, 0)) {
-		return nil, InvalidTaskf("task %s: work dir %q is not an absolute path", id, dir)
+		return nil, drivers.InvalidTaskf("task %s: work dir %q is not an absolute path", id, dir)
 	}
 	for _, arg := range checked.Args {
 		if strings.ContainsRune(arg, 0) {
-			return nil, InvalidTaskf("task %s: command argument %q contains NUL", id, arg)
+			return nil, drivers.InvalidTaskf("task %s: command argument %q contains NUL", id, arg)
 		}
 	}
 	if checked.Syslog, err = CheckLogger(task.LoggerConfig()); err != nil {
@@ -102,11 +106,11 @@ func checkEnv(env map[string]string) ([]string, error) {
 	for k, v := range env {
 		switch {
 		case k == "":
-			return nil, InvalidTaskf("empty environment variable name")
+			return nil, drivers.InvalidTaskf("empty environment variable name")
 		case strings.ContainsAny(k, "=\x00"):
-			return nil, InvalidTaskf("environment variable name %q contains '=' or NUL", k)
+			return nil, drivers.InvalidTaskf("environment variable name %q contains '=' or NUL", k)
 		case strings.ContainsRune(v, 0):
-			return nil, InvalidTaskf("environment variable %q has a NUL in its value", k)
+			return nil, drivers.InvalidTaskf("environment variable %q has a NUL in its value", k)
 		}
 		keys = append(keys, k)
 	}
@@ -118,21 +122,21 @@ func checkEnv(env map[string]string) ([]string, error) {
 	return out, nil
 }
 
-func checkLimits(task ContainerTask) error {
+func checkLimits(task drivers.ContainerTask) error {
 	if m := task.Memory(); m != 0 && (m < minMemoryBytes || m > math.MaxInt64) {
-		return InvalidTaskf("memory limit %d bytes is outside [%d, %d]", m, minMemoryBytes, int64(math.MaxInt64))
+		return drivers.InvalidTaskf("memory limit %d bytes is outside [%d, %d]", m, minMemoryBytes, int64(math.MaxInt64))
 	}
 	if c := task.CPUs(); c != 0 && (c < minMilliCPUs || c > maxMilliCPUs) {
-		return InvalidTaskf("CPU limit %d milli-CPUs is outside [%d, %d]", c, minMilliCPUs, maxMilliCPUs)
+		return drivers.InvalidTaskf("CPU limit %d milli-CPUs is outside [%d, %d]", c, minMilliCPUs, maxMilliCPUs)
 	}
 	if p := task.PIDs(); p > maxPIDs {
-		return InvalidTaskf("pids limit %d is above the kernel's %d", p, maxPIDs)
+		return drivers.InvalidTaskf("pids limit %d is above the kernel's %d", p, maxPIDs)
 	}
 	if s := task.FsSize(); s > maxMegabytes {
-		return InvalidTaskf("filesystem size %d MB is too large", s)
+		return drivers.InvalidTaskf("filesystem size %d MB is too large", s)
 	}
 	if s := task.TmpFsSize(); s > maxMegabytes {
-		return InvalidTaskf("tmpfs size %d MB is too large", s)
+		return drivers.InvalidTaskf("tmpfs size %d MB is too large", s)
 	}
 	for _, l := range []struct {
 		name string
@@ -144,34 +148,34 @@ func checkLimits(task ContainerTask) error {
 		{"message queue", task.MessageQueue()},
 	} {
 		if l.v != nil && *l.v > math.MaxInt64 {
-			return InvalidTaskf("%s limit %d is too large", l.name, *l.v)
+			return drivers.InvalidTaskf("%s limit %d is too large", l.name, *l.v)
 		}
 	}
 	if n := task.OpenFiles(); n != nil && *n == 0 {
-		return InvalidTaskf("open files limit 0 leaves the process unable to start")
+		return drivers.InvalidTaskf("open files limit 0 leaves the process unable to start")
 	}
 	if n := task.OpenFiles(); n != nil && *n > maxOpenFiles() {
-		return InvalidTaskf("open files limit %d is above the kernel's fs.nr_open %d", *n, maxOpenFiles())
+		return drivers.InvalidTaskf("open files limit %d is above the kernel's fs.nr_open %d", *n, maxOpenFiles())
 	}
 	return nil
 }
 
-func checkMounts(task ContainerTask) error {
+func checkMounts(task drivers.ContainerTask) error {
 	for _, v := range task.Volumes() {
 		host, ctr := v[0], v[1]
 		if !path.IsAbs(host) || !path.IsAbs(ctr) {
-			return InvalidTaskf("volume %q:%q: both paths must be absolute", host, ctr)
+			return drivers.InvalidTaskf("volume %q:%q: both paths must be absolute", host, ctr)
 		}
 		if strings.ContainsAny(host+ctr, ":\x00,") {
-			return InvalidTaskf("volume %q:%q: paths must not contain ':', ',' or NUL", host, ctr)
+			return drivers.InvalidTaskf("volume %q:%q: paths must not contain ':', ',' or NUL", host, ctr)
 		}
 		if _, err := os.Stat(host); err != nil {
-			return InvalidTaskf("volume %q:%q: host path: %v", host, ctr, err)
+			return drivers.InvalidTaskf("volume %q:%q: host path: %v", host, ctr, err)
 		}
 	}
 	if src, dst := task.UDSDockerPath(), task.UDSDockerDest(); src != "" || dst != "" {
 		if !path.IsAbs(src) || !path.IsAbs(dst) {
-			return InvalidTaskf("unix socket mount %q:%q: both paths must be absolute", src, dst)
+			return drivers.InvalidTaskf("unix socket mount %q:%q: both paths must be absolute", src, dst)
 		}
 	}
 	return nil

@@ -1,6 +1,7 @@
-package drivers
+package lifecycle
 
 import (
+	"github.com/fnrun/fnrun/drivers"
 	"net"
 	"net/url"
 	"strings"
@@ -11,7 +12,7 @@ import (
 const defaultSyslogPort = "514"
 
 // SyslogTarget is where a task's output is sent, as CheckLogger derived it
-// from the task's LoggerConfig.
+// from the task's drivers.LoggerConfig.
 type SyslogTarget struct {
 	// Network is one of udp, tcp, tcp+tls, unix or unixgram; a syslog://
 	// URL is udp.
@@ -29,13 +30,13 @@ func (t *SyslogTarget) URL() string { return t.Network + "://" + t.Address }
 // CheckLogger validates a task's log configuration. It returns nil and no
 // error when lc asks for no logging, and an error wrapping ErrInvalidTask
 // when the URL or a tag cannot be honoured by every driver.
-func CheckLogger(lc LoggerConfig) (*SyslogTarget, error) {
+func CheckLogger(lc drivers.LoggerConfig) (*SyslogTarget, error) {
 	if lc.URL == "" {
 		return nil, nil
 	}
 	u, err := url.Parse(lc.URL)
 	if err != nil {
-		return nil, InvalidTaskf("log URL %q: %v", lc.URL, err)
+		return nil, drivers.InvalidTaskf("log URL %q: %v", lc.URL, err)
 	}
 	target := &SyslogTarget{Network: u.Scheme}
 	switch u.Scheme {
@@ -45,7 +46,7 @@ func CheckLogger(lc LoggerConfig) (*SyslogTarget, error) {
 			target.Network = "udp"
 		}
 		if u.Host == "" {
-			return nil, InvalidTaskf("log URL %q has no host", lc.URL)
+			return nil, drivers.InvalidTaskf("log URL %q has no host", lc.URL)
 		}
 		target.Address = u.Host
 		if _, _, err := net.SplitHostPort(u.Host); err != nil {
@@ -54,18 +55,18 @@ func CheckLogger(lc LoggerConfig) (*SyslogTarget, error) {
 	case "unix", "unixgram":
 		// unix://dev/log would read as host "dev", path "/log".
 		if u.Host != "" || u.Path == "" {
-			return nil, InvalidTaskf("log URL %q: want %s:///absolute/socket/path", lc.URL, u.Scheme)
+			return nil, drivers.InvalidTaskf("log URL %q: want %s:///absolute/socket/path", lc.URL, u.Scheme)
 		}
 		target.Address = u.Path
 	default:
-		return nil, InvalidTaskf("log URL %q: scheme %q is not one of syslog, tcp, udp, tcp+tls, unix, unixgram", lc.URL, u.Scheme)
+		return nil, drivers.InvalidTaskf("log URL %q: scheme %q is not one of syslog, tcp, udp, tcp+tls, unix, unixgram", lc.URL, u.Scheme)
 	}
 	tags := make([]string, 0, len(lc.Tags))
 	for _, t := range lc.Tags {
 		// The tag option is a Go template to Docker: braces would be
 		// evaluated, or refused at create.
 		if strings.ContainsAny(t.Name+t.Value, "{}") {
-			return nil, InvalidTaskf("log tag %q=%q contains a brace", t.Name, t.Value)
+			return nil, drivers.InvalidTaskf("log tag %q=%q contains a brace", t.Name, t.Value)
 		}
 		tags = append(tags, t.Name+"="+t.Value)
 	}

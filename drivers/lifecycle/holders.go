@@ -1,0 +1,130 @@
+package lifecycle
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/fnrun/fnrun/drivers"
+	"github.com/fnrun/fnrun/pool"
+)
+
+// holders is the pool.Adapter of every driver: a holder is a container of
+// the pre-fork image running the pre-fork command, made and removed
+// through the Runtime like a call's.
+type holders struct{ d *Driver }
+
+var _ pool.Adapter = (*holders)(nil)
+
+// holder is the adapter's state of one holder, in pool.Holder.Data.
+type holder struct {
+	ctr Container
+	p   Process
+}
+
+// holderRewait paces new waits on a holder whose watch broke (a daemon
+// restarting, a dropped connection): the holder most likely still runs,
+// and returning would make the pool replace it for nothing.
+var holderRewait = drivers.BackOffConfig{MaxRetries: 1 << 40, Interval: 100, MinDelay: 50, MaxDelay: 5000}
+
+// EnsureImage implements pool.Adapter: the image is pulled, through the
+// driver's shared pulls and with the Docker config's credentials for its
+// host, when it is absent.
+func (a *holders) EnsureImage(ctx context.Context) error {
+	d := a.d
+	ref := d.s.PreFork.Image
+	found, err := d.rt.FindImage(ctx, ref)
+	if err != nil || found {
+		return err
+	}
+	auth, err := d.s.Credentials.ImageCredentials(ctx, ref)
+	if err != nil {
+		return fmt.Errorf("pull %s: %w", ref.Familiar, err)
+	}
+	d.log.WithField("image", ref.Familiar).Info("pulling the pre-fork pool image")
+	return d.pull(ctx, ref, auth)
+}
+
+// StartHolder implements pool.Adapter: create and start, and on any
+// failure remove what was made.
+func (a *holders) StartHolder(ctx context.Context, spec pool.HolderSpec) (pool.Holder, error) {
+	d := a.d
+	hs := d.s.PreFork
+	hs.Network = spec.Network
+	ctr, err := d.rt.Create(ctx, CreateSpec{Name: spec.Name, Labels: d.s.Labels(drivers.RoleHolder), Holder: &hs})
+	if err != nil {
+		if ctr != nil {
+			a.remove(ctx, ctr)
+		}
+		return pool.Holder{}, err
+	}
+	p, err := ctr.Start(ctx, IO{})
+	if err != nil {
+		a.remove(ctx, ctr)
+		return pool.Holder{}, err
+	}
+	h := pool.Holder{ID: ctr.ID(), Name: spec.Name, Network: spec.Network, Data: &holder{ctr: ctr, p: p}}
+	if n, ok := ctr.(NetNSHolder); ok {
+		h.NetNSPath = n.NetNSPath()
+	}
+	return h, nil
+}
+
+// remove removes a holder that failed to start, whatever happened to ctx.
+func (a *holders) remove(ctx context.Context, ctr Container) {
+	if err := ctr.Remove(Detached(ctx)); err != nil {
+		a.d.log.WithError(err).WithField("holder", ctr.ID()).Warn("cannot remove a holder that failed to start; the leak reaper of the next instance will")
+	}
+}
+
+func holderOf(h pool.Holder) (*holder, error) {
+	hd, ok := h.Data.(*holder)
+	if !ok {
+		return nil, fmt.Errorf("holder %s: foreign holder data %T", h.ID, h.Data)
+	}
+	return hd, nil
+}
+
+// StopHolder implements pool.Adapter.
+func (a *holders) StopHolder(ctx context.Context, h pool.Holder) error {
+	hd, err := holderOf(h)
+	if err != nil {
+		return err
+	}
+	hd.p.StopOutput()
+	return hd.ctr.Remove(ctx)
+}
+
+// WaitHolder implements pool.Adapter: it returns once the holder has
+// exited or is gone, or ctx ends; a broken watch is set up again.
+func (a *holders) WaitHolder(ctx context.Context, h pool.Holder) error {
+	hd, err := holderOf(h)
+	if err != nil {
+		return err
+	}
+	var backoff *drivers.BackOff
+	for {
+		exit, err := hd.p.Wait(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case err == nil:
+			return fmt.Errorf("holder %s exited with code %d", h.ID, exit.Code)
+		case errors.Is(err, drivers.ErrContainerGone):
+			return err
+		}
+		if backoff == nil {
+			backoff, _ = drivers.NewBackOff(holderRewait) // valid
+		}
+		delay, _ := backoff.Next()
+		a.d.log.WithError(err).WithFields(map[string]any{"holder": h.ID, "retry_in": delay}).Debug("holder watch broke; watching again")
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,343 @@
+package test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fnrun/fnrun/drivers"
+	"github.com/fnrun/fnrun/images"
+	"github.com/fnrun/fnrun/pool"
+)
+
+// The cases of this file call the drivers the way an agent really does:
+// with contexts that have already ended, writers that stop reading, ids
+// used twice, Close racing Wait.
+
+// start creates, prepares and runs a task on h's driver.
+func start(t *testing.T, ctx context.Context, h *Harness, task *drivers.Task) (drivers.Cookie, drivers.WaitResult) {
+	t.Helper()
+	cookie, err := h.Driver.CreateCookie(ctx, task)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cookie.Close(context.Background()) })
+	if err := Prepare(ctx, cookie); err != nil {
+		t.Fatal(err)
+	}
+	wait, err := cookie.Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cookie, wait
+}
+
+// checkIdle checks that nothing is leased from the driver's pool and no
+// image is busy in its cleaner, when it has them.
+func checkIdle(t *testing.T, drv drivers.Driver) {
+	t.Helper()
+	if r, ok := drv.(pool.Reporter); ok {
+		if st, ok := r.PoolStats(); ok && st.Leased != 0 {
+			t.Errorf("%d pool holders still leased", st.Leased)
+		}
+	}
+	if p, ok := drv.(images.Provider); ok {
+		if cl, ok := p.ImageCleaner(); ok {
+			snap := cl.Snapshot()
+			for _, img := range snap.Images {
+				if img.Uses != 0 {
+					t.Errorf("image %v still busy (%d uses)", img.References, img.Uses)
+				}
+			}
+			if len(snap.Pending) != 0 {
+				t.Errorf("references still in use: %v", snap.Pending)
+			}
+		}
+	}
+}
+
+// An agent closes the cookie with the call's context, which has often
+// ended: Close still removes everything, whatever the container's state.
+func testCloseWithEndedContext(t *testing.T, s *suite) {
+	h := s.newHarness(t, drivers.Config{ImageCleanMaxSize: 1 << 50})
+	defer h.Driver.Close()
+	for _, state := range []string{"created", "running", "frozen", "exited"} {
+		t.Run(state, func(t *testing.T) {
+			if state == "frozen" && !s.caps.Has(drivers.CapFreeze) {
+				t.Skip("driver lacks capability freeze")
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			task := s.task(t, "sleep 120", Script{Hang: true})
+			if state == "exited" {
+				task = s.task(t, "true", Script{})
+			}
+			task.ImageRef = h.Image
+			cookie, err := h.Driver.CreateCookie(ctx, task)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := Prepare(ctx, cookie); err != nil {
+				t.Fatal(err)
+			}
+			if state != "created" {
+				wait, err := cookie.Run(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				switch state {
+				case "exited":
+					if res := wait.Wait(ctx); res.Status() != drivers.StatusSuccess {
+						t.Fatalf("status %s: %v", res.Status(), res.Error())
+					}
+				case "frozen":
+					if err := cookie.Freeze(ctx); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			cancel()
+			if err := cookie.Close(ctx); err != nil {
+				t.Fatalf("Close with an ended context: %v", err)
+			}
+		})
+	}
+	s.checkNoLeftovers(t, h)
+	checkIdle(t, h.Driver)
+
+	// The same with the suite's driver, which may run a pre-fork pool.
+	ctx, cancel := context.WithCancel(context.Background())
+	cookie, _ := start(t, ctx, s.h, s.task(t, "sleep 120", Script{Hang: true}))
+	cancel()
+	if err := cookie.Close(ctx); err != nil {
+		t.Fatalf("Close with an ended context: %v", err)
+	}
+	s.checkNoLeftovers(t, s.h)
+	checkIdle(t, s.h.Driver)
+}
+
+// Driver.Close ends and removes the containers of every cookie still open,
+// before any of them is closed.
+func testDriverCloseEndsCookies(t *testing.T, s *suite) {
+	h := s.newHarness(t, drivers.Config{})
+	ctx := testContext(t, time.Minute)
+	var cookies []drivers.Cookie
+	var running drivers.WaitResult
+	for _, state := range []string{"created", "running", "exited"} {
+		task := s.task(t, "sleep 120", Script{Hang: true})
+		if state == "exited" {
+			task = s.task(t, "true", Script{})
+		}
+		task.ImageRef = h.Image
+		cookie, err := h.Driver.CreateCookie(ctx, task)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cookies = append(cookies, cookie)
+		if err := Prepare(ctx, cookie); err != nil {
+			t.Fatal(err)
+		}
+		if state == "created" {
+			continue
+		}
+		wait, err := cookie.Run(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if state == "exited" {
+			wait.Wait(ctx)
+		} else {
+			running = wait
+		}
+	}
+	start := time.Now()
+	if err := h.Driver.Close(); err != nil {
+		t.Fatalf("driver Close: %v", err)
+	}
+	if took := time.Since(start); took > 30*time.Second {
+		t.Errorf("driver Close took %v with cookies open", took)
+	}
+	if res := running.Wait(ctx); res.Status() == drivers.StatusSuccess {
+		t.Fatal("a container ended by driver Close reported success")
+	}
+	s.checkNoLeftovers(t, h)
+	for _, c := range cookies {
+		if err := c.Close(ctx); err != nil {
+			t.Errorf("cookie Close after driver Close: %v", err)
+		}
+	}
+}
+
+// blockingWriter accepts its first write, then blocks every later one
+// until release is closed.
+type blockingWriter struct {
+	mu      sync.Mutex
+	writes  int
+	release chan struct{}
+}
+
+func (w *blockingWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	w.writes++
+	first := w.writes == 1
+	w.mu.Unlock()
+	if !first {
+		<-w.release
+	}
+	return len(p), nil
+}
+
+// A consumer that stops reading holds up neither Wait nor Close: the call
+// ends at its deadline, and the container is removed.
+func testBlockedWriter(t *testing.T, s *suite) {
+	w := &blockingWriter{release: make(chan struct{})}
+	defer close(w.release) // lets the delivering goroutine end
+	task := s.task(t, `sh -c 'echo first; sleep 0.2; head -c 4000000 /dev/zero >&2; sleep 120'`,
+		Script{Stdout: "first\n", Stderr: strings.Repeat("x", 4000000)})
+	task.Stdout, task.Stderr = w, w
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	began := time.Now()
+	cookie, wait := start(t, ctx, s.h, task)
+	res := wait.Wait(ctx)
+	if took := time.Since(began); took > 15*time.Second {
+		t.Errorf("Wait returned %v after the start, deadline 3s", took)
+	}
+	if res.Status() == drivers.StatusSuccess {
+		t.Fatal("a run whose output could not be delivered reported success")
+	}
+	began = time.Now()
+	if err := cookie.Close(context.Background()); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if took := time.Since(began); took > 10*time.Second {
+		t.Errorf("Close took %v", took)
+	}
+	s.checkNoLeftovers(t, s.h)
+}
+
+type failingWriter struct{}
+
+func (failingWriter) Write([]byte) (int, error) { return 0, io.ErrClosedPipe }
+
+// Output a writer refused is an error, never a silent success.
+func testFailingWriter(t *testing.T, s *suite) {
+	task := s.task(t, "echo hello", Script{Stdout: "hello\n"})
+	task.Stdout = failingWriter{}
+	ctx := testContext(t, time.Minute)
+	_, wait := start(t, ctx, s.h, task)
+	res := wait.Wait(ctx)
+	if res.Status() == drivers.StatusSuccess || !errors.Is(res.Error(), drivers.ErrOutputLost) {
+		t.Fatalf("status %s (%v), want an error wrapping ErrOutputLost", res.Status(), res.Error())
+	}
+}
+
+// A second cookie with the id of an open one fails to create, and closing
+// it leaves the first one's container, files and lease alone.
+func testDuplicateID(t *testing.T, s *suite) {
+	ctx := testContext(t, time.Minute)
+	first := s.task(t, `sh -c 'cat /etc/hosts; sleep 3; echo ---; cat /etc/hosts'`, Script{Delay: 3 * time.Second, Stdout: "same\n---\nsame\n"})
+	var out SyncBuffer
+	first.Stdout = &out
+	_, wait := start(t, ctx, s.h, first)
+
+	for _, h := range []*Harness{s.h, s.newHarness(t, drivers.Config{})} {
+		second := &drivers.Task{ID: first.ID, ImageRef: h.Image, Cmd: "true"}
+		cookie, err := h.Driver.CreateCookie(ctx, second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = Prepare(ctx, cookie)
+		if !errors.Is(err, drivers.ErrAlreadyExists) {
+			t.Errorf("create of a taken id: %v, want ErrAlreadyExists", err)
+		}
+		if err := cookie.Close(ctx); err != nil {
+			t.Fatalf("Close of the second cookie: %v", err)
+		}
+		if h != s.h {
+			_ = h.Driver.Close()
+		}
+	}
+	res := wait.Wait(ctx)
+	if res.Status() != drivers.StatusSuccess {
+		t.Fatalf("first cookie: status %s (%v) after the second closed", res.Status(), res.Error())
+	}
+	before, after, ok := strings.Cut(out.String(), "---\n")
+	if !ok || before != after || before == "" {
+		t.Fatalf("the first container's /etc/hosts changed under it:\n%s", out.String())
+	}
+}
+
+// Only the runtime's OOM report together with a non-zero exit is
+// "killed": a command whose child the OOM killer ended, and that exits 0,
+// succeeded.
+func testChildOOM(t *testing.T, s *suite) {
+	task := s.task(t, `sh -c 'sh -c "a=x; while true; do a=\$a\$a; done"; echo survived'`, Script{ChildOOM: true, Stdout: "survived\n"})
+	task.MemoryBytes = 32 << 20
+	out := s.mustRun(t, testContext(t, 2*time.Minute), task)
+	wantSuccess(t, out)
+	if out.Stdout != "survived\n" {
+		t.Fatalf("stdout %q", out.Stdout)
+	}
+}
+
+// An image removed between ValidateImage and CreateContainer (the cleaner
+// picked it, or a user) is pulled again by the cookie that needs it.
+func testImageRemovedAfterValidate(t *testing.T, s *suite) {
+	ctx := testContext(t, 2*time.Minute)
+	task := s.task(t, "echo here", Script{Stdout: "here\n"})
+	task.ImageRef = s.h.PullImage
+	var stdout SyncBuffer
+	task.Stdout = &stdout
+	cookie, err := s.h.Driver.CreateCookie(ctx, task)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cookie.Close(context.Background())
+	needsPull, err := cookie.ValidateImage(ctx)
+	if err == nil && needsPull {
+		if err = cookie.PullImage(ctx); err == nil {
+			needsPull, err = cookie.ValidateImage(ctx)
+		}
+	}
+	if err != nil || needsPull {
+		t.Fatalf("ValidateImage = %v, %v", needsPull, err)
+	}
+	if err := s.h.RemoveImage(ctx, s.h.PullImage); err != nil {
+		t.Fatal(err)
+	}
+	if err := cookie.CreateContainer(ctx); err != nil {
+		t.Fatalf("CreateContainer after the image was removed: %v", err)
+	}
+	wait, err := cookie.Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res := wait.Wait(ctx); res.Status() != drivers.StatusSuccess || stdout.String() != "here\n" {
+		t.Fatalf("status %s (%v), stdout %q", res.Status(), res.Error(), stdout.String())
+	}
+}
+
+// Close while another goroutine waits: Wait reports the end, Close
+// succeeds, nothing is left.
+func testCloseWhileWaiting(t *testing.T, s *suite) {
+	ctx := testContext(t, time.Minute)
+	cookie, wait := start(t, ctx, s.h, s.task(t, "sleep 120", Script{Hang: true}))
+	done := make(chan drivers.RunResult, 1)
+	go func() { done <- wait.Wait(ctx) }()
+	if err := cookie.Close(ctx); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	select {
+	case res := <-done:
+		if res.Status() == drivers.StatusSuccess {
+			t.Fatal("a run ended by Close reported success")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Wait did not return after Close")
+	}
+	s.checkNoLeftovers(t, s.h)
+}
