@@ -177,7 +177,7 @@ type netNS struct {
 
 // attach creates a namespace and sets it up with CNI. On error nothing is
 // left behind (the attachment is torn down before the namespace goes).
-func (d *Driver) attachNetwork(ctx context.Context) (*netNS, error) {
+func (d *daemon) attachNetwork(ctx context.Context) (*netNS, error) {
 	n := d.cni
 	id := n.idPrefix + randomID()
 	ns := &netNS{id: id, path: filepath.Join(n.dir, id)}
@@ -215,7 +215,7 @@ func (d *Driver) attachNetwork(ctx context.Context) (*netNS, error) {
 // detachNetwork tears the CNI attachment down, then removes the namespace.
 // When CNI fails the namespace file is kept, so that a later try (or the
 // leak reaper) still knows the attachment.
-func (d *Driver) detachNetwork(ctx context.Context, ns *netNS) error {
+func (d *daemon) detachNetwork(ctx context.Context, ns *netNS) error {
 	path := ns.path
 	if !netns.IsPinned(path) {
 		// The file is not (or no longer) a pinned namespace: a process
@@ -236,7 +236,7 @@ func (d *Driver) detachNetwork(ctx context.Context, ns *netNS) error {
 
 // reapNetworks tears down the namespaces that other instances with our
 // label tag left, then their folders. Our own folder is never touched.
-func (d *Driver) reapNetworks(ctx context.Context, log *logrus.Entry) int {
+func (d *daemon) reapNetworks(ctx context.Context, log *logrus.Entry) int {
 	n := d.cni
 	entries, err := os.ReadDir(n.tagDir)
 	if err != nil {
@@ -280,7 +280,7 @@ func (d *Driver) reapNetworks(ctx context.Context, log *logrus.Entry) int {
 
 // ownNetNSPath reports whether path is a namespace file of our label tag,
 // and gives its CNI attachment.
-func (d *Driver) ownNetNSPath(path string) (*netNS, bool) {
+func (d *daemon) ownNetNSPath(path string) (*netNS, bool) {
 	if d.cni == nil || path == "" {
 		return nil, false
 	}
@@ -312,7 +312,7 @@ func resultIPs(res *gocni.Result) []string {
 
 // cniLease is a cookie's own CNI network, torn down at Close.
 type cniLease struct {
-	d  *Driver
+	d *daemon
 	ns *netNS
 }
 

@@ -46,14 +46,14 @@ func conformanceFactory(env testEnv, in *inspector, modify func(*drivers.Config)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		d, err := New(ctx, cfg, WithLogger(testLogger(t)))
+		d, err := New(ctx, cfg, drivers.WithLogger(testLogger(t)))
 		if err != nil {
 			t.Fatalf("New: %v", err)
 		}
 		t.Cleanup(func() { _ = d.Close() })
-		if d.pool != nil {
-			if err := d.pool.Ready(ctx); err != nil {
-				t.Fatalf("pool not ready: %v (%+v)", err, d.pool.Stats())
+		if p := d.Pool(); p != nil {
+			if err := p.Ready(ctx); err != nil {
+				t.Fatalf("pool not ready: %v (%+v)", err, p.Stats())
 			}
 		}
 		tag := cfg.ContainerLabelTag
@@ -64,7 +64,7 @@ func conformanceFactory(env testEnv, in *inspector, modify func(*drivers.Config)
 			MissingImage: env.registry + "/fnrun/does-not-exist:latest",
 			RemoveImage:  d.RemoveImage,
 			Leftovers: func(ctx context.Context) ([]string, error) {
-				return in.allLeftovers(ctx, env, tag, !d.isClosed())
+				return in.allLeftovers(ctx, env, tag, !d.Closed())
 			},
 		}
 	}
@@ -109,11 +109,4 @@ func (in *inspector) allLeftovers(ctx context.Context, env testEnv, tag string, 
 		return nil, err
 	}
 	return append(left, nets...), nil
-}
-
-// isClosed reports whether Close has begun.
-func (d *Driver) isClosed() bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.closed
 }

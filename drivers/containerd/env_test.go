@@ -132,7 +132,7 @@ func newTestDriver(t testing.TB, env testEnv, cfg drivers.Config, opts ...Option
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	d, err := New(ctx, cfg, append([]Option{WithLogger(testLogger(t))}, opts...)...)
+	d, err := New(ctx, cfg, append([]Option{drivers.WithLogger(testLogger(t))}, opts...)...)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

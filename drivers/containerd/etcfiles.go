@@ -80,20 +80,6 @@ func netInfoOf(res *gocni.Result) netInfo {
 	return info
 }
 
-// leaseNetInfo is the netInfo of the network a lease hands out. A pooled
-// container shares its holder's namespace, hence its address.
-func leaseNetInfo(lease NetworkLease) netInfo {
-	switch l := lease.(type) {
-	case *cniLease:
-		return l.ns.info
-	case poolLease:
-		if hd, ok := l.l.Holder().Data.(*holderData); ok {
-			return hd.info
-		}
-	}
-	return netInfo{}
-}
-
 // etcDirs are the folders of the /etc files.
 type etcDirs struct {
 	// tagDir holds the instance folders of every driver with our label
@@ -113,7 +99,7 @@ func newEtcDirs(stateDir, namespace, tag, instance string) etcDirs {
 // writeEtcFiles writes the /etc files of container id and returns their
 // folder. The host's resolv.conf is read each time, as Docker does, so a
 // change on the host reaches the next container.
-func (d *Driver) writeEtcFiles(id, hostname string, info netInfo) (string, error) {
+func (d *daemon) writeEtcFiles(id, hostname string, info netInfo) (string, error) {
 	hostConf, err := readHostResolvConf(hostResolvConfPath, systemdResolvConfPath)
 	if err != nil {
 		return "", fmt.Errorf("/etc files of %s: %w", id, err)
@@ -165,7 +151,7 @@ func withEtcFiles(dir string) oci.SpecOpts {
 // reapEtcFiles removes the /etc folders of other instances with our label
 // tag, whose containers the reaper has removed. Our own folder is never
 // touched.
-func (d *Driver) reapEtcFiles(log *logrus.Entry) int {
+func (d *daemon) reapEtcFiles(log *logrus.Entry) int {
 	entries, err := os.ReadDir(d.etc.tagDir)
 	if err != nil {
 		if !errors.Is(err, os.ErrNotExist) {

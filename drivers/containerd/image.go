@@ -29,7 +29,7 @@ type localImage struct {
 // cannot change while a record points at it: the record holds its content
 // and snapshots against the garbage collector, and content is addressed by
 // digest. So after the first look, finding an image is one daemon call.
-func (d *Driver) findImage(ctx context.Context, ref string) (*localImage, error) {
+func (d *daemon) findImage(ctx context.Context, ref string) (*localImage, error) {
 	var img ctrd.Image
 	err := d.call(ctx, "images.Get", func(ctx context.Context) error {
 		var err error
@@ -114,20 +114,20 @@ func (c *imageCache) forget(dgst digest.Digest) {
 	delete(c.configs, dgst)
 }
 
-func (d *Driver) unpack(ctx context.Context, img ctrd.Image) error {
+func (d *daemon) unpack(ctx context.Context, img ctrd.Image) error {
 	ctx, release, err := d.withLease(ctx, "unpack")
 	if err != nil {
 		return err
 	}
 	defer release(false)
-	return d.callWithin(ctx, "images.Unpack", d.opts.pullTimeout, func(ctx context.Context) error {
+	return d.callWithin(ctx, "images.Unpack", d.s.PullTimeout, func(ctx context.Context) error {
 		return img.Unpack(ctx, d.opts.snapshotter)
 	})
 }
 
 // checkImageConfig refuses images the configuration does not allow.
-func (d *Driver) checkImageConfig(ref string, cfg ocispec.Image) error {
-	if len(cfg.Config.Volumes) > 0 && !d.cfg.ImageEnableVolume {
+func (d *daemon) checkImageConfig(ref string, cfg ocispec.Image) error {
+	if len(cfg.Config.Volumes) > 0 && !d.s.Policy.ImageVolumes {
 		vols := make([]string, 0, len(cfg.Config.Volumes))
 		for v := range cfg.Config.Volumes {
 			vols = append(vols, v)
@@ -138,11 +138,7 @@ func (d *Driver) checkImageConfig(ref string, cfg ocispec.Image) error {
 	return nil
 }
 
-// RemoveImage deletes ref from the image store and waits for the garbage
-// collector, so its content and snapshots are gone when it returns. An
-// absent image is not an error. Containers of the image keep their
-// snapshots.
-func (d *Driver) RemoveImage(ctx context.Context, ref string) error {
+func (d *daemon) removeImage(ctx context.Context, ref string) error {
 	norm, err := drivers.NormalizeImage(ref)
 	if err != nil {
 		return err

@@ -47,7 +47,7 @@ const LabelLastUse = "io.fnrun.last-use"
 // InUse is true when any container of the namespace, ours or not, names
 // one of the image's references.
 type imageStore struct {
-	d *Driver
+	d *daemon
 
 	mu sync.Mutex
 	// refs caches what each target digest reaches; content is addressed
@@ -79,14 +79,7 @@ var (
 	_ images.LastUseStore = (*imageStore)(nil)
 )
 
-// ImageStore implements images.Provider: the driver's image store, usable
-// by a one-shot cleanup job even when the driver runs no cleaner.
-func (d *Driver) ImageStore() images.Store { return d.store }
 
-// ImageCleaner implements images.Provider.
-func (d *Driver) ImageCleaner() (*images.Cleaner, bool) {
-	return d.cleaner, d.cleaner != nil
-}
 
 // storeCtx puts the namespace and the driver's logger on ctx (containerd's
 // image helpers log through the context).
@@ -387,7 +380,7 @@ func (s *imageStore) Remove(ctx context.Context, id string) error {
 		if i == len(records)-1 {
 			opts = append(opts, ctrdimages.SynchronousDelete())
 		}
-		err := d.callWithin(ctx, "images.Delete", d.opts.pullTimeout, func(ctx context.Context) error {
+		err := d.callWithin(ctx, "images.Delete", d.s.PullTimeout, func(ctx context.Context) error {
 			return is.Delete(ctx, r.Name, opts...)
 		})
 		if err != nil && !errdefs.IsNotFound(err) {

@@ -26,7 +26,7 @@ const (
 // found" twice, a retry delay apart. The lease's expiry bounds its life
 // should the driver close first.
 type janitor struct {
-	d    *Driver
+	d *daemon
 	kick chan struct{}
 
 	mu sync.Mutex
@@ -34,7 +34,7 @@ type janitor struct {
 	leases map[string]int
 }
 
-func newJanitor(d *Driver) *janitor {
+func newJanitor(d *daemon) *janitor {
 	return &janitor{d: d, kick: make(chan struct{}, 1), leases: make(map[string]int)}
 }
 

@@ -19,11 +19,11 @@ import (
 // release deletes the lease whatever happened to ctx. With sync set the
 // daemon also runs its garbage collector before answering, so what only the
 // lease held is gone when release returns.
-func (d *Driver) withLease(ctx context.Context, purpose string) (_ context.Context, release func(sync bool), _ error) {
+func (d *daemon) withLease(ctx context.Context, purpose string) (_ context.Context, release func(sync bool), _ error) {
 	if _, ok := leases.FromContext(ctx); ok {
 		return ctx, func(bool) {}, nil // an outer operation holds one already
 	}
-	labels := d.Labels()
+	labels := d.s.Labels("")
 	labels[LabelLease] = purpose
 	ls := d.client.LeasesService()
 	// The ID is chosen here, so a lease the daemon made although the call
@@ -69,7 +69,7 @@ func (d *Driver) withLease(ctx context.Context, purpose string) (_ context.Conte
 }
 
 // deleteLeaseLater hands a lease whose deletion failed to the janitor.
-func (d *Driver) deleteLeaseLater(id string, err error) {
+func (d *daemon) deleteLeaseLater(id string, err error) {
 	d.log.WithError(err).WithField("lease", id).Info("cannot delete lease yet; trying again in the background")
 	d.janitor.deleteLeaseLater(id)
 }

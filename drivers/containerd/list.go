@@ -13,33 +13,31 @@ import (
 	"github.com/fnrun/fnrun/drivers"
 )
 
-var _ drivers.ContainerLister = (*Driver)(nil)
-
 // ownedFilter matches the containers of every instance with our label tag.
 // containerd drops labels with empty values, so without a tag it matches
 // the library's containers and owned sorts them.
-func (d *Driver) ownedFilter() string {
+func (d *daemon) ownedFilter() string {
 	f := labelFilter(LabelLibrary, "==", drivers.LibraryName)
-	if d.cfg.ContainerLabelTag != "" {
-		f += "," + labelFilter(LabelTag, "==", d.cfg.ContainerLabelTag)
+	if d.s.Tag != "" {
+		f += "," + labelFilter(LabelTag, "==", d.s.Tag)
 	}
 	return f
 }
 
 // owned reports whether labels are the library's with our label tag
 // (containerd drops labels with empty values: no tag is an absent label).
-func (d *Driver) owned(labels map[string]string) bool {
-	return labels[LabelLibrary] == drivers.LibraryName && labels[LabelTag] == d.cfg.ContainerLabelTag
+func (d *daemon) owned(labels map[string]string) bool {
+	return labels[LabelLibrary] == drivers.LibraryName && labels[LabelTag] == d.s.Tag
 }
 
-// Containers implements drivers.ContainerLister: the containers and holders
+// containers lists the containers and holders
 // of every instance with the driver's label tag. The state comes from the
 // container's task: created is starting, running, paused or pausing is
 // paused, stopped is exited. A container without a task has been created
 // and not run yet (a cookie between CreateContainer and Run, or a holder
 // being started), so it is starting too; a task the daemon cannot tell
 // about is unknown.
-func (d *Driver) Containers(ctx context.Context) ([]drivers.ContainerInfo, error) {
+func (d *daemon) containers(ctx context.Context) ([]drivers.ContainerInfo, error) {
 	ctx = d.nsCtx(ctx)
 	var recs []containers.Container
 	if err := d.call(ctx, "containers.List", func(ctx context.Context) error {
@@ -105,7 +103,7 @@ func taskState(st taskapi.Status) string {
 	return drivers.StateUnknown
 }
 
-// KillContainer implements drivers.ContainerLister: it kills the task of a
+// killContainer kills the task of a
 // container of our label tag, deletes it and the container with its
 // snapshot, and, for a container of another instance, tears down its CNI
 // network (the instance that made it would have, and may be gone). A
@@ -113,7 +111,7 @@ func taskState(st taskapi.Status) string {
 // holder is replaced by the pool. A container without our labels, or
 // absent, gives an error wrapping drivers.ErrContainerGone and is left
 // alone.
-func (d *Driver) KillContainer(ctx context.Context, id string) error {
+func (d *daemon) killContainer(ctx context.Context, id string) error {
 	ctx = d.nsCtx(ctx)
 	var ctr ctrd.Container
 	var labels map[string]string
@@ -136,7 +134,7 @@ func (d *Driver) KillContainer(ctx context.Context, id string) error {
 	if err := d.removeContainer(ctx, ctr); err != nil {
 		return err
 	}
-	if labels[LabelInstance] != d.instance {
+	if labels[LabelInstance] != d.s.Instance {
 		if ns, ok := d.ownNetNSPath(labels[LabelNetNS]); ok {
 			if err := d.detachNetwork(ctx, ns); err != nil {
 				return fmt.Errorf("kill container %s: %w", id, err)

@@ -22,24 +22,25 @@ import (
 // network namespace, read from the host's /proc (absent when the driver
 // does not share the daemon's host, which is not an error). ok is false
 // when nothing could be read, or ctx ended first.
-func (r *run) sample(ctx context.Context, withNet bool) (s stats.Stat, oomKills uint64, ok bool) {
+func (p *process) sample(ctx context.Context, withNet bool) (s stats.Stat, oomKills uint64, ok bool) {
+	d := p.c.d
 	var m *types.Metric
-	err := r.d.call(r.d.nsCtx(ctx), "tasks.Metrics", func(ctx context.Context) error {
+	err := d.call(d.nsCtx(ctx), "tasks.Metrics", func(ctx context.Context) error {
 		var err error
-		m, err = r.task.Metrics(ctx)
+		m, err = p.task.Metrics(ctx)
 		return err
 	})
 	if err != nil {
-		r.d.log.WithError(err).WithField("container", r.c.id()).Debug("no metrics")
+		d.log.WithError(err).WithField("container", p.c.name).Debug("no metrics")
 		return s, 0, false
 	}
 	s, oomKills, err = statFromMetric(m)
 	if err != nil {
-		r.d.log.WithError(err).WithField("container", r.c.id()).Debug("undecodable metrics")
+		d.log.WithError(err).WithField("container", p.c.name).Debug("undecodable metrics")
 		return s, 0, false
 	}
 	if withNet {
-		if rx, tx, err := netDev(r.task.Pid()); err == nil {
+		if rx, tx, err := netDev(p.task.Pid()); err == nil {
 			s.Metrics[stats.MetricNetRx], s.Metrics[stats.MetricNetTx] = rx, tx
 		}
 	}

@@ -18,7 +18,7 @@ import (
 // a run also reads the cgroup's OOM-kill counter (see sample); either
 // report is enough, exit code 137 alone never is.
 type oomWatcher struct {
-	d       *Driver
+	d *daemon
 	mu      sync.Mutex
 	watched map[string]*oomMark
 }
@@ -28,7 +28,7 @@ type oomMark struct {
 	fired bool
 }
 
-func newOOMWatcher(d *Driver) *oomWatcher {
+func newOOMWatcher(d *daemon) *oomWatcher {
 	return &oomWatcher{d: d, watched: make(map[string]*oomMark)}
 }
 

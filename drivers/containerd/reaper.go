@@ -15,15 +15,15 @@ func labelFilter(key, op, value string) string {
 	return fmt.Sprintf("labels.%q%s%q", key, op, value)
 }
 
-// reapLeaks removes what other instances with our label tag left behind:
+// ReapLeaks implements lifecycle.Reaper: it removes what other instances with our label tag left behind:
 // their containers (calls and pool holders) with tasks and snapshots, root
 // snapshots whose container was never recorded, leases, network namespaces
 // with their CNI attachments, and the containers' /etc files. Objects
 // without our tag are never touched. It runs once, in a goroutine the
 // driver owns, and stops early when the driver closes.
-func (d *Driver) reapLeaks(ctx context.Context) {
-	tag := d.cfg.ContainerLabelTag
-	others := labelFilter(LabelLibrary, "==", "fnrun") + "," + labelFilter(LabelTag, "==", tag) + "," + labelFilter(LabelInstance, "!=", d.instance)
+func (d *daemon) ReapLeaks(ctx context.Context) {
+	tag := d.s.Tag
+	others := labelFilter(LabelLibrary, "==", "fnrun") + "," + labelFilter(LabelTag, "==", tag) + "," + labelFilter(LabelInstance, "!=", d.s.Instance)
 	log := d.log.WithField("label_tag", tag)
 
 	var ctrs []ctrd.Container
@@ -98,7 +98,7 @@ func (d *Driver) reapLeaks(ctx context.Context) {
 
 // removeContainer kills and deletes a container's task, then the container
 // and its snapshot; what is already gone is skipped.
-func (d *Driver) removeContainer(ctx context.Context, c ctrd.Container) error {
+func (d *daemon) removeContainer(ctx context.Context, c ctrd.Container) error {
 	var task ctrd.Task
 	err := d.call(ctx, "tasks.Get", func(ctx context.Context) error {
 		var err error

@@ -13,6 +13,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/fnrun/fnrun/drivers"
+	"github.com/fnrun/fnrun/drivers/lifecycle"
 )
 
 // Security and limit constants shared with the docker driver's behaviour.
@@ -63,11 +64,11 @@ type ContainerOptions struct {
 const InitPath = "/dev/init"
 
 // containerOptions derives the create options of a checked task.
-func (d *Driver) containerOptions(task drivers.ContainerTask, checked *drivers.CheckedTask) *ContainerOptions {
-	labels := d.Labels()
-	labels[drivers.LabelRole] = drivers.RoleCall
+func (d *daemon) containerOptions(task *lifecycle.Task) *ContainerOptions {
+	checked := task
+	labels := d.s.Labels(drivers.RoleCall)
 	o := &ContainerOptions{
-		Init:        d.init,
+		Init:        d.opts.init,
 		Labels:      labels,
 		Snapshotter: d.opts.snapshotter,
 		Runtime:     d.opts.runtime,
@@ -85,7 +86,7 @@ func (d *Driver) containerOptions(task drivers.ContainerTask, checked *drivers.C
 	// Security: an unprivileged user with no capability that cannot gain
 	// any, unless the configuration says otherwise (then the image's user
 	// and containerd's default capabilities, as Docker would run it).
-	if d.cfg.DisableUnprivilegedContainers {
+	if !d.s.Policy.Unprivileged {
 		add(oci.WithNewPrivileges)
 	} else {
 		add(oci.WithUIDGID(UnprivilegedUID, UnprivilegedGID), oci.WithCapabilities(nil), withNoAmbientCaps, oci.WithNoNewPrivileges)
@@ -118,12 +119,12 @@ func (d *Driver) containerOptions(task drivers.ContainerTask, checked *drivers.C
 	}
 
 	// Filesystems.
-	readOnly := d.cfg.EnableReadOnlyRootFs
+	readOnly := d.s.Policy.ReadOnlyRoot
 	if readOnly {
 		add(oci.WithRootFSReadonly())
 	}
 	if size := task.TmpFsSize(); size > 0 || readOnly {
-		add(withTmp(size, d.cfg.MaxTmpFsInodes))
+		add(withTmp(size, d.s.Policy.TmpFsInodes))
 	}
 	var mounts []specs.Mount
 	for _, v := range task.Volumes() {

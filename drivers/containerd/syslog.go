@@ -17,6 +17,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/fnrun/fnrun/drivers"
+	"github.com/fnrun/fnrun/drivers/lifecycle"
 )
 
 // containerd has no log driver of its own, so the run sends the output to
@@ -59,7 +60,7 @@ const syslogTimestamp = "2006-01-02T15:04:05.000000Z07:00"
 // are queued, and one goroutine owned by the sink writes them, so the
 // container's output never waits on the network.
 type syslogSink struct {
-	target   *drivers.SyslogTarget
+	target   *lifecycle.SyslogTarget
 	framed   bool // stream transports need octet counting to delimit messages
 	hostname string
 	appName  string
@@ -83,7 +84,7 @@ type syslogSink struct {
 // dialSyslog connects to target and starts the sink's writer. The APP-NAME
 // of every message is the task's tag, or the container id without tags,
 // as Docker's default tag is.
-func dialSyslog(ctx context.Context, target *drivers.SyslogTarget, containerID string, log *logrus.Entry) (*syslogSink, error) {
+func dialSyslog(ctx context.Context, target *lifecycle.SyslogTarget, containerID string, log *logrus.Entry) (*syslogSink, error) {
 	ctx, cancel := context.WithTimeout(ctx, syslogDialTimeout)
 	defer cancel()
 	conn, framed, err := dialSyslogConn(ctx, target)
@@ -114,7 +115,7 @@ func dialSyslog(ctx context.Context, target *drivers.SyslogTarget, containerID s
 
 // dialSyslogConn connects, and reports whether the connection is a
 // stream (whose messages need framing) rather than datagrams.
-func dialSyslogConn(ctx context.Context, target *drivers.SyslogTarget) (net.Conn, bool, error) {
+func dialSyslogConn(ctx context.Context, target *lifecycle.SyslogTarget) (net.Conn, bool, error) {
 	var d net.Dialer
 	switch target.Network {
 	case "udp", "unixgram":

@@ -185,9 +185,9 @@ func quietLog() *logrus.Entry {
 	return logrus.NewEntry(l)
 }
 
-func mustTarget(t *testing.T, url string, tags ...drivers.LoggerTag) *drivers.SyslogTarget {
+func mustTarget(t *testing.T, url string, tags ...drivers.LoggerTag) *lifecycle.SyslogTarget {
 	t.Helper()
-	target, err := drivers.CheckLogger(drivers.LoggerConfig{URL: url, Tags: tags})
+	target, err := lifecycle.CheckLogger(drivers.LoggerConfig{URL: url, Tags: tags})
 	if err != nil {
 		t.Fatal(err)
 	}

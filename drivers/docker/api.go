@@ -16,28 +16,19 @@ import (
 	docker "github.com/fsouza/go-dockerclient"
 
 	"github.com/fnrun/fnrun/drivers"
-	"github.com/fnrun/fnrun/stats"
 )
 
-// do runs one daemon call bounded by ctx and the short call timeout,
-// translates its error and records its latency and outcome.
-func (d *Driver) do(ctx context.Context, api, what string, kind objectKind, call func(ctx context.Context) error) error {
-	return d.doWithin(ctx, api, what, kind, d.opts.callTimeout, call)
+// do runs one daemon call bounded by ctx and the call timeout, translates
+// its error and records its latency and outcome.
+func (d *daemon) do(ctx context.Context, api, what string, kind objectKind, call func(ctx context.Context) error) error {
+	return d.doWithin(ctx, api, what, kind, d.s.CallTimeout, call)
 }
 
 // doWithin is do with an explicit timeout; 0 means only ctx bounds the call.
-func (d *Driver) doWithin(ctx context.Context, api, what string, kind objectKind, timeout time.Duration, call func(ctx context.Context) error) error {
-	start := time.Now()
-	callCtx, cancel := ctx, context.CancelFunc(func() {})
-	if timeout > 0 {
-		callCtx, cancel = context.WithTimeout(ctx, timeout)
-	}
-	err := call(callCtx)
-	// Translate before cancel: an expired callCtx is how a hung daemon shows.
-	err = translate(ctx, callCtx, api, what, kind, err)
-	cancel()
-	stats.RecordDaemonCall(ctx, driverName, api, start, err)
-	return err
+func (d *daemon) doWithin(ctx context.Context, api, what string, kind objectKind, timeout time.Duration, call func(ctx context.Context) error) error {
+	return d.caller.CallWithin(ctx, api, timeout, func(ctx context.Context) error {
+		return translate(ctx, api, what, kind, call(ctx))
+	})
 }
 
 // rawCall sends one request to the daemon and decodes a JSON answer into
@@ -77,7 +68,7 @@ func readAPIError(resp *http.Response) error {
 }
 
 // info reads what the driver needs to know about the daemon.
-func (d *Driver) info(ctx context.Context) (hostInfo, error) {
+func (d *daemon) info(ctx context.Context) (hostInfo, error) {
 	var raw struct {
 		ServerVersion string
 		Driver        string
@@ -104,7 +95,7 @@ func (d *Driver) info(ctx context.Context) (hostInfo, error) {
 
 // inspectImage inspects an image; a missing one gives an error wrapping
 // drivers.ErrImageNotFound.
-func (d *Driver) inspectImage(ctx context.Context, ref string) (*docker.Image, error) {
+func (d *daemon) inspectImage(ctx context.Context, ref string) (*docker.Image, error) {
 	var img docker.Image
 	err := d.do(ctx, "inspect_image", fmt.Sprintf("image %q", ref), kindImage, func(ctx context.Context) error {
 		return d.api.rawCall(ctx, http.MethodGet, "/images/"+ref+"/json", &img)
@@ -117,7 +108,7 @@ func (d *Driver) inspectImage(ctx context.Context, ref string) (*docker.Image, e
 
 // inspectContainer inspects a container; a missing one gives an error
 // wrapping drivers.ErrContainerGone.
-func (d *Driver) inspectContainer(ctx context.Context, id string) (*docker.Container, error) {
+func (d *daemon) inspectContainer(ctx context.Context, id string) (*docker.Container, error) {
 	var ctr *docker.Container
 	err := d.do(ctx, "inspect_container", fmt.Sprintf("container %q", id), kindContainer, func(ctx context.Context) error {
 		var err error
@@ -128,7 +119,7 @@ func (d *Driver) inspectContainer(ctx context.Context, id string) (*docker.Conta
 }
 
 // kill sends sig to a container's main process.
-func (d *Driver) kill(ctx context.Context, id string, sig docker.Signal) error {
+func (d *daemon) kill(ctx context.Context, id string, sig docker.Signal) error {
 	return d.do(ctx, "kill", fmt.Sprintf("container %q", id), kindContainer, func(ctx context.Context) error {
 		return d.client.KillContainer(docker.KillContainerOptions{ID: id, Signal: sig, Context: ctx})
 	})
@@ -139,25 +130,27 @@ func (d *Driver) kill(ctx context.Context, id string, sig docker.Signal) error {
 // writing the client's version fields without a lock, which races when
 // the first starts are concurrent (the pool starts several holders at
 // once).
-func (d *Driver) startContainer(ctx context.Context, id, what string) error {
+func (d *daemon) startContainer(ctx context.Context, id, what string) error {
 	return d.do(ctx, "start", what, kindContainer, func(ctx context.Context) error {
 		return d.api.rawCall(ctx, http.MethodPost, "/containers/"+id+"/start", nil)
 	})
 }
 
-// pause and unpause freeze and thaw every process of a container.
-func (d *Driver) pause(ctx context.Context, id string) error {
-	return d.do(ctx, "pause", fmt.Sprintf("container %q", id), kindContainer, func(ctx context.Context) error {
-		return retryPauseRace(ctx, func() error {
-			return d.api.rawCall(ctx, http.MethodPost, "/containers/"+id+"/pause", nil)
-		})
-	})
-}
-
-func (d *Driver) unpause(ctx context.Context, id string) error {
-	return d.do(ctx, "unpause", fmt.Sprintf("container %q", id), kindContainer, func(ctx context.Context) error {
-		return retryPauseRace(ctx, func() error {
-			return d.api.rawCall(ctx, http.MethodPost, "/containers/"+id+"/unpause", nil)
+// setPaused freezes or thaws every process of a container. A container
+// already in the wanted state is no error: the daemon's state, not a guess
+// of ours, says whether there is anything to do.
+func (d *daemon) setPaused(ctx context.Context, id string, paused bool) error {
+	api := "unpause"
+	if paused {
+		api = "pause"
+	}
+	return d.do(ctx, api, fmt.Sprintf("container %q", id), kindContainer, func(ctx context.Context) error {
+		return retryPauseRace(ctx, paused, func() error {
+			return d.api.rawCall(ctx, http.MethodPost, "/containers/"+id+"/"+api, nil)
+		}, func() (bool, error) {
+			var st struct{ State struct{ Paused bool } }
+			err := d.api.rawCall(ctx, http.MethodGet, "/containers/"+id+"/json", &st)
+			return st.State.Paused, err
 		})
 	})
 }
@@ -166,16 +159,19 @@ func (d *Driver) unpause(ctx context.Context, id string) error {
 // daemon view is tried again.
 const pauseRaceRetries = 10
 
-// retryPauseRace retries a pause or unpause that dockerd 20.10 refused with
-// a state it had not caught up with yet: under load it answers 409
-// "already paused" for a thawed container and 500 "is not paused" for a
-// frozen one, because its record of the state lags the cgroup freezer. The
-// view settles within a few tens of milliseconds.
-func retryPauseRace(ctx context.Context, call func() error) error {
+// retryPauseRace handles a pause or unpause refused with "already paused"
+// or "is not paused": when the container is in the wanted state, it is
+// done; else dockerd 20.10's record of the state lagged the cgroup freezer
+// (under load it answers so for a container in the other state), which
+// settles within a few tens of milliseconds, and the call is made again.
+func retryPauseRace(ctx context.Context, paused bool, call func() error, state func() (bool, error)) error {
 	var err error
 	for attempt := 0; attempt < pauseRaceRetries; attempt++ {
 		if err = call(); err == nil || !isPauseRace(err) {
 			return err
+		}
+		if now, serr := state(); serr == nil && now == paused {
+			return nil
 		}
 		t := time.NewTimer(time.Duration(attempt+1) * 20 * time.Millisecond)
 		select {
@@ -199,7 +195,7 @@ func isPauseRace(err error) bool {
 
 // remove removes a container with its anonymous volumes, killing it if it
 // runs. A container already gone is not an error.
-func (d *Driver) remove(ctx context.Context, id string) error {
+func (d *daemon) remove(ctx context.Context, id string) error {
 	err := d.do(ctx, "remove", fmt.Sprintf("container %q", id), kindContainer, func(ctx context.Context) error {
 		return d.client.RemoveContainer(docker.RemoveContainerOptions{ID: id, RemoveVolumes: true, Force: true, Context: ctx})
 	})
@@ -240,20 +236,6 @@ func streamError(stream string) error {
 	}
 }
 
-// closedContext is a cancelled context: the cause of runs ended by Close.
-func closedContext() context.Context {
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	return ctx
-}
-
-// errNotRunning is returned by Freeze and Unfreeze when there is no running
-// container to act on.
-var errNotRunning = drivers.ErrNotRunning
-
-func notRunning(id string) error {
-	return fmt.Errorf("container %s: %w", id, errNotRunning)
-}
 
 // rawAPI reaches the daemon directly for what go-dockerclient offers
 // without a context (pause, unpause, image inspect, info, a stats stream

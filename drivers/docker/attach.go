@@ -12,8 +12,6 @@ import (
 	"time"
 
 	"github.com/moby/moby/api/pkg/stdcopy"
-
-	"github.com/fnrun/fnrun/drivers"
 )
 
 // errOutputStuck: the output stream did not end after the container did.
@@ -34,7 +32,7 @@ type attachment struct {
 // It is written against the Engine API instead of go-dockerclient's
 // AttachToContainerNonBlocking, which ignores the handshake's status and
 // cannot be interrupted while a hung daemon holds the handshake.
-func (d *Driver) attach(ctx context.Context, id string, in io.Reader, stdout, stderr io.Writer) (*attachment, error) {
+func (d *daemon) attach(ctx context.Context, id string, in io.Reader, stdout, stderr io.Writer) (*attachment, error) {
 	var (
 		conn   net.Conn
 		stream io.Reader
@@ -54,12 +52,11 @@ func (d *Driver) attach(ctx context.Context, id string, in io.Reader, stdout, st
 		_, err := stdcopy.StdCopy(stdout, stderr, stream)
 		a.err = err
 	}
-	if !d.goOwned(copyOut) {
-		conn.Close()
-		return nil, fmt.Errorf("attach %s: docker driver: %w", id, drivers.ErrClosed)
-	}
+	// Owned by the run: it ends with the stream, which the run's end
+	// closes (close) if the daemon does not.
+	go copyOut()
 	if in != nil {
-		// Not owned by the driver: it ends when in returns, which the
+		// Not owned by the run: it ends when in returns, which the
 		// driver cannot force. Closing the connection makes its next
 		// write fail, so it never outlives a reader that returns.
 		go func() {

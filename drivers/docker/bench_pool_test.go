@@ -8,7 +8,7 @@ import (
 	docker "github.com/fsouza/go-dockerclient"
 
 	"github.com/fnrun/fnrun/drivers"
-	"github.com/fnrun/fnrun/pool"
+	"github.com/fnrun/fnrun/drivers/lifecycle"
 )
 
 // BenchmarkPool times a cold call running `true` three ways in the same
@@ -34,13 +34,10 @@ func BenchmarkPool(b *testing.B) {
 	}
 	opts := *proto.ContainerOptions().(*docker.CreateContainerOptions)
 	_ = proto.Close(ctx)
-	a, err := newHolderAdapter(pooled)
-	if err != nil {
-		b.Fatal(err)
-	}
-	holder := a.holderOptions(poolSpec("fnrun-bench-holder-" + randomID()))
+	hs := pooled.Settings().PreFork
+	holder := pooled.d.holderOptions(lifecycle.CreateSpec{Labels: pooled.Settings().Labels(drivers.RoleHolder), Holder: &hs})
 	bare := bareBenchClient(b, e.host)
-	holder.Context = ctx
+	holder.Name, holder.Context = "fnrun-bench-holder-"+randomID(), ctx
 	hctr, err := bare.CreateContainer(holder)
 	if err != nil {
 		b.Fatal(err)
@@ -97,5 +94,3 @@ func BenchmarkPool(b *testing.B) {
 			len(lat[0]), ms(bridge), ms(pool), ms(barePool), r1, r2)
 	}
 }
-
-func poolSpec(name string) pool.HolderSpec { return pool.HolderSpec{Name: name} }

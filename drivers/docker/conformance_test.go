@@ -2,6 +2,7 @@ package docker
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -35,26 +36,26 @@ func newHarness(t *testing.T, cfg drivers.Config, pooled bool, endpoint string, 
 		cfg.PreForkPoolSize = 2
 		cfg.PreForkImage = e.image
 	}
-	d, err := New(context.Background(), cfg, opts...)
+	dr, err := New(context.Background(), cfg, opts...)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
 	if pooled {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		err := d.pool.Ready(ctx)
+		err := dr.Pool().Ready(ctx)
 		cancel()
 		if err != nil {
-			_ = d.Close()
+			_ = dr.Close()
 			t.Fatalf("pool not ready: %v", err)
 		}
 	}
+	d := &harnessDriver{Driver: dr}
 	bare := e.bare(t)
 	t.Cleanup(func() {
 		// The suite has closed the driver by now: nothing of it may be
-		// left, holders included.
-		if !d.isClosed() {
-			_ = d.Close() // a case that failed before closing it
-		}
+		// left, holders included. Close is idempotent: this one only
+		// matters after a case that failed before closing it.
+		_ = d.Close()
 		if left, err := tagged(context.Background(), bare, tag); err != nil || len(left) > 0 {
 			t.Errorf("left after the driver closed: %v (%v)", left, err)
 		}
@@ -73,12 +74,25 @@ func newHarness(t *testing.T, cfg drivers.Config, pooled bool, endpoint string, 
 		// dead or retired holder not removed). Once it is closed, anything
 		// at all is a leftover.
 		Leftovers: func(ctx context.Context) ([]string, error) {
-			if d.isClosed() {
+			if d.closed.Load() {
 				return tagged(ctx, bare, tag)
 			}
 			return leftoversWhileRunning(ctx, bare, tag)
 		},
 	}
+}
+
+// harnessDriver is the driver the suite gets: the docker driver, with a
+// record of whether its Close has begun, which decides what counts as a
+// leftover.
+type harnessDriver struct {
+	*Driver
+	closed atomic.Bool
+}
+
+func (h *harnessDriver) Close() error {
+	h.closed.Store(true)
+	return h.Driver.Close()
 }
 
 // leftoversWhileRunning lists the containers carrying tag but running

@@ -8,6 +8,7 @@ import (
 	docker "github.com/fsouza/go-dockerclient"
 
 	"github.com/fnrun/fnrun/drivers"
+	"github.com/fnrun/fnrun/drivers/lifecycle"
 )
 
 // Values of the container options that do not come from the task.
@@ -21,17 +22,17 @@ const (
 
 // createOptions maps every knob of the task and the driver configuration to
 // Docker's create options. It makes no daemon call, so a bad task fails
-// before any (the storage driver was learnt at start).
-func (d *Driver) createOptions(task drivers.ContainerTask, checked *drivers.CheckedTask, network string) (*docker.CreateContainerOptions, error) {
+// before any (the storage driver was learnt at start). The network mode is
+// left empty, for Create to choose (a pool holder, a configured network),
+// unless the task has no network.
+func (d *daemon) createOptions(task *lifecycle.Task) (*docker.CreateContainerOptions, error) {
 	id := task.Id()
-	labels := d.labels()
-	labels[drivers.LabelRole] = drivers.RoleCall
 	cfg := &docker.Config{
-		Image:        checked.Image.Familiar,
-		Cmd:          checked.Args, // nil runs the image's command
-		Env:          checked.Env,
+		Image:        task.Ref.Familiar,
+		Cmd:          task.Args, // nil runs the image's command
+		Env:          task.Env,
+		Labels:       d.s.Labels(drivers.RoleCall),
 		WorkingDir:   task.WorkDir(),
-		Labels:       labels,
 		AttachStdout: true,
 		AttachStderr: true,
 	}
@@ -41,17 +42,15 @@ func (d *Driver) createOptions(task drivers.ContainerTask, checked *drivers.Chec
 		cfg.AttachStdin, cfg.OpenStdin, cfg.StdinOnce = true, true, true
 	}
 	host := &docker.HostConfig{
-		NetworkMode:    network,
-		ReadonlyRootfs: d.cfg.EnableReadOnlyRootFs,
+		ReadonlyRootfs: d.s.Policy.ReadOnlyRoot,
 		// An init process reaps zombies and forwards SIGTERM, which a
 		// function's PID 1 would otherwise ignore.
 		Init: true,
 	}
-	if !d.cfg.DisableUnprivilegedContainers {
-		cfg.User = unprivilegedUser
-		host.CapDrop = []string{"ALL"}
-		host.SecurityOpt = []string{"no-new-privileges"}
+	if task.DisableNet() {
+		host.NetworkMode = networkNone
 	}
+	d.unprivileged(cfg, host)
 	if m := task.Memory(); m > 0 {
 		// Swap equal to memory means no swap at all. No kernel-memory
 		// limit: it is gone from cgroup v2 and recent runtimes.
@@ -81,7 +80,7 @@ func (d *Driver) createOptions(task drivers.ContainerTask, checked *drivers.Chec
 	if src, dst := task.UDSDockerPath(), task.UDSDockerDest(); src != "" {
 		host.Binds = append(host.Binds, src+":"+dst)
 	}
-	host.LogConfig = logConfig(checked.Syslog)
+	host.LogConfig = logConfig(task.Syslog)
 	return &docker.CreateContainerOptions{Name: id, Config: cfg, HostConfig: host}, nil
 }
 
@@ -106,9 +105,9 @@ func ulimits(task drivers.ContainerTask) []docker.ULimit {
 // tmpfsOptions are the mount options of the /tmp tmpfs, or "" for none. A
 // read-only root gets a /tmp even without a size, so that it stays
 // writable.
-func (d *Driver) tmpfsOptions(task drivers.ContainerTask) string {
+func (d *daemon) tmpfsOptions(task drivers.ContainerTask) string {
 	size := task.TmpFsSize()
-	if size == 0 && !d.cfg.EnableReadOnlyRootFs {
+	if size == 0 && !d.s.Policy.ReadOnlyRoot {
 		return ""
 	}
 	// 1777 like a real /tmp: the unprivileged user must write to it.
@@ -116,7 +115,7 @@ func (d *Driver) tmpfsOptions(task drivers.ContainerTask) string {
 	if size > 0 {
 		opts = append(opts, fmt.Sprintf("size=%dm", size))
 	}
-	if n := d.cfg.MaxTmpFsInodes; n > 0 {
+	if n := d.s.Policy.TmpFsInodes; n > 0 {
 		opts = append(opts, fmt.Sprintf("nr_inodes=%d", n))
 	}
 	return strings.Join(opts, ",")
@@ -137,9 +136,35 @@ func (h hostInfo) supportsStorageSize() bool {
 	return false
 }
 
+// unprivileged runs the container as uid 1000 with no capability that it
+// could gain, unless the configuration says otherwise.
+func (d *daemon) unprivileged(cfg *docker.Config, host *docker.HostConfig) {
+	if d.s.Policy.Unprivileged {
+		cfg.User = unprivilegedUser
+		host.CapDrop = []string{"ALL"}
+		host.SecurityOpt = []string{"no-new-privileges"}
+	}
+}
+
+// holderOptions are the create options of a pre-fork pool holder: the
+// pool image and command, no logging, unprivileged like calls, on the
+// pool's network ("" is the daemon's bridge).
+func (d *daemon) holderOptions(spec lifecycle.CreateSpec) docker.CreateContainerOptions {
+	host := &docker.HostConfig{
+		NetworkMode: spec.Holder.Network,
+		LogConfig:   docker.LogConfig{Type: "none"},
+		// An init reaps nothing here but makes the holder end at once on
+		// SIGTERM, which a bare sleep as PID 1 ignores.
+		Init: true,
+	}
+	cfg := &docker.Config{Image: spec.Holder.Image.Familiar, Cmd: spec.Holder.Args, Labels: spec.Labels}
+	d.unprivileged(cfg, host)
+	return docker.CreateContainerOptions{Config: cfg, HostConfig: host}
+}
+
 // logConfig maps the log target CheckTask derived to a Docker log driver:
 // nothing at all when there is none, or syslog with the tags.
-func logConfig(target *drivers.SyslogTarget) docker.LogConfig {
+func logConfig(target *lifecycle.SyslogTarget) docker.LogConfig {
 	if target == nil {
 		return docker.LogConfig{Type: "none"}
 	}

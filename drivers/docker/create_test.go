@@ -12,6 +12,7 @@ import (
 	docker "github.com/fsouza/go-dockerclient"
 
 	"github.com/fnrun/fnrun/drivers"
+	"github.com/fnrun/fnrun/drivers/lifecycle"
 )
 
 func u64(v uint64) *uint64 { return &v }
@@ -90,7 +91,7 @@ func TestCreateKnobs(t *testing.T) {
 	check("tty", cfg.Tty, false)
 	// The image's own labels are merged in by the daemon.
 	check("labels", []string{cfg.Labels[LabelLibrary], cfg.Labels[LabelTag], cfg.Labels[LabelInstance]},
-		[]string{"fnrun", d.cfg.ContainerLabelTag, "knobs-instance"})
+		[]string{"fnrun", d.Settings().Tag, "knobs-instance"})
 	check("memory", host.Memory, int64(64<<20))
 	check("memory+swap", host.MemorySwap, int64(64<<20))
 	check("kernel memory", host.KernelMemory, int64(0))
@@ -127,7 +128,7 @@ func TestCreateKnobs(t *testing.T) {
 	if _, err := bare.InspectContainer(task.ID); !errors.As(err, new(*docker.NoSuchContainer)) {
 		t.Fatalf("container still there after Close: %v", err)
 	}
-	if got := d.networks.usage()[net]; got != 0 {
+	if got := d.d.networks.usage()[net]; got != 0 {
 		t.Errorf("network %s still leased %d times after Close", net, got)
 	}
 }
@@ -213,21 +214,25 @@ func TestFsSize(t *testing.T) {
 	d := newDriver(t, drivers.Config{})
 	task := &drivers.Task{ID: "fnrun-fssize", ImageRef: e.localImage, FsSizeMB: 100}
 	_, err := d.CreateCookie(context.Background(), task)
-	if d.host.supportsStorageSize() {
+	if h := d.d.host; h.supportsStorageSize() {
 		if err != nil {
-			t.Fatalf("storage driver %s/%s supports sizes, yet: %v", d.host.storageDriver, d.host.backingFs, err)
+			t.Fatalf("storage driver %s/%s supports sizes, yet: %v", h.storageDriver, h.backingFs, err)
 		}
 	} else if !errors.Is(err, drivers.ErrInvalidTask) || !errors.Is(err, ErrFsSizeUnsupported) {
-		t.Fatalf("FsSize on %s/%s: %v, want ErrFsSizeUnsupported wrapping ErrInvalidTask", d.host.storageDriver, d.host.backingFs, err)
+		t.Fatalf("FsSize on %s/%s: %v, want ErrFsSizeUnsupported wrapping ErrInvalidTask", h.storageDriver, h.backingFs, err)
 	}
 
+	s, err := lifecycle.Configure(driverName, drivers.Config{InstanceId: "x"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, h := range []hostInfo{{storageDriver: "btrfs"}, {storageDriver: "overlay2", backingFs: "xfs"}} {
-		fake := &Driver{cfg: drivers.Config{}, host: h, instance: "x"}
-		checked, err := drivers.CheckTask(task)
+		fake := &daemon{s: s, host: h}
+		checked, err := lifecycle.CheckTask(task)
 		if err != nil {
 			t.Fatal(err)
 		}
-		opts, err := fake.createOptions(task, checked, "")
+		opts, err := fake.createOptions(checked)
 		if err != nil {
 			t.Fatalf("%+v: %v", h, err)
 		}
@@ -271,7 +276,7 @@ func TestLogConfig(t *testing.T) {
 		{in: drivers.LoggerConfig{URL: "http://x"}, invalid: true},
 		{in: drivers.LoggerConfig{URL: "udp://x:1", Tags: []drivers.LoggerTag{{Name: "a", Value: "{{.ID}}"}}}, invalid: true},
 	} {
-		target, err := drivers.CheckLogger(tc.in)
+		target, err := lifecycle.CheckLogger(tc.in)
 		if tc.invalid {
 			if !errors.Is(err, drivers.ErrInvalidTask) {
 				t.Errorf("%+v: %v, want ErrInvalidTask", tc.in, err)

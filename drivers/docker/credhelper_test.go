@@ -12,7 +12,7 @@ import (
 	docker "github.com/fsouza/go-dockerclient"
 
 	"github.com/fnrun/fnrun/drivers"
-	"github.com/fnrun/fnrun/internal/dockerconfig"
+	"github.com/fnrun/fnrun/drivers/lifecycle"
 	"github.com/fnrun/fnrun/internal/dockerconfig/dockerconfigtest"
 	"github.com/fnrun/fnrun/test"
 )
@@ -20,16 +20,19 @@ import (
 // TestCredentialsForTheDaemon: what the config.json and the task give
 // reaches the daemon's X-Registry-Auth form unchanged, for the image's host
 // only; anonymous is the zero value, which sends no header. The lookup
-// itself is tested in internal/dockerconfig.
+// itself is tested in internal/dockerconfig; the settings are the ones New
+// builds (lifecycle.Configure with WithDockerConfig), and the life cycle
+// hands what they give to daemon.Pull, which sends dockerAuth of it.
 func TestCredentialsForTheDaemon(t *testing.T) {
 	config := dockerconfigtest.WriteConfig(t, `{"auths":{
 		"https://index.docker.io/v1/":{"auth":"`+base64.StdEncoding.EncodeToString([]byte("hub:pw"))+`"},
 		"quay.io":{"identitytoken":"tok"}}}`)
-	auth, err := dockerconfig.Load(config, time.Second, nil)
+	var logs test.LogCapture
+	s, err := lifecycle.Configure(driverName, drivers.Config{}, []drivers.Option{drivers.WithDockerConfig(config), drivers.WithLogger(logs.Entry())})
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &Driver{log: (&test.LogCapture{}).Entry(), registryAuth: auth}
+	ctx := context.Background()
 	for image, want := range map[string]docker.AuthConfiguration{
 		"busybox":            {Username: "hub", Password: "pw", ServerAddress: "docker.io"},
 		"quay.io/fn/app":     {IdentityToken: "tok", ServerAddress: "quay.io"},
@@ -39,11 +42,14 @@ func TestCredentialsForTheDaemon(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := d.credentials(context.Background(), &drivers.Task{}, ref)
-		if err != nil || got != want {
+		// What a cookie's pull sends.
+		conf, err := s.Credentials.PullCredentials(ctx, &drivers.Task{}, ref, s.Logger)
+		if got := dockerAuth(conf); err != nil || got != want {
 			t.Errorf("%s: %q at %q (%v), want %q at %q", image, got.Username, got.ServerAddress, err, want.Username, want.ServerAddress)
 		}
-		if got, err := d.configCredentials(context.Background(), ref); err != nil || got != want {
+		// What the pool's pull of its image sends, without a task.
+		conf, err = s.Credentials.ImageCredentials(ctx, ref)
+		if got := dockerAuth(conf); err != nil || got != want {
 			t.Errorf("%s without a task: %q at %q (%v)", image, got.Username, got.ServerAddress, err)
 		}
 	}
@@ -52,16 +58,22 @@ func TestCredentialsForTheDaemon(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, err := d.credentials(context.Background(), task, ref); err != nil || got != (docker.AuthConfiguration{Username: "task", Password: "p", ServerAddress: "docker.io"}) {
+	conf, err := s.Credentials.PullCredentials(ctx, task, ref, s.Logger)
+	if got := dockerAuth(conf); err != nil || got != (docker.AuthConfiguration{Username: "task", Password: "p", ServerAddress: "docker.io"}) {
 		t.Errorf("task credentials: %q at %q (%v)", got.Username, got.ServerAddress, err)
 	}
 	// No config.json at all.
-	if got, err := (&Driver{log: d.log}).credentials(context.Background(), &drivers.Task{}, ref); err != nil || got != (docker.AuthConfiguration{}) {
+	none, err := lifecycle.Configure(driverName, drivers.Config{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf, err = none.Credentials.PullCredentials(ctx, &drivers.Task{}, ref, none.Logger)
+	if got := dockerAuth(conf); err != nil || conf != nil || got != (docker.AuthConfiguration{}) {
 		t.Errorf("without a config: %q (%v), want anonymous", got.Username, err)
 	}
-	if credentialKey(docker.AuthConfiguration{}) != "anonymous" {
-		t.Error("anonymous pulls do not share their key")
-	}
+	// That anonymous pulls share one key (credentialKey before) is the
+	// life cycle's now: TestPullDedupe checks it end to end, its
+	// concurrent anonymous pulls making one daemon pull.
 }
 
 // TestPullCredentialHelper pulls from the htpasswd registry with the
@@ -113,7 +125,7 @@ func TestPullCredentialHelper(t *testing.T) {
 			fake.Forget(t)
 			fake.Answer(t, e.authUser, e.authPassword)
 
-			d := newDriver(t, drivers.Config{}, WithLogger(log.Entry()), WithDockerConfig(config))
+			d := newDriver(t, drivers.Config{}, drivers.WithLogger(log.Entry()), drivers.WithDockerConfig(config))
 			fresh(t)
 			res := runTask(ctx, t, d, &drivers.Task{ID: "fnrun-helper-" + randomID(), ImageRef: e.authImage, Cmd: "true"})
 			if res.Status() != drivers.StatusSuccess {
@@ -140,7 +152,7 @@ func TestPullCredentialHelper(t *testing.T) {
 
 			// Wrong credentials from the helper: the registry refuses them.
 			fake.Answer(t, e.authUser, wrong)
-			withWrong := newDriver(t, drivers.Config{}, WithLogger(log.Entry()), WithDockerConfig(config))
+			withWrong := newDriver(t, drivers.Config{}, drivers.WithLogger(log.Entry()), drivers.WithDockerConfig(config))
 			fresh(t)
 			err := pullWith(ctx, withWrong, &drivers.Task{ID: "fnrun-helper-wrong-" + randomID(), ImageRef: e.authImage})
 			if !errors.Is(err, drivers.ErrUnauthorized) || errors.Is(err, drivers.ErrInvalidConfig) {
@@ -150,7 +162,7 @@ func TestPullCredentialHelper(t *testing.T) {
 
 			// Nothing stored for the host: an anonymous pull, refused.
 			fake.NoAnswer(t)
-			anonymous := newDriver(t, drivers.Config{}, WithLogger(log.Entry()), WithDockerConfig(config))
+			anonymous := newDriver(t, drivers.Config{}, drivers.WithLogger(log.Entry()), drivers.WithDockerConfig(config))
 			err = pullWith(ctx, anonymous, &drivers.Task{ID: "fnrun-helper-anon-" + randomID(), ImageRef: e.authImage})
 			if !errors.Is(err, drivers.ErrUnauthorized) || errors.Is(err, ErrCredentialHelper) {
 				t.Errorf("helper without credentials: %v, want an anonymous pull refused", err)
@@ -162,8 +174,8 @@ func TestPullCredentialHelper(t *testing.T) {
 	t.Run("missing helper", func(t *testing.T) {
 		var log test.LogCapture
 		missing := "fnrun-missing-" + randomID()
-		d := newDriver(t, drivers.Config{}, WithLogger(log.Entry()),
-			WithDockerConfig(dockerconfigtest.WriteConfig(t, `{"credHelpers":{"`+e.authRegistry+`":"`+missing+`"}}`)))
+		d := newDriver(t, drivers.Config{}, drivers.WithLogger(log.Entry()),
+			drivers.WithDockerConfig(dockerconfigtest.WriteConfig(t, `{"credHelpers":{"`+e.authRegistry+`":"`+missing+`"}}`)))
 		fresh(t)
 		c, err := d.CreateCookie(ctx, &drivers.Task{ID: "fnrun-helper-missing-" + randomID(), ImageRef: e.authImage})
 		if err != nil {

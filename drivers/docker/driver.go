@@ -2,24 +2,18 @@ package docker
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"errors"
 	"fmt"
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	docker "github.com/fsouza/go-dockerclient"
 	"github.com/sirupsen/logrus"
 
 	"github.com/fnrun/fnrun/drivers"
+	"github.com/fnrun/fnrun/drivers/lifecycle"
 	"github.com/fnrun/fnrun/images"
-	"github.com/fnrun/fnrun/internal/dockerconfig"
-	"github.com/fnrun/fnrun/internal/logs"
-	"github.com/fnrun/fnrun/pool"
 )
 
 const (
@@ -37,51 +31,32 @@ const (
 	libraryName   = drivers.LibraryName
 )
 
-// Default timeouts. The short one bounds every call that answers at once
-// (inspect, create, start, kill, pause, remove...); a pull or a load moves
-// data and gets longer. Wait and the stats stream last as long as the
-// container, so only their contexts bound them.
+// Defaults of this driver's own options.
 const (
-	defaultCallTimeout = 30 * time.Second
-	defaultPullTimeout = 10 * time.Minute
 	defaultLoadTimeout = 10 * time.Minute
-	defaultStopGrace   = 2 * time.Second
 	// defaultStatsDelay: the daemon publishes a sample a second, so a run
 	// shorter than this would get none worth having; not subscribing saves
-	// short calls a daemon request (about 6% of a `true` life cycle on a
-	// loaded host).
+	// short calls a daemon request.
 	defaultStatsDelay = 250 * time.Millisecond
 	// pullInactivity ends a pull whose progress stream went silent: a
 	// registry that stalls mid-layer.
 	pullInactivity = 2 * time.Minute
 )
 
-// Option configures a Driver.
-type Option func(*options)
+// Option configures a Driver: any drivers.Option (logger, timeouts, Docker
+// config), or one of this package.
+type Option = drivers.Option
 
 type options struct {
-	log          *logrus.Entry
-	dockerConfig string
-	callTimeout  time.Duration
-	pullTimeout  time.Duration
-	loadTimeout  time.Duration
-	stopGrace    time.Duration
-	statsDelay   time.Duration
-	tls          tlsRequest
+	tls         tlsRequest
+	loadTimeout time.Duration
+	statsDelay  time.Duration
 	// wrapStore, for tests, changes the image store the cleaner and
-	// ImageStore use (to confine a test to its own images on a shared
-	// daemon).
+	// ImageStore use (to confine a test to its own images).
 	wrapStore func(images.Store) images.Store
 }
 
-// WithLogger sets the logger; the default discards everything.
-func WithLogger(log *logrus.Entry) Option { return func(o *options) { o.log = log } }
-
-// WithDockerConfig reads registry credentials from a Docker config.json, or
-// from the config.json inside the folder path names (as DOCKER_CONFIG does).
-// The credential helpers it names (credsStore, credHelpers) are run as the
-// docker CLI runs them, per pull and for the image's registry only.
-func WithDockerConfig(path string) Option { return func(o *options) { o.dockerConfig = path } }
+type option func(*options)
 
 // WithTLS connects to a tcp:// endpoint over TLS, as DOCKER_TLS_VERIFY=1
 // does for the docker CLI: certPath is a folder with ca.pem, which the
@@ -90,81 +65,72 @@ func WithDockerConfig(path string) Option { return func(o *options) { o.dockerCo
 // DOCKER_CERT_PATH, else ~/.docker. It takes precedence over
 // DOCKER_TLS_VERIFY; on a unix:// endpoint New fails.
 func WithTLS(certPath string) Option {
-	return func(o *options) { o.tls = tlsRequest{enabled: true, certPath: certPath, explicit: true} }
+	return drivers.WithExtra(option(func(o *options) {
+		o.tls = tlsRequest{enabled: true, certPath: certPath, explicit: true}
+	}))
 }
 
-// WithCallTimeout bounds every short daemon call (default 30s).
-func WithCallTimeout(d time.Duration) Option { return func(o *options) { o.callTimeout = d } }
-
-// WithPullTimeout bounds one pull attempt (default 10m).
-func WithPullTimeout(d time.Duration) Option { return func(o *options) { o.pullTimeout = d } }
-
 // WithLoadTimeout bounds the load of drivers.Config.DockerLoadFile (default 10m).
-func WithLoadTimeout(d time.Duration) Option { return func(o *options) { o.loadTimeout = d } }
-
-// WithStopGrace is how long a container has between SIGTERM and SIGKILL
-// when it is ended early (default 2s).
-func WithStopGrace(d time.Duration) Option { return func(o *options) { o.stopGrace = d } }
+func WithLoadTimeout(d time.Duration) Option {
+	return drivers.WithExtra(option(func(o *options) { o.loadTimeout = d }))
+}
 
 // WithStatsDelay is how long a container runs before its stats are
 // streamed to the task (default 250ms; 0 streams from the start).
-func WithStatsDelay(d time.Duration) Option { return func(o *options) { o.statsDelay = d } }
-
-func (o *options) validate() error {
-	for _, t := range []struct {
-		name string
-		d    time.Duration
-	}{{"call timeout", o.callTimeout}, {"pull timeout", o.pullTimeout}, {"load timeout", o.loadTimeout}} {
-		if t.d <= 0 {
-			return fmt.Errorf("docker driver: %s %v must be positive: %w", t.name, t.d, drivers.ErrInvalidConfig)
-		}
-	}
-	if o.stopGrace < 0 || o.statsDelay < 0 {
-		return fmt.Errorf("docker driver: stop grace %v or stats delay %v is negative: %w", o.stopGrace, o.statsDelay, drivers.ErrInvalidConfig)
-	}
-	if o.log == nil {
-		return fmt.Errorf("docker driver: nil logger: %w", drivers.ErrInvalidConfig)
-	}
-	return nil
+func WithStatsDelay(d time.Duration) Option {
+	return drivers.WithExtra(option(func(o *options) { o.statsDelay = d }))
 }
 
-// Driver runs cookies as Docker containers. It is safe for concurrent use.
+// Driver runs cookies as Docker containers: the shared life cycle over the
+// Docker Engine. It is safe for concurrent use.
 type Driver struct {
-	cfg      drivers.Config
-	opts     options
-	log      *logrus.Entry
-	client   *docker.Client
-	api      *rawAPI
-	instance string
-	host     hostInfo
-	puller   *puller
-	networks *networkSpread
-	store    images.Store
-	pool     *pool.Pool      // nil when PreForkPoolSize is 0
-	cleaner  *images.Cleaner // nil when ImageCleanMaxSize is 0
-
-	// registryAuth holds the credentials of WithDockerConfig; nil without.
-	registryAuth *dockerconfig.Config
-
-	// ctx ends background work (reaper, runs, shared pulls) when the
-	// driver closes; wg counts every goroutine the driver started.
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-
-	mu      sync.Mutex
-	closed  bool
-	policy  drivers.BackOffConfig
-	checker drivers.RetryErrorChecker
+	*lifecycle.Driver
+	d *daemon
 }
 
 var (
 	_ drivers.Driver          = (*Driver)(nil)
-	_ drivers.Capable         = (*Driver)(nil)
 	_ drivers.ContainerLister = (*Driver)(nil)
-	_ pool.Reporter           = (*Driver)(nil)
-	_ images.Provider         = (*Driver)(nil)
 )
+
+// New connects to the daemon of cfg.Docker (DOCKER_HOST or the default
+// socket when empty), over TLS when WithTLS is given or DOCKER_TLS_VERIFY
+// is set (certificates from DOCKER_CERT_PATH, else ~/.docker), checks its
+// version against cfg.ServerVersion, loads cfg.DockerLoadFile, and starts
+// the image cleaner, the pre-fork pool and the leak reaper as cfg says.
+// ctx bounds the start-up. An unreachable daemon, or one whose TLS
+// handshake fails, gives an error wrapping drivers.ErrDaemonUnavailable;
+// unusable settings give drivers.ErrInvalidConfig.
+func New(ctx context.Context, cfg drivers.Config, opts ...Option) (*Driver, error) {
+	s, err := lifecycle.Configure(driverName, cfg, opts)
+	if err != nil {
+		return nil, err
+	}
+	d, err := connect(ctx, cfg, s)
+	if err != nil {
+		return nil, err
+	}
+	ld, err := lifecycle.New(ctx, s, d)
+	if err != nil {
+		_ = d.Close()
+		return nil, err
+	}
+	d.log.WithFields(logrus.Fields{"endpoint": d.api.endpoint, "version": d.host.version, "storage": d.host.storageDriver, "instance": s.Instance}).Debug("docker driver ready")
+	return &Driver{Driver: ld, d: d}, nil
+}
+
+// daemon is the lifecycle.Runtime of the Docker Engine.
+type daemon struct {
+	s        *lifecycle.Settings
+	o        options
+	log      *logrus.Entry
+	caller   lifecycle.Caller
+	client   *docker.Client
+	api      *rawAPI
+	host     hostInfo
+	networks *networkSpread
+	store    images.Store
+}
 
 // hostInfo is what the driver learns about the daemon at start.
 type hostInfo struct {
@@ -174,29 +140,16 @@ type hostInfo struct {
 	cgroupVersion string // "1" or "2"
 }
 
-// New connects to the daemon of cfg.Docker (DOCKER_HOST or the default
-// socket when empty), over TLS when WithTLS is given or DOCKER_TLS_VERIFY
-// is set (certificates from DOCKER_CERT_PATH, else ~/.docker), checks its
-// version against cfg.ServerVersion, loads cfg.DockerLoadFile and, when
-// cfg.ContainerLabelTag is set, starts removing what earlier instances
-// left behind. ctx bounds the start-up calls only. New never exits the
-// process: an unreachable daemon, or one whose TLS handshake fails, gives
-// an error wrapping drivers.ErrDaemonUnavailable; unusable certificate
-// files give drivers.ErrInvalidConfig.
-func New(ctx context.Context, cfg drivers.Config, opts ...Option) (*Driver, error) {
-	o := options{
-		log:         logs.Discard(),
-		callTimeout: defaultCallTimeout,
-		pullTimeout: defaultPullTimeout,
-		loadTimeout: defaultLoadTimeout,
-		stopGrace:   defaultStopGrace,
-		statsDelay:  defaultStatsDelay,
+// connect reaches the daemon and does the checks and loads of New.
+func connect(ctx context.Context, cfg drivers.Config, s *lifecycle.Settings) (*daemon, error) {
+	o := options{loadTimeout: defaultLoadTimeout, statsDelay: defaultStatsDelay}
+	for _, x := range s.Extra {
+		if f, ok := x.(option); ok {
+			f(&o)
+		}
 	}
-	for _, opt := range opts {
-		opt(&o)
-	}
-	if err := o.validate(); err != nil {
-		return nil, err
+	if o.loadTimeout <= 0 || o.statsDelay < 0 {
+		return nil, fmt.Errorf("docker driver: load timeout %v or stats delay %v out of range: %w", o.loadTimeout, o.statsDelay, drivers.ErrInvalidConfig)
 	}
 	endpoint := cfg.Docker
 	if endpoint == "" {
@@ -212,7 +165,7 @@ func New(ctx context.Context, cfg drivers.Config, opts ...Option) (*Driver, erro
 	if err != nil {
 		return nil, err
 	}
-	api, err := newRawAPI(endpoint, o.callTimeout, tlsConfig)
+	api, err := newRawAPI(endpoint, s.CallTimeout, tlsConfig)
 	if err != nil {
 		return nil, err
 	}
@@ -221,52 +174,27 @@ func New(ctx context.Context, cfg drivers.Config, opts ...Option) (*Driver, erro
 		return nil, fmt.Errorf("docker driver: endpoint %q: %w: %v", endpoint, drivers.ErrInvalidConfig, err)
 	}
 	api.share(client)
-
-	d := &Driver{
-		cfg:      cfg,
-		opts:     o,
-		log:      o.log.WithField("driver", driverName),
+	d := &daemon{
+		s:        s,
+		o:        o,
+		log:      s.Logger,
+		caller:   lifecycle.Caller{Driver: driverName, Timeout: s.CallTimeout},
 		client:   client,
 		api:      api,
-		instance: cfg.InstanceId,
 		networks: newNetworkSpread(cfg.DockerNetworks),
-	}
-	if d.instance == "" {
-		d.instance = randomID()
-	}
-	d.ctx, d.cancel = context.WithCancel(context.Background())
-	d.puller = newPuller(d)
-	var adapter *holderAdapter
-	if cfg.PreForkPoolSize > 0 {
-		if adapter, err = newHolderAdapter(d); err != nil {
-			d.cancel()
-			return nil, err
-		}
 	}
 	d.store = newImageStore(d)
 	if o.wrapStore != nil {
 		d.store = o.wrapStore(d.store)
 	}
-	if err := d.start(ctx); err != nil {
-		d.cancel()
-		d.api.closeIdle()
+	if err := d.start(ctx, cfg); err != nil {
+		api.closeIdle()
 		return nil, err
 	}
-	if err := d.startBackground(ctx, adapter); err != nil {
-		d.cancel()
-		d.api.closeIdle()
-		return nil, err
-	}
-	if cfg.ContainerLabelTag != "" {
-		d.wg.Add(1)
-		go d.reapLeaks()
-	}
-	d.log.WithFields(logrus.Fields{"endpoint": endpoint, "version": d.host.version, "storage": d.host.storageDriver, "instance": d.instance}).Debug("docker driver ready")
 	return d, nil
 }
 
-// start does the checks and loads of New that need the daemon.
-func (d *Driver) start(ctx context.Context) error {
+func (d *daemon) start(ctx context.Context, cfg drivers.Config) error {
 	if err := d.do(ctx, "ping", "", kindNone, func(ctx context.Context) error {
 		return d.client.PingWithContext(ctx)
 	}); err != nil {
@@ -277,48 +205,15 @@ func (d *Driver) start(ctx context.Context) error {
 		return fmt.Errorf("docker driver: %w", err)
 	}
 	d.host = info
-	if want := d.cfg.ServerVersion; want != "" {
+	if want := cfg.ServerVersion; want != "" {
 		if err := checkVersion(info.version, want); err != nil {
 			return err
 		}
 	}
-	if path := d.opts.dockerConfig; path != "" {
-		if d.registryAuth, err = dockerconfig.Load(path, d.opts.callTimeout, d.log); err != nil {
-			return fmt.Errorf("docker driver: %w", err)
-		}
-	}
-	if path := d.cfg.DockerLoadFile; path != "" {
+	if path := cfg.DockerLoadFile; path != "" {
 		if err := d.loadImages(ctx, path); err != nil {
 			return err
 		}
-	}
-	return nil
-}
-
-// startBackground starts the image cleaner and then the pre-fork pool, as
-// the configuration asks. On error nothing of either is left running.
-func (d *Driver) startBackground(ctx context.Context, adapter *holderAdapter) error {
-	if icfg, ok := images.ConfigFromDriver(driverName, d.cfg); ok {
-		icfg.StateDir = d.cfg.ImageCleanStateDir
-		cleaner, err := images.New(d.store, icfg, images.WithLogger(d.log))
-		if err != nil {
-			return fmt.Errorf("docker driver: image cleaner: %w", err)
-		}
-		if err := cleaner.Start(ctx); err != nil {
-			_ = cleaner.Close()
-			return fmt.Errorf("docker driver: image cleaner: %w", err)
-		}
-		d.cleaner = cleaner
-	}
-	if adapter != nil {
-		p, err := pool.New(adapter, pool.ConfigFromDriver(d.cfg, driverName), pool.WithLogger(d.log))
-		if err != nil {
-			if d.cleaner != nil {
-				_ = d.cleaner.Close()
-			}
-			return fmt.Errorf("docker driver: pre-fork pool: %w", err)
-		}
-		d.pool = p
 	}
 	return nil
 }
@@ -370,14 +265,14 @@ func parseVersion(v string) ([]int, error) {
 }
 
 // loadImages loads an image tarball (docker save format) into the daemon.
-func (d *Driver) loadImages(ctx context.Context, path string) error {
+func (d *daemon) loadImages(ctx context.Context, path string) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return fmt.Errorf("docker driver: load file: %w", err)
 	}
 	defer f.Close()
 	var out strings.Builder
-	err = d.doWithin(ctx, "load", path, kindNone, d.opts.loadTimeout, func(ctx context.Context) error {
+	err = d.doWithin(ctx, "load", path, kindNone, d.o.loadTimeout, func(ctx context.Context) error {
 		if err := d.client.LoadImage(docker.LoadImageOptions{InputStream: f, OutputStream: &out, Context: ctx}); err != nil {
 			return err
 		}
@@ -393,136 +288,30 @@ func (d *Driver) loadImages(ctx context.Context, path string) error {
 }
 
 // Capabilities implements drivers.Capable.
-func (d *Driver) Capabilities() drivers.Capability {
+func (d *daemon) Capabilities() drivers.Capability {
 	return drivers.CapRunsCommands | drivers.CapResourceLimits | drivers.CapOOMDetection |
 		drivers.CapFreeze | drivers.CapReadOnlyRoot | drivers.CapUnprivileged | drivers.CapImagePull
 }
 
-// CreateCookie implements drivers.Driver. It validates the task and builds
-// the create options; it makes no daemon call.
-func (d *Driver) CreateCookie(ctx context.Context, task drivers.ContainerTask) (drivers.Cookie, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	checked, err := drivers.CheckTask(task)
-	if err != nil {
-		return nil, err
-	}
-	d.mu.Lock()
-	closed := d.closed
-	d.mu.Unlock()
-	if closed {
-		return nil, fmt.Errorf("docker driver: %w", drivers.ErrClosed)
-	}
-	return newCookie(d, task, checked)
-}
+// ImageStore implements lifecycle.StoreProvider: the daemon's whole image
+// store.
+func (d *daemon) ImageStore() images.Store { return d.store }
 
-// SetPullImageRetryPolicy implements drivers.Driver.
-func (d *Driver) SetPullImageRetryPolicy(policy drivers.BackOffConfig, checker drivers.RetryErrorChecker) error {
-	if err := policy.Validate(); err != nil {
-		return err
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.policy, d.checker = policy, checker
+// Close implements lifecycle.Closer: no connection outlives the driver.
+func (d *daemon) Close() error {
+	d.api.closeIdle()
 	return nil
 }
 
-func (d *Driver) isClosed() bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.closed
-}
-
-func (d *Driver) retryPolicy() (drivers.BackOffConfig, drivers.RetryErrorChecker) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.policy, d.checker
-}
-
-// GetSlotKeyExtensions implements drivers.Driver. No extension changes what
-// a Docker container is, so any hot container can serve any call.
-func (d *Driver) GetSlotKeyExtensions(map[string]string) string { return "" }
-
-// Close implements drivers.Driver. In the reverse order of starting, it
-// ends the containers still running (with the leak reaper and shared pulls,
-// which stop with them) and waits for their goroutines; then it closes the
-// pre-fork pool, which stops and removes every holder; then the image
-// cleaner, which writes its last-use state; and it closes idle
-// connections. Cookies still open can be closed afterwards to remove their
-// containers. Close is idempotent; it returns the pool's and the cleaner's
-// errors (a holder that could not be removed is left for the leak reaper
-// of the next instance).
-func (d *Driver) Close() error {
-	d.mu.Lock()
-	d.closed = true
-	d.mu.Unlock()
-	d.cancel()
-	d.wg.Wait()
-	var errs []error
-	if d.pool != nil {
-		if err := d.pool.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("docker driver: pre-fork pool: %w", err))
-		}
-	}
-	if d.cleaner != nil {
-		if err := d.cleaner.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("docker driver: image cleaner: %w", err))
-		}
-	}
-	d.api.closeIdle()
-	return errors.Join(errs...)
-}
-
-// PoolStats implements pool.Reporter.
-func (d *Driver) PoolStats() (pool.Stats, bool) {
-	if d.pool == nil {
-		return pool.Stats{}, false
-	}
-	return d.pool.Stats(), true
-}
-
-// ImageStore implements images.Provider: the daemon's image store, for a
-// one-shot cleanup job (images.New on it, then CleanOnce) even when the
-// driver runs no cleaner.
-func (d *Driver) ImageStore() images.Store { return d.store }
-
-// ImageCleaner implements images.Provider: the cleaner the driver runs
-// when ImageCleanMaxSize is set.
-func (d *Driver) ImageCleaner() (*images.Cleaner, bool) { return d.cleaner, d.cleaner != nil }
-
 // Instance is the instance id in this driver's labels.
-func (d *Driver) Instance() string { return d.instance }
+func (dr *Driver) Instance() string { return dr.Settings().Instance }
 
-// labels are the labels of every container of this driver; callers add
-// drivers.LabelRole.
-func (d *Driver) labels() map[string]string {
-	return map[string]string{
-		LabelLibrary:  libraryName,
-		LabelTag:      d.cfg.ContainerLabelTag,
-		LabelInstance: d.instance,
-	}
+// Containers implements drivers.ContainerLister.
+func (dr *Driver) Containers(ctx context.Context) ([]drivers.ContainerInfo, error) {
+	return dr.d.containers(ctx)
 }
 
-// goOwned runs f in a goroutine the driver owns: Close waits for it. It
-// returns false, without running f, once Close has begun, so that no
-// goroutine is added while Close waits.
-func (d *Driver) goOwned(f func()) bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.closed {
-		return false
-	}
-	d.wg.Add(1)
-	go func() {
-		defer d.wg.Done()
-		f()
-	}()
-	return true
-}
-
-func randomID() string {
-	var b [8]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
+// KillContainer implements drivers.ContainerLister.
+func (dr *Driver) KillContainer(ctx context.Context, id string) error {
+	return dr.d.killContainer(ctx, id)
 }

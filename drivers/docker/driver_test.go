@@ -44,7 +44,7 @@ func TestNewUnreachable(t *testing.T) {
 	if _, err := New(context.Background(), drivers.Config{Docker: "ftp://x"}); !errors.Is(err, drivers.ErrInvalidConfig) {
 		t.Errorf("bad scheme: %v, want ErrInvalidConfig", err)
 	}
-	if _, err := New(context.Background(), drivers.Config{}, WithCallTimeout(0)); !errors.Is(err, drivers.ErrInvalidConfig) {
+	if _, err := New(context.Background(), drivers.Config{}, drivers.WithCallTimeout(0)); !errors.Is(err, drivers.ErrInvalidConfig) {
 		t.Errorf("zero call timeout: %v, want ErrInvalidConfig", err)
 	}
 }
@@ -149,7 +149,7 @@ func (p *daemonProxy) close() {
 func TestNewHungDaemon(t *testing.T) {
 	p := newDaemonProxy(t, "", false)
 	start := time.Now()
-	_, err := New(context.Background(), drivers.Config{Docker: p.endpoint()}, WithCallTimeout(300*time.Millisecond))
+	_, err := New(context.Background(), drivers.Config{Docker: p.endpoint()}, drivers.WithCallTimeout(300*time.Millisecond))
 	if !errors.Is(err, drivers.ErrDaemonUnavailable) {
 		t.Fatalf("New on a hung daemon: %v, want ErrDaemonUnavailable", err)
 	}
@@ -172,7 +172,7 @@ func TestHungDaemonCalls(t *testing.T) {
 	e := needEnv(t)
 	p := newDaemonProxy(t, e.host, true)
 	const timeout = 500 * time.Millisecond
-	d := newDriver(t, drivers.Config{Docker: p.endpoint()}, WithCallTimeout(timeout))
+	d := newDriver(t, drivers.Config{Docker: p.endpoint()}, drivers.WithCallTimeout(timeout))
 	ctx := testCtx(t, time.Minute)
 	c, err := d.CreateCookie(ctx, &drivers.Task{ID: "fnrun-hung-" + randomID(), ImageRef: e.localImage})
 	if err != nil {
@@ -349,7 +349,7 @@ func TestReaper(t *testing.T) {
 // cookies, and leaves cookies closable.
 func TestDriverClose(t *testing.T) {
 	e := needEnv(t)
-	d := newDriver(t, drivers.Config{}, WithStopGrace(100*time.Millisecond))
+	d := newDriver(t, drivers.Config{}, drivers.WithStopGrace(100*time.Millisecond))
 	ctx := testCtx(t, time.Minute)
 	c, err := d.CreateCookie(ctx, &drivers.Task{ID: "fnrun-dclose-" + randomID(), ImageRef: e.localImage, Cmd: "sleep 60"})
 	if err != nil {
@@ -387,7 +387,7 @@ func TestDriverClose(t *testing.T) {
 // that traps it can clean up within the grace period.
 func TestGracefulStop(t *testing.T) {
 	e := needEnv(t)
-	d := newDriver(t, drivers.Config{}, WithStopGrace(5*time.Second))
+	d := newDriver(t, drivers.Config{}, drivers.WithStopGrace(5*time.Second))
 	var out syncWriter
 	task := &drivers.Task{ID: "fnrun-graceful-" + randomID(), ImageRef: e.localImage, Stdout: &out,
 		Cmd: `sh -c 'trap "echo got-term; exit 0" TERM; echo ready; while true; do sleep 0.1; done'`}
@@ -546,7 +546,7 @@ func TestErrorClasses(t *testing.T) {
 		{kindImage, &docker.Error{Status: 500, Message: "--storage-opt is supported only for overlay over xfs with 'pquota' mount option"}, drivers.ErrInvalidTask},
 		{kindNone, docker.ErrConnectionRefused, drivers.ErrDaemonUnavailable},
 	} {
-		got := translate(context.Background(), context.Background(), "api", "obj", tc.kind, tc.err)
+		got := translate(context.Background(), "api", "obj", tc.kind, tc.err)
 		if !errors.Is(got, tc.want) {
 			t.Errorf("%v: %v, want %v", tc.err, got, tc.want)
 		}

@@ -2,6 +2,8 @@ package docker
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"os"
 	"strings"
@@ -146,6 +148,26 @@ func removeImage(c *docker.Client, ref string) error {
 		return nil
 	}
 	return err
+}
+
+// randomID is a short random hex string, to keep the names of a test's
+// containers, images and label tags its own on the shared daemon.
+func randomID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// networkMode is the network mode the daemon recorded for a container (by
+// id or name): "container:<holder id>" for a call that joined a pool
+// holder.
+func networkMode(t testing.TB, bare *docker.Client, idOrName string) string {
+	t.Helper()
+	ctr, err := bare.InspectContainer(idOrName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ctr.HostConfig.NetworkMode
 }
 
 func testCtx(t testing.TB, d time.Duration) context.Context {

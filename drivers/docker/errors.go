@@ -68,10 +68,10 @@ const (
 )
 
 // translate turns what a daemon call returned into an error wrapping one of
-// the drivers classes. callerCtx is the caller's context, callCtx the one
-// bounded by the per-operation timeout: when only the latter expired, the
-// daemon did not answer in time.
-func translate(callerCtx, callCtx context.Context, api, what string, kind objectKind, err error) error {
+// the drivers classes. ctx is the call's: when it has ended, the call was
+// cut short, and lifecycle.Caller says why (the caller gave up, or no
+// answer in time) better than the transport's error does.
+func translate(ctx context.Context, api, what string, kind objectKind, err error) error {
 	if err == nil {
 		return nil
 	}
@@ -81,11 +81,8 @@ func translate(callerCtx, callCtx context.Context, api, what string, kind object
 	}
 	out := &daemonError{api: api, what: what, err: err}
 	switch {
-	case callerCtx.Err() != nil:
-		// The caller gave up: report its reason, whatever the transport
-		// made of the aborted request.
-		out.class = callerCtx.Err()
-	case errors.Is(callCtx.Err(), context.DeadlineExceeded) || errors.Is(err, docker.ErrInactivityTimeout):
+	case ctx.Err() != nil:
+	case errors.Is(err, docker.ErrInactivityTimeout):
 		out.class = drivers.ErrDaemonUnavailable
 		out.err = fmt.Errorf("no answer in time: %w", err)
 	default:
@@ -109,6 +106,8 @@ func classify(kind objectKind, err error) error {
 	switch {
 	case isUnavailable(err):
 		return drivers.ErrDaemonUnavailable
+	case errors.Is(err, docker.ErrContainerAlreadyExists):
+		return drivers.ErrAlreadyExists
 	case errors.As(err, &noCtr), errors.Is(err, docker.ErrNoSuchImage) && kind == kindContainer:
 		return drivers.ErrContainerGone
 	case errors.Is(err, docker.ErrNoSuchImage):
@@ -203,4 +202,24 @@ func isUnavailable(err error) bool {
 // isGone reports an error that means the container no longer exists.
 func isGone(err error) bool {
 	return errors.Is(err, drivers.ErrContainerGone)
+}
+
+// isNotRunning: the daemon refused to signal a container that has exited.
+func isNotRunning(err error) bool {
+	var apiErr *docker.Error
+	return errors.As(err, &apiErr) && apiErr.Status == http.StatusConflict && strings.Contains(apiErr.Message, "is not running")
+}
+
+// holderGoneMessage reports an error of a create or start that joined a
+// holder which is gone or stopped: the daemon answers "No such container"
+// (404, which a create would otherwise read as a missing image) or
+// "cannot join network of a non running container".
+func holderGoneMessage(err error) bool {
+	var apiErr *docker.Error
+	if !errors.As(err, &apiErr) {
+		return false
+	}
+	m := strings.ToLower(apiErr.Message)
+	return strings.Contains(m, "no such container") || strings.Contains(m, "non running container") ||
+		strings.Contains(m, "cannot join network")
 }

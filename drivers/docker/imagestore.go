@@ -46,7 +46,7 @@ const layerFetchConcurrency = 4
 // another image (a local classic build), which the daemon refuses to
 // remove.
 type imageStore struct {
-	d *Driver
+	d *daemon
 
 	mu     sync.Mutex
 	layers map[string]layerInfo // image id -> its layers; image ids are content hashes, so this never goes stale
@@ -54,7 +54,7 @@ type imageStore struct {
 
 var _ images.Store = (*imageStore)(nil)
 
-func newImageStore(d *Driver) *imageStore {
+func newImageStore(d *daemon) *imageStore {
 	return &imageStore{d: d, layers: map[string]layerInfo{}}
 }
 

@@ -288,8 +288,10 @@ func (s onlyPrefix) List(ctx context.Context) ([]images.Image, error) {
 	return out, nil
 }
 
+// withStoreWrap sets options.wrapStore, the tests' own option, passed
+// like the package's other options of its own.
 func withStoreWrap(f func(images.Store) images.Store) Option {
-	return func(o *options) { o.wrapStore = f }
+	return drivers.WithExtra(option(func(o *options) { o.wrapStore = f }))
 }
 
 // TestImageCleaner: images of known sizes pulled and run through the

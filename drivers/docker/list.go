@@ -12,11 +12,11 @@ import (
 	"github.com/fnrun/fnrun/drivers"
 )
 
-// Containers implements drivers.ContainerLister: the containers carrying
-// the library label and this driver's label tag, of every instance, calls
-// and pool holders alike, oldest first.
-func (d *Driver) Containers(ctx context.Context) ([]drivers.ContainerInfo, error) {
-	list, err := d.listOwned(ctx, d.cfg.ContainerLabelTag)
+// containers lists the containers carrying the library label and this
+// driver's label tag, of every instance, calls and pool holders alike,
+// oldest first.
+func (d *daemon) containers(ctx context.Context) ([]drivers.ContainerInfo, error) {
+	list, err := d.listOwned(ctx, d.s.Tag)
 	if err != nil {
 		return nil, err
 	}
@@ -68,13 +68,12 @@ func containerState(s string) string {
 	return drivers.StateUnknown // restarting, removing, or a state Docker adds later
 }
 
-// KillContainer implements drivers.ContainerLister: it kills and removes
-// one container that Containers lists, by id, id prefix or name. A
+// killContainer kills and removes one container that containers lists, by id, id prefix or name. A
 // container without the library label and this driver's label tag is left
 // alone with an error wrapping drivers.ErrContainerGone. A call of this
 // driver whose container is killed ends with an error status; a pool
 // holder is replaced by the pool.
-func (d *Driver) KillContainer(ctx context.Context, id string) error {
+func (d *daemon) killContainer(ctx context.Context, id string) error {
 	if strings.TrimSpace(id) == "" {
 		return fmt.Errorf("kill container: empty id: %w", drivers.ErrContainerGone)
 	}
@@ -86,8 +85,8 @@ func (d *Driver) KillContainer(ctx context.Context, id string) error {
 	if ctr.Config != nil {
 		labels = ctr.Config.Labels
 	}
-	if labels[LabelLibrary] != libraryName || labels[LabelTag] != d.cfg.ContainerLabelTag {
-		return fmt.Errorf("kill container %q: not a container of this driver's label tag %q: %w", id, d.cfg.ContainerLabelTag, drivers.ErrContainerGone)
+	if labels[LabelLibrary] != libraryName || labels[LabelTag] != d.s.Tag {
+		return fmt.Errorf("kill container %q: not a container of this driver's label tag %q: %w", id, d.s.Tag, drivers.ErrContainerGone)
 	}
 	return d.remove(ctx, ctr.ID)
 }

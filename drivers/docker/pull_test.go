@@ -251,7 +251,7 @@ func TestPullAuth(t *testing.T) {
 		t.Skip("FNRUN_AUTH_TEST_IMAGE or FNRUN_AUTH_PASSWORD unset")
 	}
 	var logs test.LogCapture
-	d := newDriver(t, drivers.Config{}, WithLogger(logs.Entry()))
+	d := newDriver(t, drivers.Config{}, drivers.WithLogger(logs.Entry()))
 	ctx := testCtx(t, 2*time.Minute)
 	bare := e.bare(t)
 	wrong := "wrong-" + randomID()
@@ -320,7 +320,7 @@ func TestPullAuth(t *testing.T) {
 	}
 
 	if e.dockerConfig != "" {
-		fromFile := newDriver(t, drivers.Config{}, WithLogger(logs.Entry()), WithDockerConfig(e.dockerConfig))
+		fromFile := newDriver(t, drivers.Config{}, drivers.WithLogger(logs.Entry()), drivers.WithDockerConfig(e.dockerConfig))
 		if err := removeImage(bare, e.authImage); err != nil {
 			t.Fatal(err)
 		}

@@ -7,12 +7,10 @@ import (
 	docker "github.com/fsouza/go-dockerclient"
 )
 
-// reapLeaks removes the containers that other driver instances with the
-// same label tag left behind (a crashed agent's). It runs once, in a
-// goroutine the driver owns, and stops when the driver closes.
-func (d *Driver) reapLeaks() {
-	defer d.wg.Done()
-	ctx := d.ctx
+// ReapLeaks implements lifecycle.Reaper: it removes the containers that
+// other driver instances with the same label tag left behind (a crashed
+// agent's).
+func (d *daemon) ReapLeaks(ctx context.Context) {
 	leaked, err := d.leakedContainers(ctx)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -35,14 +33,14 @@ func (d *Driver) reapLeaks() {
 
 // leakedContainers lists containers with this driver's library label and
 // label tag that belong to another instance.
-func (d *Driver) leakedContainers(ctx context.Context) ([]docker.APIContainers, error) {
-	all, err := d.listOwned(ctx, d.cfg.ContainerLabelTag)
+func (d *daemon) leakedContainers(ctx context.Context) ([]docker.APIContainers, error) {
+	all, err := d.listOwned(ctx, d.s.Tag)
 	if err != nil {
 		return nil, err
 	}
 	var out []docker.APIContainers
 	for _, ctr := range all {
-		if ctr.Labels[LabelInstance] != d.instance {
+		if ctr.Labels[LabelInstance] != d.s.Instance {
 			out = append(out, ctr)
 		}
 	}
@@ -51,7 +49,7 @@ func (d *Driver) leakedContainers(ctx context.Context) ([]docker.APIContainers, 
 
 // listOwned lists every container, running or not, carrying the library
 // label and the label tag tag.
-func (d *Driver) listOwned(ctx context.Context, tag string) ([]docker.APIContainers, error) {
+func (d *daemon) listOwned(ctx context.Context, tag string) ([]docker.APIContainers, error) {
 	var list []docker.APIContainers
 	err := d.do(ctx, "list", fmt.Sprintf("containers tagged %q", tag), kindNone, func(ctx context.Context) error {
 		var err error

@@ -7,5 +7,7 @@ import (
 )
 
 func init() {
-	drivers.Register(driverName, func(cfg drivers.Config) (drivers.Driver, error) { return New(context.Background(), cfg) })
+	drivers.RegisterOpener(driverName, func(ctx context.Context, cfg drivers.Config, opts ...drivers.Option) (drivers.Driver, error) {
+		return New(ctx, cfg, opts...)
+	})
 }

@@ -17,9 +17,8 @@ import (
 // to the task until ctx ends, once the container has run for the stats
 // delay. A failure only costs samples: it is logged, never returned, since
 // stats must not change how a run ends.
-func (r *run) sampleStats(ctx, writeCtx context.Context) {
-	d := r.c.d
-	if delay := d.opts.statsDelay; delay > 0 {
+func (d *daemon) sampleStats(ctx context.Context, c *container, write func(stats.Stat)) {
+	if delay := d.o.statsDelay; delay > 0 {
 		t := time.NewTimer(delay)
 		select {
 		case <-ctx.Done():
@@ -29,8 +28,8 @@ func (r *run) sampleStats(ctx, writeCtx context.Context) {
 		}
 	}
 	var resp *http.Response
-	err := d.doWithin(ctx, "stats", fmt.Sprintf("container %q", r.id), kindContainer, 0, func(ctx context.Context) error {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, d.api.baseURL+"/containers/"+r.id+"/stats?stream=1", nil)
+	err := d.doWithin(ctx, "stats", fmt.Sprintf("container %q", c.ID()), kindContainer, 0, func(ctx context.Context) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, d.api.baseURL+"/containers/"+c.ID()+"/stats?stream=1", nil)
 		if err != nil {
 			return err
 		}
@@ -46,7 +45,7 @@ func (r *run) sampleStats(ctx, writeCtx context.Context) {
 	})
 	if err != nil {
 		if ctx.Err() == nil {
-			d.log.WithError(err).WithField("container", r.c.name()).Debug("no stats")
+			d.log.WithError(err).WithField("container", c.name).Debug("no stats")
 		}
 		return
 	}
@@ -61,7 +60,7 @@ func (r *run) sampleStats(ctx, writeCtx context.Context) {
 		if s.Read.IsZero() {
 			continue // the empty sample of a container that is not running
 		}
-		r.c.task.WriteStat(writeCtx, toStat(&s, v2))
+		write(toStat(&s, v2))
 	}
 }
 

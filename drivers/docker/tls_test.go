@@ -244,7 +244,7 @@ func TestTLSEndpoint(t *testing.T) {
 	t.Setenv("DOCKER_TLS_VERIFY", "1")
 	t.Setenv("DOCKER_CERT_PATH", pki.clientDir)
 	d := newDriver(t, drivers.Config{Docker: proxy.endpoint()}, WithStatsDelay(0))
-	if d.api.tls == nil {
+	if d.d.api.tls == nil {
 		t.Fatal("DOCKER_TLS_VERIFY=1 did not turn TLS on")
 	}
 	ctx := testCtx(t, 2*time.Minute)
@@ -303,7 +303,7 @@ func TestTLSEnvIgnoredOnUnixSocket(t *testing.T) {
 	t.Setenv("DOCKER_TLS_VERIFY", "1")
 	t.Setenv("DOCKER_CERT_PATH", t.TempDir())
 	d := newDriver(t, drivers.Config{Docker: e.host})
-	if d.api.tls != nil {
+	if d.d.api.tls != nil {
 		t.Error("TLS turned on for a unix socket")
 	}
 	_, err := New(testCtx(t, time.Minute), drivers.Config{Docker: e.host}, WithTLS(newTestPKI(t).clientDir))
@@ -377,7 +377,7 @@ func TestConformanceTLS(t *testing.T) {
 	proxy := newTLSProxy(t, e.host, pki)
 	test.Run(t, func(t *testing.T, cfg drivers.Config) *test.Harness {
 		h := newHarness(t, cfg, false, proxy.endpoint(), WithTLS(pki.clientDir))
-		if h.Driver.(*Driver).api.tls == nil {
+		if h.Driver.(*harnessDriver).d.api.tls == nil {
 			t.Fatal("WithTLS did not turn TLS on")
 		}
 		return h

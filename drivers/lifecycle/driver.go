@@ -349,3 +349,10 @@ func pullKey(ref string, auth *drivers.AuthConfig) string {
 	}
 	return ref + "\x00" + hex.EncodeToString(h.Sum(nil))
 }
+
+// Closed reports whether Close has begun.
+func (d *Driver) Closed() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.closed
+}

@@ -78,6 +78,16 @@ func (a *holders) remove(ctx context.Context, ctr Container) {
 	}
 }
 
+// JoinedContainer is the Container of the pool holder h, for a runtime
+// that needs more of the holder it joins than pool.Holder says; nil for a
+// holder of another adapter.
+func JoinedContainer(h *pool.Holder) Container {
+	if hd, ok := h.Data.(*holder); ok {
+		return hd.ctr
+	}
+	return nil
+}
+
 func holderOf(h pool.Holder) (*holder, error) {
 	hd, ok := h.Data.(*holder)
 	if !ok {
