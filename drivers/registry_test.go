@@ -75,25 +75,23 @@ func TestConfigNamespace(t *testing.T) {
 	}
 }
 
-func TestContextResult(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	if r := ContextResult(ctx); r.Status() != StatusCancelled || !errors.Is(r.Error(), context.Canceled) {
-		t.Errorf("cancelled: %s %v", r.Status(), r.Error())
+// TestOpen: a failing driver gives a nil Driver, never a typed nil, and a
+// driver registered without options refuses them.
+func TestOpen(t *testing.T) {
+	defer emptyRegistry()()
+	type typed struct{ Driver }
+	RegisterOpener("failing", func(context.Context, Config, ...Option) (Driver, error) {
+		return (*typed)(nil), ErrDaemonUnavailable
+	})
+	Register("plain", func(Config) (Driver, error) { return nil, nil })
+	d, err := Open(context.Background(), "failing", Config{})
+	if d != nil || !errors.Is(err, ErrDaemonUnavailable) {
+		t.Fatalf("Open = %#v, %v; want a nil Driver and the error", d, err)
 	}
-	ctx, cancel = context.WithTimeout(context.Background(), 0)
-	defer cancel()
-	if r := ContextResult(ctx); r.Status() != StatusTimeout || !errors.Is(r.Error(), context.DeadlineExceeded) {
-		t.Errorf("timeout: %s %v", r.Status(), r.Error())
+	if _, err := Open(context.Background(), "plain", Config{}, WithStopGrace(0)); !errors.Is(err, ErrInvalidConfig) {
+		t.Fatalf("options to a driver that takes none: %v, want ErrInvalidConfig", err)
 	}
-	var exit *ExitError
-	if r := ExitResult(2); r.Status() != StatusError || !errors.As(r.Error(), &exit) || exit.ExitCode != 2 {
-		t.Errorf("exit: %s %v", r.Status(), r.Error())
-	}
-	if r := ExitResult(0); r.Status() != StatusSuccess || r.Error() != nil {
-		t.Errorf("success: %s %v", r.Status(), r.Error())
-	}
-	if r := OOMResult(137); r.Status() != StatusKilled || !errors.Is(r.Error(), ErrOutOfMemory) {
-		t.Errorf("oom: %s %v", r.Status(), r.Error())
+	if _, err := New("plain", Config{}); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -272,3 +272,32 @@ func TestEnvAndDir(t *testing.T) {
 		}
 	})
 }
+
+// A pipe nobody reads any more holds up neither Kill nor Wait: the command
+// ends, and its container is removed.
+func TestUnreadStdoutPipe(t *testing.T) {
+	forEachTarget(t, func(t *testing.T, tg target) {
+		cmd := exec.Command(tg.drv, tg.image, "sh", "-c", "echo first; sleep 0.2; head -c 4000000 /dev/zero; sleep 120")
+		cmd.Task = script(mock.ExtStdout, "first\n"+strings.Repeat("x", 4000000), mock.ExtHang, "true")
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		first := make([]byte, 6)
+		if tg.name != "mock" { // the mock writes nothing before it ends
+			if _, err := io.ReadFull(out, first); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Nobody reads any more; the container fills the pipe.
+		time.AfterFunc(time.Second, func() { _ = cmd.Kill() })
+		within(t, 30*time.Second, func() {
+			if err := cmd.Wait(); !errors.Is(err, context.Canceled) {
+				t.Errorf("Wait after Kill = %v, want cancelled", err)
+			}
+		})
+	})
+}

@@ -12,9 +12,9 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/fnrun/fnrun/drivers"
-	"github.com/fnrun/fnrun/drivers/containerd"
-	"github.com/fnrun/fnrun/drivers/docker"
-	"github.com/fnrun/fnrun/drivers/mock"
+	_ "github.com/fnrun/fnrun/drivers/containerd" // registers "containerd"
+	_ "github.com/fnrun/fnrun/drivers/docker"     // registers "docker"
+	_ "github.com/fnrun/fnrun/drivers/mock"       // registers "mock"
 )
 
 // realDrivers are the drivers --all covers: those with a daemon behind.
@@ -52,35 +52,12 @@ func checkDriverName(name string) error {
 	return fmt.Errorf("unknown driver %q (registered: %s)", name, strings.Join(drivers.Drivers(), ", "))
 }
 
-// openDriver starts the driver name. The constructors are used directly,
-// rather than drivers.New, so that start-up honours ctx and the driver
-// logs through log; another registered driver goes through the registry.
-func openDriver(ctx context.Context, name string, cfg drivers.Config, log *logrus.Entry) (drivers.Driver, error) {
+// openDriver starts the registered driver name, its start-up bounded by
+// ctx and connectTimeout, logging through log.
+func openDriver(ctx context.Context, name string, cfg drivers.Config, log *logrus.Entry, opts ...drivers.Option) (drivers.Driver, error) {
 	ctx, cancel := context.WithTimeout(ctx, connectTimeout)
 	defer cancel()
-	var (
-		d   drivers.Driver
-		err error
-	)
-	switch name {
-	case "docker":
-		var dd *docker.Driver
-		if dd, err = docker.New(ctx, cfg, docker.WithLogger(log)); err == nil {
-			d = dd
-		}
-	case "containerd":
-		var cd *containerd.Driver
-		if cd, err = containerd.New(ctx, cfg, containerd.WithLogger(log)); err == nil {
-			d = cd
-		}
-	case "mock":
-		var md *mock.Driver
-		if md, err = mock.New(cfg, mock.WithLogger(log)); err == nil {
-			d = md
-		}
-	default:
-		d, err = drivers.New(name, cfg)
-	}
+	d, err := drivers.Open(ctx, name, cfg, append([]drivers.Option{drivers.WithLogger(log)}, opts...)...)
 	if err != nil {
 		return nil, &hintedError{fmt.Errorf("%s driver: %w%s", name, err, hint(name, err))}
 	}

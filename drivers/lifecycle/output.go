@@ -23,10 +23,12 @@ import (
 // writer's Write, as soon as that Write returns: a Write that never
 // returns is the one thing that can outlive the run, as with os/exec.
 type output struct {
-	chunks    chan chunk
-	shutCh    chan struct{}
-	shutOnce  sync.Once
-	delivered atomic.Uint64 // chunks written so far, for the drain's progress
+	chunks     chan chunk
+	shutCh     chan struct{}
+	shutOnce   sync.Once
+	endingCh   chan struct{}
+	endingOnce sync.Once
+	delivered  atomic.Uint64 // chunks written so far, for the drain's progress
 
 	mu   sync.Mutex
 	err  error // the first writer error, or the loss at shut
@@ -42,7 +44,7 @@ type chunk struct {
 // newOutput returns the output of a run and the writers to hand the
 // runtime: nil for a stream the task discards, so the runtime can skip it.
 func newOutput(stdout, stderr io.Writer) (*output, io.Writer, io.Writer) {
-	o := &output{chunks: make(chan chunk), shutCh: make(chan struct{})}
+	o := &output{chunks: make(chan chunk), shutCh: make(chan struct{}), endingCh: make(chan struct{})}
 	go o.deliver()
 	return o, o.stream(stdout), o.stream(stderr)
 }
@@ -92,6 +94,17 @@ func (o *output) markLost() {
 	o.lost = true
 	o.mu.Unlock()
 }
+
+// stallTimeout is how long a writer may take a chunk once the run is
+// ending before it is taken for stuck and the rest of the output dropped.
+// Some runtimes (dockerd) report the exit only once the streams have
+// moved, so a stuck writer would otherwise hold up the end itself.
+const stallTimeout = 250 * time.Millisecond
+
+// ending says the run is being ended: from now on a writer that does not
+// keep up is given up on (see stallTimeout) instead of slowing the
+// container down.
+func (o *output) ending() { o.endingOnce.Do(func() { close(o.endingCh) }) }
 
 // shut ends delivery: writes from now on are dropped. It returns why
 // output was lost, or nil when everything reached the writers.
@@ -155,20 +168,43 @@ func (s *stream) Write(p []byte) (int, error) {
 	// A copy: after shut the deliverer may still hold it while the
 	// runtime reuses p.
 	c := chunk{w: s.w, p: bytes.Clone(p), done: s.done}
-	select {
-	case o.chunks <- c:
-	case <-o.shutCh:
-		o.markLost()
-		return len(p), nil
+	ending := o.endingCh
+	var stall <-chan time.Time // nil, never ready, until the run is ending
+	startStall := func() {
+		ending = nil
+		t := time.NewTimer(stallTimeout)
+		stall = t.C
 	}
-	select {
-	case <-s.done:
-	case <-o.shutCh:
+	for sent := false; !sent; {
 		select {
-		case <-s.done: // delivered as the run ended
-		default:
+		case o.chunks <- c:
+			sent = true
+		case <-ending:
+			startStall()
+		case <-stall:
 			o.markLost()
+			return len(p), nil
+		case <-o.shutCh:
+			o.markLost()
+			return len(p), nil
 		}
 	}
-	return len(p), nil
+	for {
+		select {
+		case <-s.done:
+			return len(p), nil
+		case <-ending:
+			startStall()
+		case <-stall:
+			o.markLost()
+			return len(p), nil
+		case <-o.shutCh:
+			select {
+			case <-s.done: // delivered as the run ended
+			default:
+				o.markLost()
+			}
+			return len(p), nil
+		}
+	}
 }

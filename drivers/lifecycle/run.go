@@ -163,6 +163,7 @@ watch:
 			seen, holderErr = true, nil
 		default:
 			ended = holderErr == nil
+			r.out.ending()
 			st, seen = r.stop(exited)
 		}
 	}

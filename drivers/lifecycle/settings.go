@@ -64,9 +64,9 @@ type Policy struct {
 	ReadOnlyRoot bool
 	// Unprivileged runs as uid 1000 with no capabilities and
 	// no-new-privileges.
-	Unprivileged  bool
-	TmpFsInodes   uint64
-	ImageVolumes  bool
+	Unprivileged bool
+	TmpFsInodes  uint64
+	ImageVolumes bool
 }
 
 // Labels are the ownership labels of every object the driver makes, with

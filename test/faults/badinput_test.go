@@ -301,13 +301,13 @@ func fuzzDrivers(f *testing.F, vals map[string]string) ([]string, []drivers.Driv
 		f.Skipf("FNRUN_DOCKER_HOST %s is not a unix socket", host)
 	}
 	dp := newSockProxy(f, strings.TrimPrefix(host, "unix://"))
-	dd, err := dockerdriver.New(ctx, drivers.Config{Docker: dp.url()}, dockerdriver.WithLogger(testLogger()))
+	dd, err := dockerdriver.New(ctx, drivers.Config{Docker: dp.url()}, drivers.WithLogger(testLogger()))
 	if err != nil {
 		f.Fatal(err)
 	}
 	f.Cleanup(func() { _ = dd.Close() })
 	cp := newSockProxy(f, vals["FNRUN_CONTAINERD_ADDRESS"])
-	cd, err := ctrdriver.New(ctx, drivers.Config{Containerd: cp.address(), ContainerdNamespace: "fnfaults-fuzz"}, ctrdriver.WithLogger(testLogger()))
+	cd, err := ctrdriver.New(ctx, drivers.Config{Containerd: cp.address(), ContainerdNamespace: "fnfaults-fuzz"}, drivers.WithLogger(testLogger()))
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package faults
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -26,7 +27,7 @@ import (
 
 	"github.com/fnrun/fnrun/drivers"
 	ctrdriver "github.com/fnrun/fnrun/drivers/containerd"
-	dockerdriver "github.com/fnrun/fnrun/drivers/docker"
+	_ "github.com/fnrun/fnrun/drivers/docker" // registers "docker"
 	"github.com/fnrun/fnrun/test"
 )
 
@@ -40,6 +41,9 @@ type target struct {
 
 	dc *docker.Client // docker only
 	cc *ctrd.Client   // containerd only
+
+	// configure points a driver's configuration at the private daemon.
+	configure func(cfg *drivers.Config, o driverOpts, opts *[]drivers.Option)
 }
 
 // targets returns both drivers' targets on the private daemons. Their
@@ -48,8 +52,25 @@ func targets(t *testing.T) []*target {
 	t.Helper()
 	e := private(t)
 	return []*target{
-		{name: "docker", e: e, d: e.dkr, image: e.localImage, dc: e.dockerClient()},
-		{name: "containerd", e: e, d: e.ctr, image: e.localImage, cc: e.containerdClient(t)},
+		{name: "docker", e: e, d: e.dkr, image: e.localImage, dc: e.dockerClient(),
+			configure: func(cfg *drivers.Config, o driverOpts, _ *[]drivers.Option) {
+				cfg.Docker = cmp.Or(o.address, e.dockerHost)
+				cfg.DockerNetworks = "none" // the private dockerd has no bridge
+				if o.pool > 0 {
+					cfg.PreForkNetworks = "none"
+				}
+			}},
+		{name: "containerd", e: e, d: e.ctr, image: e.localImage, cc: e.containerdClient(t),
+			configure: func(cfg *drivers.Config, o driverOpts, opts *[]drivers.Option) {
+				cfg.Containerd = cmp.Or(o.address, e.ctrAddress)
+				cfg.ContainerdNamespace = e.ctrNS
+				// Pinned namespaces go under the private folder, not the
+				// shared default.
+				*opts = append(*opts, ctrdriver.WithStateDir(filepath.Join(e.root, "c", "fnrun")))
+				if o.dialTimeout > 0 {
+					*opts = append(*opts, ctrdriver.WithDialTimeout(o.dialTimeout))
+				}
+			}},
 	}
 }
 
@@ -127,53 +148,17 @@ func (tg *target) build(o driverOpts) (drivers.Driver, error) {
 		cfg.PreForkPoolSize = uint64(o.pool)
 		cfg.PreForkImage = tg.image
 	}
-	switch tg.name {
-	case "docker":
-		cfg.Docker = tg.e.dockerHost
-		if o.address != "" {
-			cfg.Docker = o.address
-		}
-		cfg.DockerNetworks = "none" // the private dockerd has no bridge
-		if o.pool > 0 {
-			cfg.PreForkNetworks = "none"
-		}
-		opts := []dockerdriver.Option{dockerdriver.WithLogger(o.log), dockerdriver.WithStopGrace(o.stopGrace)}
-		if o.callTimeout > 0 {
-			opts = append(opts, dockerdriver.WithCallTimeout(o.callTimeout))
-		}
-		if o.pullTimeout > 0 {
-			opts = append(opts, dockerdriver.WithPullTimeout(o.pullTimeout))
-		}
-		d, err := dockerdriver.New(ctx, cfg, opts...)
-		if err != nil {
-			return nil, err
-		}
-		return d, nil
-	default:
-		cfg.Containerd = tg.e.ctrAddress
-		if o.address != "" {
-			cfg.Containerd = o.address
-		}
-		cfg.ContainerdNamespace = tg.e.ctrNS
-		opts := []ctrdriver.Option{ctrdriver.WithLogger(o.log), ctrdriver.WithStopGrace(o.stopGrace),
-			// Pinned namespaces go under the private folder, not the
-			// shared default.
-			ctrdriver.WithStateDir(filepath.Join(tg.e.root, "c", "fnrun"))}
-		if o.callTimeout > 0 {
-			opts = append(opts, ctrdriver.WithCallTimeout(o.callTimeout))
-		}
-		if o.pullTimeout > 0 {
-			opts = append(opts, ctrdriver.WithPullTimeout(o.pullTimeout))
-		}
-		if o.dialTimeout > 0 {
-			opts = append(opts, ctrdriver.WithDialTimeout(o.dialTimeout))
-		}
-		d, err := ctrdriver.New(ctx, cfg, opts...)
-		if err != nil {
-			return nil, err
-		}
-		return d, nil
+	opts := []drivers.Option{drivers.WithLogger(o.log), drivers.WithStopGrace(o.stopGrace)}
+	if o.callTimeout > 0 {
+		opts = append(opts, drivers.WithCallTimeout(o.callTimeout))
 	}
+	if o.pullTimeout > 0 {
+		opts = append(opts, drivers.WithPullTimeout(o.pullTimeout))
+	}
+	// Each target points the driver at its private daemon; the rest of
+	// the set-up is the registry's.
+	tg.configure(&cfg, o, &opts)
+	return drivers.Open(ctx, tg.name, cfg, opts...)
 }
 
 // nsCtx puts the private containerd namespace on ctx.
