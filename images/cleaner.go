@@ -12,6 +12,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/fnrun/fnrun/drivers"
+	"github.com/fnrun/fnrun/internal/backoff"
 	"github.com/fnrun/fnrun/internal/clock"
 	"github.com/fnrun/fnrun/internal/logs"
 )
@@ -97,7 +98,7 @@ func New(store Store, cfg Config, opts ...Option) (*Cleaner, error) {
 	if o.backoff.MaxRetries == 0 {
 		return nil, configErrorf("remove backoff must allow retries: a failed removal is always retried")
 	}
-	if _, err := drivers.NewBackOff(o.backoff); err != nil {
+	if _, err := backoff.New(o.backoff); err != nil {
 		return nil, fmt.Errorf("images: remove backoff: %w", err)
 	}
 	exempt, err := parseExempt(cfg.Exempt)
@@ -369,17 +370,17 @@ func (c *Cleaner) run(ctx context.Context) {
 
 // newListBackOff spaces the passes after a failed List, from MinInterval up
 // to ResyncInterval.
-func (c *Cleaner) newListBackOff() *drivers.BackOff {
+func (c *Cleaner) newListBackOff() *backoff.BackOff {
 	minMs := uint64(c.cfg.MinInterval / time.Millisecond)
 	maxMs := max(uint64(c.cfg.ResyncInterval/time.Millisecond), minMs, 1)
-	b, err := drivers.NewBackOff(drivers.BackOffConfig{
+	b, err := backoff.New(drivers.BackOffConfig{
 		MaxRetries: 1 << 40,
 		Interval:   max(minMs, 1),
 		MinDelay:   minMs,
 		MaxDelay:   maxMs,
 	})
 	if err != nil { // cannot happen with the settings above
-		b, _ = drivers.NewBackOff(DefaultRemoveBackOff)
+		b, _ = backoff.New(DefaultRemoveBackOff)
 	}
 	return b
 }

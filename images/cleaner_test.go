@@ -247,16 +247,7 @@ func TestExemptNeverRemoved(t *testing.T) {
 		Image{ID: idOf("bydigest"), Size: 10, Created: t0.Add(-6 * time.Hour)},
 		image("x", 10, time.Hour),
 	)
-	cfg, ok := ConfigFromDriver("docker", drivers.Config{
-		ImageCleanMaxSize:    20,
-		ImageCleanExemptTags: "busybox:1.36  fn/app@sha256:" + hexOf("pinned-manifest") + "\t" + idOf("bydigest"),
-		PreForkPoolSize:      1,
-		PreForkImage:         "fnproject/pool",
-	})
-	if !ok {
-		t.Fatal("cleaner disabled")
-	}
-	cfg.LowWater = 1
+	cfg := Config{MaxSize: 20, LowWater: 1, Exempt: []string{"busybox:1.36", "fn/app@sha256:" + hexOf("pinned-manifest"), idOf("bydigest"), "fnproject/pool"}}
 	c, _ := newTestCleaner(t, s, cfg)
 	// The exempt images take 40 bytes: more than the budget, refused.
 	if _, err := c.CleanOnce(context.Background()); !errors.Is(err, drivers.ErrInvalidConfig) {
@@ -704,19 +695,6 @@ func TestNewErrors(t *testing.T) {
 	}
 }
 
-func TestConfigFromDriver(t *testing.T) {
-	if _, ok := ConfigFromDriver("docker", drivers.Config{}); ok {
-		t.Fatal("a zero budget must disable the cleaner")
-	}
-	cfg, ok := ConfigFromDriver("containerd", drivers.Config{ImageCleanMaxSize: 5, ImageCleanExemptTags: " a  b:1 ", PreForkImage: "pool"})
-	if !ok || cfg.MaxSize != 5 || cfg.Driver != "containerd" || !slices.Equal(cfg.Exempt, []string{"a", "b:1"}) {
-		t.Fatalf("without a pool: %+v", cfg)
-	}
-	cfg, _ = ConfigFromDriver("docker", drivers.Config{ImageCleanMaxSize: 5, PreForkPoolSize: 2, PreForkImage: "pool"})
-	if !slices.Equal(cfg.Exempt, []string{"pool"}) {
-		t.Fatalf("the pre-fork image is not exempt: %v", cfg.Exempt)
-	}
-}
 
 func TestStartErrors(t *testing.T) {
 	ctx := context.Background()

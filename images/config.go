@@ -3,7 +3,6 @@ package images
 import (
 	"fmt"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -56,7 +55,7 @@ type Config struct {
 	// reference "repo@sha256:<hex>" matches any image with that digest, and
 	// an image id "sha256:<hex>" (or the bare 64 hex digits) matches the
 	// image with that id or digest, for images only reachable by digest.
-	// The caller adds the pre-fork pool's image (ConfigFromDriver does).
+	// The caller adds the pre-fork pool's image.
 	Exempt []string
 	// ResyncInterval is how often the background job lists the store to
 	// pick up external changes; zero means DefaultResyncInterval.
@@ -74,27 +73,6 @@ type Config struct {
 	Driver string
 }
 
-// ConfigFromDriver turns a driver's configuration into the cleaner's, for
-// the driver named name. ok is false when cfg disables the cleaner
-// (ImageCleanMaxSize is 0). ImageCleanExemptTags is split on white space,
-// and the pre-fork image is added when the pool is enabled; a driver whose
-// pool falls back to a default image when PreForkImage is empty appends
-// that image itself. Interval settings keep their defaults and StateDir is
-// left for the driver to set.
-func ConfigFromDriver(name string, cfg drivers.Config) (c Config, ok bool) {
-	if cfg.ImageCleanMaxSize == 0 {
-		return Config{}, false
-	}
-	c = Config{
-		MaxSize: cfg.ImageCleanMaxSize,
-		Exempt:  strings.Fields(cfg.ImageCleanExemptTags),
-		Driver:  name,
-	}
-	if cfg.PreForkPoolSize > 0 && cfg.PreForkImage != "" {
-		c.Exempt = append(c.Exempt, cfg.PreForkImage)
-	}
-	return c, true
-}
 
 // validate fills defaults and refuses unusable settings.
 func (c *Config) validate() error {

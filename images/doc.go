@@ -7,13 +7,10 @@
 // with ids, references, sizes and whether a container uses them; remove
 // one by id) and calls the cleaner from its cookies:
 //
-//	cfg, ok := images.ConfigFromDriver("docker", driverConfig)
-//	if ok {
-//		cfg.StateDir = stateDir // optional, see "Last use" below
-//		cleaner, err := images.New(store, cfg, images.WithLogger(log))
-//		...
-//		err = cleaner.Start(ctx) // lists the store; fails if the exempt images exceed the budget
-//	}
+//	cfg := images.Config{MaxSize: budget, Exempt: exempt, StateDir: stateDir, Driver: "docker"}
+//	cleaner, err := images.New(store, cfg, images.WithLogger(log))
+//	...
+//	err = cleaner.Start(ctx) // lists the store; fails if the exempt images exceed the budget
 //
 //	// In the cookie:
 //	release := cleaner.Use(task.Image()) // in ValidateImage, before looking the image up
@@ -40,7 +37,7 @@
 // before a pull protects the image from the moment it appears in the
 // store. Exempt entries match references the way users write them (see
 // Config.Exempt); the caller adds the pre-fork pool's image to them
-// (ConfigFromDriver does).
+// (lifecycle.Configure does).
 //
 // A removal that fails is retried with backoff (WithRemoveBackOff), other
 // candidates going first meanwhile; a pass gives up after three failures,

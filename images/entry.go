@@ -4,7 +4,7 @@ import (
 	"container/heap"
 	"time"
 
-	"github.com/fnrun/fnrun/drivers"
+	"github.com/fnrun/fnrun/internal/backoff"
 )
 
 type entryState uint8
@@ -45,7 +45,7 @@ type entry struct {
 	state   entryState
 	index   int    // position in the idle heap, -1 when not in it
 	gen     uint64 // sync generation that last saw it
-	backoff *drivers.BackOff
+	backoff *backoff.BackOff
 	retryAt time.Time
 }
 

@@ -11,6 +11,7 @@ import (
 	ocstats "go.opencensus.io/stats"
 
 	"github.com/fnrun/fnrun/drivers"
+	"github.com/fnrun/fnrun/internal/backoff"
 	"github.com/fnrun/fnrun/stats"
 )
 
@@ -190,7 +191,7 @@ func (c *Cleaner) evict(ctx context.Context) Report {
 // Callers hold mu.
 func (c *Cleaner) retryLater(e *entry) {
 	if e.backoff == nil {
-		e.backoff, _ = drivers.NewBackOff(c.backoff) // validated in New
+		e.backoff, _ = backoff.New(c.backoff) // validated in New
 	}
 	d, ok := e.backoff.Next()
 	if !ok {

@@ -2,7 +2,6 @@ package pool
 
 import (
 	"fmt"
-	"math"
 	"strings"
 	"time"
 
@@ -61,27 +60,6 @@ type Config struct {
 	NamePrefix string
 	// Driver names the driver in metric tags.
 	Driver string
-}
-
-// ConfigFromDriver maps the pre-fork settings of a driver configuration
-// to a pool Config. PreForkImage and PreForkCmd are the adapter's business.
-func ConfigFromDriver(c drivers.Config, driver string) Config {
-	return Config{
-		Size:     clampInt(c.PreForkPoolSize),
-		Max:      clampInt(c.PreForkPoolMax),
-		UseOnce:  c.PreForkUseOnce != 0,
-		Networks: strings.Fields(c.PreForkNetworks),
-		Driver:   driver,
-	}
-}
-
-// clampInt keeps an out-of-range setting out of range after the conversion,
-// so validation rejects it instead of seeing a wrapped-around value.
-func clampInt(v uint64) int {
-	if v > math.MaxInt32 {
-		return math.MaxInt32
-	}
-	return int(v)
 }
 
 // withDefaults validates c and fills in the defaults.

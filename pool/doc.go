@@ -8,7 +8,7 @@
 //
 // A driver creates one pool when PreForkPoolSize > 0:
 //
-//	p, err := pool.New(adapter, pool.ConfigFromDriver(cfg, "docker"), pool.WithLogger(log))
+//	p, err := pool.New(adapter, pool.Config{Size: 4, Driver: "docker"}, pool.WithLogger(log))
 //	...
 //	if l, ok := p.Lease(ctx); ok {
 //		// join l.Holder(); watch l.Dead(); l.Release() when the container is gone

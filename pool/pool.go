@@ -13,6 +13,7 @@ import (
 	ocstats "go.opencensus.io/stats"
 
 	"github.com/fnrun/fnrun/drivers"
+	"github.com/fnrun/fnrun/internal/backoff"
 	"github.com/fnrun/fnrun/internal/clock"
 	"github.com/fnrun/fnrun/internal/logs"
 	"github.com/fnrun/fnrun/stats"
@@ -107,7 +108,7 @@ type Pool struct {
 
 	// The failure streak. After a failure nothing is started until retryAt,
 	// and then one holder at a time (probing) until a start succeeds.
-	backoff  *drivers.BackOff
+	backoff  *backoff.BackOff
 	lastFail time.Time
 	retryAt  time.Time
 	probing  bool
@@ -631,7 +632,7 @@ func (p *Pool) failLocked(what string, err error, fields map[string]any) {
 	p.stats.Failures++
 	quiet := 2 * time.Duration(p.cfg.ReplaceBackoff.MaxDelay) * time.Millisecond
 	if p.backoff == nil || now.Sub(p.lastFail) > quiet {
-		p.backoff, _ = drivers.NewBackOff(p.cfg.ReplaceBackoff) // validated in New
+		p.backoff, _ = backoff.New(p.cfg.ReplaceBackoff) // validated in New
 	}
 	p.lastFail = now
 	d, ok := p.backoff.Next()

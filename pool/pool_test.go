@@ -108,7 +108,7 @@ func TestNewValidates(t *testing.T) {
 		{"no delay at all", Config{Size: 1, ReplaceBackoff: drivers.BackOffConfig{Interval: 10}}},
 		{"negative concurrency", Config{Size: 1, StartConcurrency: -1}},
 		{"negative stop timeout", Config{Size: 1, StopTimeout: -1}},
-		{"overflowing driver size", ConfigFromDriver(drivers.Config{PreForkPoolSize: math.MaxUint64}, "x")},
+		{"overflowing size", Config{Size: math.MaxInt32}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p, err := New(newFake(), tc.cfg)
@@ -125,12 +125,7 @@ func TestNewValidates(t *testing.T) {
 	}
 }
 
-func TestDefaultsAndConfigFromDriver(t *testing.T) {
-	cfg := ConfigFromDriver(drivers.Config{PreForkPoolSize: 2, PreForkPoolMax: 5, PreForkUseOnce: 1, PreForkNetworks: " a  b "}, "docker")
-	want := Config{Size: 2, Max: 5, UseOnce: true, Networks: []string{"a", "b"}, Driver: "docker"}
-	if !slices.Equal(cfg.Networks, want.Networks) || cfg.Size != 2 || cfg.Max != 5 || !cfg.UseOnce || cfg.Driver != "docker" {
-		t.Fatalf("ConfigFromDriver = %+v, want %+v", cfg, want)
-	}
+func TestDefaults(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		p := newPool(t, newFake(), Config{Size: 2})
 		got := p.Config()

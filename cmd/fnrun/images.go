@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/fnrun/fnrun/drivers"
+	"github.com/fnrun/fnrun/drivers/lifecycle"
 	"github.com/fnrun/fnrun/images"
 )
 
@@ -61,8 +62,11 @@ func (a *app) cmdImages(ctx context.Context, args []string) int {
 	if c, ok := prov.ImageCleaner(); ok {
 		snap = c.Snapshot()
 	} else {
-		ccfg := cleanerConfig(sel.name, cfg, listBudget, exempt)
-		c, err := images.New(prov.ImageStore(), ccfg, images.WithLogger(log))
+		ccfg, err := cleanerConfig(sel.name, cfg, listBudget, exempt)
+		var c *images.Cleaner
+		if err == nil {
+			c, err = images.New(prov.ImageStore(), ccfg, images.WithLogger(log))
+		}
 		if err == nil {
 			// A dry run lists the store and removes nothing.
 			_, err = c.CleanOnce(ctx, images.DryRun())
@@ -96,14 +100,15 @@ func openProvider(ctx context.Context, name string, cfg drivers.Config, log logE
 // cleanerConfig is the cleaner configuration of driver name: the driver's
 // (exempt images, the pool's image, the state folder) with budget and the
 // extra exempt references.
-func cleanerConfig(name string, cfg drivers.Config, budget uint64, exempt []string) images.Config {
+func cleanerConfig(name string, cfg drivers.Config, budget uint64, exempt []string) (images.Config, error) {
 	cfg.ImageCleanMaxSize = budget
-	ccfg, _ := images.ConfigFromDriver(name, cfg)
-	ccfg.MaxSize = budget
+	s, err := lifecycle.Configure(name, cfg, nil)
+	if err != nil {
+		return images.Config{}, err
+	}
+	ccfg := *s.Cleaner
 	ccfg.Exempt = append(ccfg.Exempt, exempt...)
-	ccfg.StateDir = cfg.ImageCleanStateDir
-	ccfg.Driver = name
-	return ccfg
+	return ccfg, nil
 }
 
 func writeImages(w io.Writer, snap images.Snapshot, now time.Time) {
@@ -228,7 +233,11 @@ func (a *app) cmdImagesClean(ctx context.Context, args []string) int {
 	if budget == 0 {
 		return fs.usageError(a, exitUsage, "--max-size is required (or image_clean_max_size in the config)")
 	}
-	ccfg := cleanerConfig(sel.name, cfg, budget, exempt)
+	ccfg, err := cleanerConfig(sel.name, cfg, budget, exempt)
+	if err != nil {
+		a.errorf("images clean: %v", err)
+		return exitFailure
+	}
 	if lowWater.set {
 		ccfg.LowWater = lowWater.v
 	}

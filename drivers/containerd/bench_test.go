@@ -35,7 +35,7 @@ import (
 func BenchmarkCookieLifecycle(b *testing.B) {
 	env := requireEnv(b)
 	d := newTestDriver(b, env, drivers.Config{})
-	ctx := d.nsCtx(context.Background())
+	ctx := d.d.nsCtx(context.Background())
 
 	spec := prototypeSpec(b, d, env.localImage, true)
 
@@ -170,8 +170,9 @@ func driverLifecycle(ctx context.Context, d drivers.Driver, image, id string, no
 
 // prototypeSpec is the spec the driver generates for the benchmark's task.
 func prototypeSpec(b testing.TB, d *Driver, image string, noNet bool) *oci.Spec {
-	ctx := d.nsCtx(context.Background())
-	c, err := d.CreateCookie(ctx, &drivers.Task{ID: "fnrun-bench-proto-" + randomID(), ImageRef: image, Cmd: "true", NoNetwork: noNet})
+	ctx := d.d.nsCtx(context.Background())
+	id := "fnrun-bench-proto-" + randomID()
+	c, err := d.CreateCookie(ctx, &drivers.Task{ID: id, ImageRef: image, Cmd: "true", NoNetwork: noNet})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -179,7 +180,11 @@ func prototypeSpec(b testing.TB, d *Driver, image string, noNet bool) *oci.Spec 
 	if err := c.CreateContainer(ctx); err != nil {
 		b.Fatal(err)
 	}
-	spec, err := c.(*cookie).container.Spec(ctx)
+	ctr, err := d.Client().LoadContainer(ctx, id)
+	if err != nil {
+		b.Fatal(err)
+	}
+	spec, err := ctr.Spec(ctx)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -193,17 +198,17 @@ func prototypeSpec(b testing.TB, d *Driver, image string, noNet bool) *oci.Spec 
 // create the task with FIFO streams, wait, start, wait for the exit and
 // the output, delete both and the files.
 func bareLifecycle(ctx context.Context, d *Driver, image string, proto *oci.Spec, id string) (err error) {
-	client := d.client
+	client := d.Client()
 	img, err := client.GetImage(ctx, image)
 	if err != nil {
 		return err
 	}
 	spec := *proto
 	linux := *proto.Linux
-	linux.CgroupsPath = "/" + d.ns + "/" + id
+	linux.CgroupsPath = "/" + d.Namespace() + "/" + id
 	spec.Linux = &linux
 	spec.Hostname = id
-	etcDir, err := d.writeEtcFiles(id, id, netInfo{})
+	etcDir, err := d.d.writeEtcFiles(id, id, netInfo{})
 	if err != nil {
 		return err
 	}
@@ -282,12 +287,12 @@ func BenchmarkPool(b *testing.B) {
 	env := requireEnv(b)
 	fresh := newTestDriver(b, env, drivers.Config{})
 	pooled := poolDriver(b, env, drivers.Config{PreForkPoolSize: 2})
-	if fresh.cni == nil {
+	if fresh.d.cni == nil {
 		b.Fatal("no CNI network: the fresh variant would not build one")
 	}
-	ctx := pooled.nsCtx(context.Background())
+	ctx := pooled.d.nsCtx(context.Background())
 	spec := prototypeSpec(b, pooled, env.localImage, false)
-	missesBefore := pooled.pool.Stats().Misses
+	missesBefore := pooled.Pool().Stats().Misses
 
 	var fl, pl, bl []time.Duration
 	for i := 0; i < b.N; i++ {
@@ -303,7 +308,7 @@ func BenchmarkPool(b *testing.B) {
 		}
 		pl = append(pl, time.Since(start))
 
-		lease, ok := pooled.pool.Lease(ctx)
+		lease, ok := pooled.Pool().Lease(ctx)
 		if !ok {
 			b.Fatal("no free holder for the bare variant")
 		}
@@ -316,7 +321,7 @@ func BenchmarkPool(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	if s := pooled.pool.Stats(); s.Misses != missesBefore {
+	if s := pooled.Pool().Stats(); s.Misses != missesBefore {
 		b.Fatalf("pooled variant missed the pool %d times: it measured fresh networks too", s.Misses-missesBefore)
 	}
 	fp, pp, bp := p50(fl), p50(pl), p50(bl)

@@ -150,7 +150,7 @@ func TestCNINetwork(t *testing.T) {
 	// Root with the runtime's default capabilities, so that ping may open
 	// its raw socket; the network is the same for every container.
 	d := newTestDriver(t, env, drivers.Config{DisableUnprivilegedContainers: true})
-	tag := d.cfg.ContainerLabelTag
+	tag := d.Settings().Tag
 	out := runOutput(t, d, &drivers.Task{
 		ID:       "fnrun-cni-" + randomID(),
 		ImageRef: env.localImage,
@@ -182,7 +182,7 @@ func TestCNIDisableNet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	prefix := cniIDPrefix(env.namespace, d.cfg.ContainerLabelTag)
+	prefix := cniIDPrefix(env.namespace, d.Settings().Tag)
 	task := &drivers.Task{ID: "fnrun-cni-" + randomID(), ImageRef: env.localImage, Cmd: "ls /sys/class/net", NoNetwork: true}
 	var out syncBuf
 	task.Stdout = &out
@@ -217,7 +217,7 @@ func TestCNIDisableNet(t *testing.T) {
 	if got := strings.Fields(out.String()); !slices.Equal(got, []string{"lo"}) {
 		t.Errorf("output %q, want lo only", got)
 	}
-	waitNoNetLeftovers(t, in, env, d.cfg.ContainerLabelTag)
+	waitNoNetLeftovers(t, in, env, d.Settings().Tag)
 }
 
 // TestCNIConfiguration: networking asked for and unusable is an error at
@@ -229,7 +229,7 @@ func TestCNIConfiguration(t *testing.T) {
 		cfg.Containerd, cfg.ContainerdNamespace = env.address, env.namespace
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		d, err := New(ctx, cfg, WithLogger(testLogger(t)))
+		d, err := New(ctx, cfg, drivers.WithLogger(testLogger(t)))
 		if err == nil {
 			t.Cleanup(func() { _ = d.Close() })
 		}
@@ -265,7 +265,7 @@ func TestCNIConfiguration(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if d.cni != nil {
+		if d.d.cni != nil {
 			t.Fatal("networking enabled without a configuration")
 		}
 		out := runOutput(t, d, &drivers.Task{ID: "fnrun-cni-" + randomID(), ImageRef: env.localImage, Cmd: "ls /sys/class/net"})
@@ -289,7 +289,7 @@ func TestCNILeakReaped(t *testing.T) {
 	crashed := newTestDriver(t, env, drivers.Config{ContainerLabelTag: tag, InstanceId: "crashed-" + randomID()})
 	var leaked []*netNS
 	for i := 0; i < 2; i++ {
-		ns, err := crashed.attachNetwork(ctx)
+		ns, err := crashed.d.attachNetwork(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -297,16 +297,16 @@ func TestCNILeakReaped(t *testing.T) {
 	}
 	// A process killed between creating a namespace's file and pinning
 	// the namespace leaves a plain file.
-	unpinned := filepath.Join(crashed.cni.dir, crashed.cni.idPrefix+randomID())
+	unpinned := filepath.Join(crashed.d.cni.dir, crashed.d.cni.idPrefix+randomID())
 	if err := os.WriteFile(unpinned, nil, 0o444); err != nil {
 		t.Fatal(err)
 	}
 	other := newTestDriver(t, env, drivers.Config{ContainerLabelTag: "other-" + tag})
-	kept, err := other.attachNetwork(ctx)
+	kept, err := other.d.attachNetwork(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = other.detachNetwork(context.Background(), kept) })
+	t.Cleanup(func() { _ = other.d.detachNetwork(context.Background(), kept) })
 	left, err := in.netLeftovers(env, tag, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -328,12 +328,17 @@ func TestCNILeakReaped(t *testing.T) {
 }
 
 // TestCNIReleasedOnCreateFailure: a container that cannot be created (its
-// id is taken) leaves no network behind.
+// id is taken) leaves no network behind. A second open cookie of the same
+// driver with the id is refused before anything is made; another driver
+// instance (here with a tag of its own) asks the daemon, which refuses
+// after the network was set up: that network must be released.
 func TestCNIReleasedOnCreateFailure(t *testing.T) {
 	env := requireEnv(t)
 	in := newInspector(t, env)
 	d := newTestDriver(t, env, drivers.Config{})
-	tag := d.cfg.ContainerLabelTag
+	tag := d.Settings().Tag
+	other := newTestDriver(t, env, drivers.Config{ContainerLabelTag: "other-" + tag})
+	otherTag := other.Settings().Tag
 	ctx := context.Background()
 	id := "fnrun-cni-" + randomID()
 	first, err := d.CreateCookie(ctx, &drivers.Task{ID: id, ImageRef: env.localImage, Cmd: "true"})
@@ -344,13 +349,18 @@ func TestCNIReleasedOnCreateFailure(t *testing.T) {
 	if err := first.CreateContainer(ctx); err != nil {
 		t.Fatal(err)
 	}
-	second, err := d.CreateCookie(ctx, &drivers.Task{ID: id, ImageRef: env.localImage, Cmd: "true"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer second.Close(ctx)
-	if err := second.CreateContainer(ctx); err == nil {
-		t.Fatal("two containers with one id")
+	for _, dr := range []*Driver{d, other} {
+		second, err := dr.CreateCookie(ctx, &drivers.Task{ID: id, ImageRef: env.localImage, Cmd: "true"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer second.Close(ctx)
+		if err := second.CreateContainer(ctx); !errors.Is(err, drivers.ErrAlreadyExists) {
+			t.Fatalf("two containers with one id: %v, want ErrAlreadyExists", err)
+		}
+		if err := second.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
 	}
 	left, err := in.netLeftovers(env, tag, nil)
 	if err != nil {
@@ -359,11 +369,14 @@ func TestCNIReleasedOnCreateFailure(t *testing.T) {
 	if len(left) != 2 { // the first container's namespace and lease
 		t.Errorf("network objects %v, want the first container's only", left)
 	}
+	if left, err := in.netLeftovers(env, otherTag, nil); err != nil || len(left) != 0 {
+		t.Errorf("network objects of the create the daemon refused: %v, %v", left, err)
+	}
 	if err := first.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := second.Close(ctx); err != nil {
-		t.Fatal(err)
-	}
 	waitNoNetLeftovers(t, in, env, tag)
+	if left, err := in.allLeftovers(ctx, env, otherTag, false); err != nil || len(left) != 0 {
+		t.Errorf("leftovers of the refused create: %v, %v", left, err)
+	}
 }

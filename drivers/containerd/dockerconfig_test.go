@@ -35,7 +35,7 @@ func TestNewInvalidDockerConfig(t *testing.T) {
 		"bad auth":  dockerconfigtest.WriteConfig(t, `{"auths":{"quay.io":{"auth":"%%"}}}`),
 		"bad store": dockerconfigtest.WriteConfig(t, `{"credsStore":"../sh"}`),
 	} {
-		d, err := New(ctx, cfg, WithDockerConfig(path))
+		d, err := New(ctx, cfg, drivers.WithDockerConfig(path))
 		if err == nil {
 			_ = d.Close()
 		}
@@ -103,7 +103,7 @@ func TestPullDockerConfig(t *testing.T) {
 	// own reading config, so no pull or cached helper answer is shared.
 	pullWith := func(t *testing.T, config string, task *drivers.AuthConfig) error {
 		t.Helper()
-		d := newTestDriver(t, env, drivers.Config{}, WithLogger(log), WithDockerConfig(config))
+		d := newTestDriver(t, env, drivers.Config{}, drivers.WithLogger(log), drivers.WithDockerConfig(config))
 		removeImageAfter(t, d, env.authImage)
 		c, err := d.CreateCookie(ctx, pullTask(env.authImage, task))
 		if err != nil {
@@ -185,7 +185,7 @@ func TestPullDockerConfig(t *testing.T) {
 	t.Run("file and task credentials pull apart", func(t *testing.T) {
 		// One driver, concurrent pulls with the file's right credentials
 		// and a task's wrong ones: never one shared pull.
-		d := newTestDriver(t, env, drivers.Config{}, WithLogger(log), WithDockerConfig(env.dockerConfig))
+		d := newTestDriver(t, env, drivers.Config{}, drivers.WithLogger(log), drivers.WithDockerConfig(env.dockerConfig))
 		removeImageAfter(t, d, env.authImage)
 		var wg sync.WaitGroup
 		errs := make([]error, 2)
@@ -234,7 +234,7 @@ func TestDockerConfigOnlyForItsHost(t *testing.T) {
 	defer cancel()
 	pull := func(config string) error {
 		t.Helper()
-		d := newTestDriver(t, env, drivers.Config{}, WithDockerConfig(dockerconfigtest.WriteConfig(t, config)))
+		d := newTestDriver(t, env, drivers.Config{}, drivers.WithDockerConfig(dockerconfigtest.WriteConfig(t, config)))
 		removeImageAfter(t, d, ref)
 		c, err := d.CreateCookie(ctx, pullTask(ref, nil))
 		if err != nil {

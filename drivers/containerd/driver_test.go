@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/containerd/api/services/tasks/v1"
 	"google.golang.org/grpc"
 
 	"github.com/fnrun/fnrun/drivers"
@@ -91,7 +92,7 @@ func TestHungDaemonCall(t *testing.T) {
 		srv.Stop()
 	})
 	start := time.Now()
-	_, err = New(context.Background(), drivers.Config{Containerd: sock}, WithCallTimeout(300*time.Millisecond))
+	_, err = New(context.Background(), drivers.Config{Containerd: sock}, drivers.WithCallTimeout(300*time.Millisecond))
 	if !errors.Is(err, drivers.ErrDaemonUnavailable) {
 		t.Fatalf("got %v, want ErrDaemonUnavailable", err)
 	}
@@ -160,7 +161,7 @@ func TestDriverCloseEndsCookies(t *testing.T) {
 	if res := w.Wait(ctx); res.Status() != drivers.StatusCancelled {
 		t.Errorf("run ended by the driver's Close: %q (%v), want cancelled", res.Status(), res.Error())
 	}
-	if left, err := in.leftovers(ctx, d.cfg.ContainerLabelTag); err != nil || len(left) != 0 {
+	if left, err := in.leftovers(ctx, d.Settings().Tag); err != nil || len(left) != 0 {
 		t.Errorf("leftovers after the driver's Close: %v, %v", left, err)
 	}
 	if err := c.Close(ctx); err != nil {
@@ -262,21 +263,75 @@ type failingWriter struct{}
 
 func (failingWriter) Write([]byte) (int, error) { return 0, errors.New("disk full") }
 
+// TestGateAndEOFReader: the output gate (now the life cycle's) as the
+// containerd driver uses it. A task that discards both streams and has no
+// input gets no FIFO at all (cio.NullIO), and once Wait has returned,
+// nothing more reaches the task's writers though the container kept
+// writing until it was killed. The eofReader signals the end of the input
+// once, however often it is read past it.
 func TestGateAndEOFReader(t *testing.T) {
-	var g gate
-	var sb strings.Builder
-	w := g.writer(&sb)
-	if g.writer(nil) != nil {
-		t.Error("a nil writer must stay nil (no FIFO for that stream)")
-	}
-	if n, err := w.Write([]byte("abc")); n != 3 || err != nil {
-		t.Fatal(n, err)
-	}
-	if err := g.shut(); err != nil {
+	env := requireEnv(t)
+	d := newTestDriver(t, env, drivers.Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	// Discarded streams and no input: no FIFO for the shim to open.
+	quiet := &drivers.Task{ID: "fnrun-gate-" + randomID(), ImageRef: env.localImage, Cmd: "sleep 60", NoNetwork: true, Stdout: io.Discard}
+	c, err := d.CreateCookie(ctx, quiet)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if n, err := w.Write([]byte("late")); n != 4 || err != nil || sb.String() != "abc" {
-		t.Fatalf("write after shut: %d, %v, %q", n, err, sb.String())
+	defer c.Close(context.Background())
+	if err := c.CreateContainer(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got, err := d.Client().TaskService().Get(d.d.nsCtx(ctx), &tasks.GetRequest{ContainerID: quiet.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := got.Process; p.Stdin != "" || p.Stdout != "" || p.Stderr != "" {
+		t.Errorf("task without streams has FIFOs %q %q %q, want none", p.Stdin, p.Stdout, p.Stderr)
+	}
+	if err := c.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// A writer that ran until the end: shut once Wait returns. The
+	// container ignores SIGTERM, so it writes until the SIGKILL that
+	// follows the stop grace.
+	var out syncBuf
+	loud := &drivers.Task{ID: "fnrun-gate-" + randomID(), ImageRef: env.localImage, NoNetwork: true, Stdout: &out,
+		Cmd: `sh -c 'trap "" TERM; while true; do echo x; done'`}
+	c, err = d.CreateCookie(ctx, loud)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(context.Background())
+	if err := c.CreateContainer(ctx); err != nil {
+		t.Fatal(err)
+	}
+	w, err := c.Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, wcancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer wcancel()
+	if res := w.Wait(wctx); res.Status() != drivers.StatusTimeout {
+		t.Fatalf("status %q (%v), want timeout", res.Status(), res.Error())
+	}
+	n := len(out.String())
+	if n == 0 {
+		t.Fatal("no output before the end: the check below proves nothing")
+	}
+	time.Sleep(300 * time.Millisecond)
+	if late := len(out.String()) - n; late != 0 {
+		t.Errorf("%d bytes reached the writer after Wait returned", late)
+	}
+	if err := c.Close(ctx); err != nil {
+		t.Fatal(err)
 	}
 
 	done := make(chan struct{})
@@ -314,7 +369,61 @@ func TestCloseWithEndedContext(t *testing.T) {
 	if err := c.Close(ctx); err != nil {
 		t.Fatalf("Close with an ended context: %v", err)
 	}
-	if left, err := in.leftovers(context.Background(), d.cfg.ContainerLabelTag); err != nil || len(left) != 0 {
+	if left, err := in.leftovers(context.Background(), d.Settings().Tag); err != nil || len(left) != 0 {
 		t.Fatalf("leftovers: %v, %v", left, err)
+	}
+}
+
+// TestStopGrace: a container ended early (its call timed out) gets
+// SIGTERM, then SIGKILL once the stop grace is over: one that ignores
+// SIGTERM ends no sooner than the default grace of 1s, and at once with a
+// grace of 0; one that honours SIGTERM ends well within the grace.
+func TestStopGrace(t *testing.T) {
+	env := requireEnv(t)
+	// end runs cmd, times its call out and returns how long Wait took
+	// past the deadline.
+	end := func(t *testing.T, d *Driver, cmd string) time.Duration {
+		t.Helper()
+		ctx := context.Background()
+		c, err := d.CreateCookie(ctx, &drivers.Task{ID: "fnrun-grace-" + randomID(), ImageRef: env.localImage, Cmd: cmd, NoNetwork: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close(ctx)
+		if err := c.CreateContainer(ctx); err != nil {
+			t.Fatal(err)
+		}
+		w, err := c.Run(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(300 * time.Millisecond) // the trap is set
+		wctx, cancel := context.WithTimeout(ctx, time.Millisecond)
+		defer cancel()
+		<-wctx.Done()
+		start := time.Now()
+		if res := w.Wait(wctx); res.Status() != drivers.StatusTimeout {
+			t.Fatalf("status %q (%v), want timeout", res.Status(), res.Error())
+		}
+		return time.Since(start)
+	}
+	const stubborn = `sh -c 'trap "" TERM; while true; do sleep 0.1; done'`
+
+	d := newTestDriver(t, env, drivers.Config{})
+	if g := d.Settings().StopGrace; g != time.Second {
+		t.Errorf("default stop grace %v, want 1s", g)
+	}
+	graced := end(t, d, stubborn)
+	if graced < time.Second || graced > 10*time.Second {
+		t.Errorf("a container ignoring SIGTERM ended %v after its deadline, want the 1s grace (and not much more)", graced)
+	}
+	if d.d.opts.init != "" { // without an init, process 1 ignores SIGTERM
+		if polite := end(t, d, "sleep 60"); polite >= time.Second {
+			t.Errorf("a container honouring SIGTERM ended %v after its deadline, want within the grace", polite)
+		}
+	}
+	now := newTestDriver(t, env, drivers.Config{}, drivers.WithStopGrace(0))
+	if killed := end(t, now, stubborn); killed >= graced-500*time.Millisecond {
+		t.Errorf("with no stop grace a container ignoring SIGTERM ended %v after its deadline, with 1s %v: want about 1s sooner", killed, graced)
 	}
 }

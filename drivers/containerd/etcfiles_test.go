@@ -190,7 +190,7 @@ func runEtcTask(t *testing.T, d *Driver, task *drivers.Task) etcView {
 	if res := w.Wait(ctx); res.Status() != drivers.StatusSuccess {
 		t.Fatalf("status %s (%v); stdout %q stderr %q", res.Status(), res.Error(), out.String(), errOut.String())
 	}
-	dir := filepath.Join(d.etc.dir, pathComponent(task.ID))
+	dir := filepath.Join(d.d.etc.dir, pathComponent(task.ID))
 	if _, err := os.Stat(filepath.Join(dir, "hosts")); err != nil {
 		t.Errorf("/etc files before Close: %v", err)
 	}
@@ -276,7 +276,7 @@ func TestEtcFilesInside(t *testing.T) {
 	}
 	noLeftovers := func(t *testing.T, d *Driver) {
 		t.Helper()
-		if left, err := in.allLeftovers(context.Background(), env, d.cfg.ContainerLabelTag, true); err != nil || len(left) != 0 {
+		if left, err := in.allLeftovers(context.Background(), env, d.Settings().Tag, true); err != nil || len(left) != 0 {
 			t.Errorf("leftovers %v, %v", left, err)
 		}
 	}
@@ -345,14 +345,14 @@ func TestEtcFilesLeakReaped(t *testing.T) {
 	crashed := newTestDriver(t, env, drivers.Config{ContainerLabelTag: tag, InstanceId: "crashed-" + randomID()})
 	var leaked []string
 	for i := 0; i < 2; i++ {
-		dir, err := crashed.writeEtcFiles("leak-"+randomID(), "leak", netInfo{ips: []string{"10.88.0.99"}})
+		dir, err := crashed.d.writeEtcFiles("leak-"+randomID(), "leak", netInfo{ips: []string{"10.88.0.99"}})
 		if err != nil {
 			t.Fatal(err)
 		}
 		leaked = append(leaked, dir)
 	}
 	other := newTestDriver(t, env, drivers.Config{ContainerLabelTag: "other-" + tag})
-	kept, err := other.writeEtcFiles("kept-"+randomID(), "kept", netInfo{})
+	kept, err := other.d.writeEtcFiles("kept-"+randomID(), "kept", netInfo{})
 	if err != nil {
 		t.Fatal(err)
 	}

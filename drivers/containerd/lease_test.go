@@ -37,17 +37,17 @@ func TestLeaseHoldsContent(t *testing.T) {
 	env := requireEnv(t)
 	in := newInspector(t, env)
 	d := newTestDriver(t, env, drivers.Config{}, WithLeaseExpiry(10*time.Minute))
-	ctx := d.nsCtx(context.Background())
+	ctx := d.d.nsCtx(context.Background())
 
-	lctx, release, err := d.withLease(ctx, "test")
+	lctx, release, err := d.d.withLease(ctx, "test")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ls, err := in.fnrunLeases(ctx, d.cfg.ContainerLabelTag)
+	ls, err := in.fnrunLeases(ctx, d.Settings().Tag)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(ls) != 1 || ls[0].Labels[LabelLease] != "test" || ls[0].Labels[LabelInstance] != d.instance {
+	if len(ls) != 1 || ls[0].Labels[LabelLease] != "test" || ls[0].Labels[LabelInstance] != d.Settings().Instance {
 		t.Fatalf("leases %+v, want one labelled lease", ls)
 	}
 	exp, err := time.Parse(time.RFC3339, ls[0].Labels["containerd.io/gc.expire"])
@@ -57,7 +57,7 @@ func TestLeaseHoldsContent(t *testing.T) {
 
 	data := []byte("fnrun lease test " + randomID())
 	desc := ocispec.Descriptor{MediaType: "application/octet-stream", Digest: digest.FromBytes(data), Size: int64(len(data))}
-	cs := d.client.ContentStore()
+	cs := d.Client().ContentStore()
 	if err := content.WriteBlob(lctx, cs, "fnrun-lease-test-"+randomID(), bytes.NewReader(data), desc); err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +69,7 @@ func TestLeaseHoldsContent(t *testing.T) {
 	if _, err := cs.Info(ctx, desc.Digest); !errdefs.IsNotFound(err) {
 		t.Fatalf("content only the lease held: %v after release, want collected", err)
 	}
-	if ls, _ := in.fnrunLeases(ctx, d.cfg.ContainerLabelTag); len(ls) != 0 {
+	if ls, _ := in.fnrunLeases(ctx, d.Settings().Tag); len(ls) != 0 {
 		t.Fatalf("leases after release: %+v", ls)
 	}
 }
@@ -81,7 +81,7 @@ func TestNoLeaseOutlivesAnOperation(t *testing.T) {
 	in := newInspector(t, env)
 	proxy := newRegistryProxy(t, env.registry, func(p *registryProxy) { p.delay = 200 * time.Millisecond })
 	d := newTestDriver(t, env, drivers.Config{})
-	tag := d.cfg.ContainerLabelTag
+	tag := d.Settings().Tag
 	ref := proxy.host + "/fnrun/busybox:latest"
 	removeImageAfter(t, d, ref)
 	ctx := context.Background()
@@ -135,14 +135,14 @@ func TestJanitorDeletesALeaseMadeLate(t *testing.T) {
 	env := requireEnv(t)
 	in := newInspector(t, env)
 	d := newTestDriver(t, env, drivers.Config{})
-	ctx := d.nsCtx(context.Background())
-	tag := d.cfg.ContainerLabelTag
+	ctx := d.d.nsCtx(context.Background())
+	tag := d.Settings().Tag
 
 	id := "fnrun-test-" + randomID()
-	d.janitor.deleteLeaseLater(id)
+	d.d.janitor.deleteLeaseLater(id)
 	time.Sleep(janitorMinDelay / 5) // the first sweep answers "not found"
 	labels := d.Labels()
-	if _, err := d.client.LeasesService().Create(ctx, leases.WithID(id), leases.WithLabels(labels)); err != nil {
+	if _, err := d.Client().LeasesService().Create(ctx, leases.WithID(id), leases.WithLabels(labels)); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(5 * time.Second)
@@ -159,7 +159,7 @@ func TestJanitorDeletesALeaseMadeLate(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if left := d.janitor.pending(); len(left) != 0 {
+	if left := d.d.janitor.pending(); len(left) != 0 {
 		t.Fatalf("janitor still holds %v", left)
 	}
 }

@@ -20,7 +20,7 @@ func TestContainers(t *testing.T) {
 	// Another instance with the same tag, as a tool would make one: its
 	// containers are listed too, and it leaves the running instance's
 	// alone.
-	other := newTestDriver(t, env, drivers.Config{ContainerLabelTag: d.cfg.ContainerLabelTag, InstanceId: "other-" + randomID()}, WithoutLeakReaper())
+	other := newTestDriver(t, env, drivers.Config{ContainerLabelTag: d.Settings().Tag, InstanceId: "other-" + randomID()}, drivers.WithoutLeakReaper())
 
 	state := func(id string) drivers.ContainerInfo {
 		t.Helper()
@@ -36,7 +36,8 @@ func TestContainers(t *testing.T) {
 		return drivers.ContainerInfo{}
 	}
 
-	created, err := d.CreateCookie(ctx, &drivers.Task{ID: "fnrun-list-" + randomID(), ImageRef: env.localImage, Cmd: "sleep 120"})
+	id := "fnrun-list-" + randomID()
+	created, err := d.CreateCookie(ctx, &drivers.Task{ID: id, ImageRef: env.localImage, Cmd: "sleep 120"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,10 +45,9 @@ func TestContainers(t *testing.T) {
 	if err := created.CreateContainer(ctx); err != nil {
 		t.Fatal(err)
 	}
-	id := created.(*cookie).id()
 	info := state(id)
-	if info.State != drivers.StateStarting || info.Role != drivers.RoleCall || info.Instance != d.instance ||
-		info.Image != "docker.io/fnrun-test/busybox:latest" || info.Created.IsZero() || info.Labels[LabelTag] != d.cfg.ContainerLabelTag {
+	if info.State != drivers.StateStarting || info.Role != drivers.RoleCall || info.Instance != d.Settings().Instance ||
+		info.Image != "docker.io/fnrun-test/busybox:latest" || info.Created.IsZero() || info.Labels[LabelTag] != d.Settings().Tag {
 		t.Errorf("created: %+v", info)
 	}
 	w, err := created.Run(ctx)
@@ -84,7 +84,8 @@ func TestContainers(t *testing.T) {
 
 	// An exited container of the other instance: listed, then killed from
 	// this one (with its network).
-	oc, err := other.CreateCookie(ctx, &drivers.Task{ID: "fnrun-list-" + randomID(), ImageRef: env.localImage, Cmd: "true"})
+	oid := "fnrun-list-" + randomID()
+	oc, err := other.CreateCookie(ctx, &drivers.Task{ID: oid, ImageRef: env.localImage, Cmd: "true"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,8 +98,7 @@ func TestContainers(t *testing.T) {
 		t.Fatal(err)
 	}
 	ow.Wait(ctx)
-	oid := oc.(*cookie).id()
-	if got := state(oid); got.State != drivers.StateExited || got.Instance != other.instance {
+	if got := state(oid); got.State != drivers.StateExited || got.Instance != other.Settings().Instance {
 		t.Errorf("other instance's exited container: %+v", got)
 	}
 	netns := state(oid).Labels[LabelNetNS]
@@ -112,7 +112,7 @@ func TestContainers(t *testing.T) {
 		t.Errorf("killed container still listed: %+v", got)
 	}
 	if netns != "" {
-		if _, ok := d.ownNetNSPath(netns); !ok {
+		if _, ok := d.d.ownNetNSPath(netns); !ok {
 			t.Errorf("namespace %s not recognised as the tag's", netns)
 		}
 	}
@@ -146,12 +146,13 @@ func TestContainersWithoutTag(t *testing.T) {
 	env := requireEnv(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	d, err := New(ctx, drivers.Config{Containerd: env.address, ContainerdNamespace: env.namespace, CNIConfDir: env.cniConf, CNIBinDir: env.cniBin}, WithLogger(testLogger(t)))
+	d, err := New(ctx, drivers.Config{Containerd: env.address, ContainerdNamespace: env.namespace, CNIConfDir: env.cniConf, CNIBinDir: env.cniBin}, drivers.WithLogger(testLogger(t)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	c, err := d.CreateCookie(ctx, &drivers.Task{ID: "fnrun-list-" + randomID(), ImageRef: env.localImage, Cmd: "true"})
+	id := "fnrun-list-" + randomID()
+	c, err := d.CreateCookie(ctx, &drivers.Task{ID: id, ImageRef: env.localImage, Cmd: "true"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,7 +160,6 @@ func TestContainersWithoutTag(t *testing.T) {
 	if err := c.CreateContainer(ctx); err != nil {
 		t.Fatal(err)
 	}
-	id := c.(*cookie).id()
 	all, err := d.Containers(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -169,7 +169,7 @@ func TestContainersWithoutTag(t *testing.T) {
 		if info.Labels[LabelTag] != "" {
 			t.Errorf("tagged container %s listed by an untagged driver", info.ID)
 		}
-		found = found || (info.ID == id && info.Instance == d.instance && info.State == drivers.StateStarting)
+		found = found || (info.ID == id && info.Instance == d.Settings().Instance && info.State == drivers.StateStarting)
 	}
 	if !found {
 		t.Fatalf("container %s not listed in %+v", id, all)

@@ -152,7 +152,7 @@ func TestOOMEventVersusSIGKILL(t *testing.T) {
 }
 
 func TestOOMWatcherHandle(t *testing.T) {
-	w := newOOMWatcher(&Driver{log: testLogger(t)})
+	w := newOOMWatcher(&daemon{log: testLogger(t)})
 	seen, stop := w.watch("a")
 	defer stop()
 	other, stopOther := w.watch("b")

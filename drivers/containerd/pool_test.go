@@ -83,7 +83,7 @@ func holders(t *testing.T, d *Driver) []drivers.ContainerInfo {
 	}
 	var out []drivers.ContainerInfo
 	for _, c := range all {
-		if c.Role == drivers.RoleHolder && c.Instance == d.instance {
+		if c.Role == drivers.RoleHolder && c.Instance == d.Settings().Instance {
 			out = append(out, c)
 		}
 	}
@@ -128,6 +128,7 @@ func killTask(t *testing.T, in *inspector, id string) {
 // namespace; without the pool each run has its own.
 func TestPoolSharesNamespace(t *testing.T) {
 	env := requireEnv(t)
+	in := newInspector(t, env)
 	d := poolDriver(t, env, drivers.Config{PreForkPoolSize: 1})
 	a, b := netnsOf(t, d, env), netnsOf(t, d, env)
 	if a != b {
@@ -151,23 +152,28 @@ func TestPoolSharesNamespace(t *testing.T) {
 	if _, on := plain.PoolStats(); on {
 		t.Fatal("pool on without PreForkPoolSize")
 	}
-	sc, _ := startSleeper(t, plain, env)
-	c := taskNetNS(t, sc)
+	_, _, sid := startSleeperID(t, plain, env)
+	c := taskNetNS(t, in, sid)
 	e := netnsOf(t, plain, env)
 	if c == e || c == a {
 		t.Errorf("runs without the pool in %s and %s (pool's %s), want fresh namespaces", c, e, a)
 	}
 }
 
-// taskNetNS is the network namespace of a cookie's running task, read on
-// the host.
-func taskNetNS(t *testing.T, c drivers.Cookie) string {
+// taskNetNS is the network namespace of container id's running task, read
+// on the host.
+func taskNetNS(t *testing.T, in *inspector, id string) string {
 	t.Helper()
-	ck := c.(*cookie)
-	ck.mu.Lock()
-	pid := ck.run.task.Pid()
-	ck.mu.Unlock()
-	ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", pid))
+	ctx := in.ctx(context.Background())
+	ctr, err := in.client.LoadContainer(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	task, err := ctr.Task(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", task.Pid()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -225,8 +231,16 @@ func TestPoolHolderKilled(t *testing.T) {
 // and wait result; the test closes it.
 func startSleeper(t *testing.T, d *Driver, env testEnv) (drivers.Cookie, drivers.WaitResult) {
 	t.Helper()
+	c, w, _ := startSleeperID(t, d, env)
+	return c, w
+}
+
+// startSleeperID is startSleeper that also returns the container's id.
+func startSleeperID(t *testing.T, d *Driver, env testEnv) (drivers.Cookie, drivers.WaitResult, string) {
+	t.Helper()
 	ctx := context.Background()
-	c, err := d.CreateCookie(ctx, &drivers.Task{ID: "fnrun-pool-" + randomID(), ImageRef: env.localImage, Cmd: "sleep 120"})
+	id := "fnrun-pool-" + randomID()
+	c, err := d.CreateCookie(ctx, &drivers.Task{ID: id, ImageRef: env.localImage, Cmd: "sleep 120"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -238,7 +252,7 @@ func startSleeper(t *testing.T, d *Driver, env testEnv) (drivers.Cookie, drivers
 	if err != nil {
 		t.Fatal(err)
 	}
-	return c, w
+	return c, w, id
 }
 
 // TestPoolExhausted: with every holder leased, a container falls back to a
@@ -337,7 +351,7 @@ func TestPoolCloseLeavesNothing(t *testing.T) {
 	env := requireEnv(t)
 	in := newInspector(t, env)
 	d := poolDriver(t, env, drivers.Config{PreForkPoolSize: 2})
-	tag := d.cfg.ContainerLabelTag
+	tag := d.Settings().Tag
 	netnsOf(t, d, env)
 	startSleeper(t, d, env)
 	h := holders(t, d)
@@ -501,7 +515,7 @@ func TestHelperCrashWithPool(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := d.pool.Ready(ctx); err != nil {
+	if err := d.Pool().Ready(ctx); err != nil {
 		t.Fatal(err)
 	}
 	fmt.Println("POOL READY")

@@ -3,6 +3,7 @@ package containerd
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"net"
 	"net/http"
@@ -28,11 +29,16 @@ type registryProxy struct {
 	delay        time.Duration
 	failFirst    int32  // answer 503 to this many manifest requests
 	requireBasic string // "user:password" the proxy demands, if set
+	// stallFirst manifest requests are held for stall (or until the
+	// client gives up) before they are served.
+	stallFirst int32
+	stall      time.Duration
 
 	mu       sync.Mutex
 	requests map[string]int // "METHOD path" -> count
 	authSeen []string       // Authorization headers received
 	failed   atomic.Int32
+	stalled  atomic.Int32
 }
 
 func newRegistryProxy(t *testing.T, upstream string, configure func(*registryProxy)) *registryProxy {
@@ -69,6 +75,13 @@ func newRegistryProxy(t *testing.T, upstream string, configure func(*registryPro
 				return
 			}
 			r.Header.Del("Authorization") // the registry behind needs none
+		}
+		if strings.Contains(r.URL.Path, "/manifests/") && p.stalled.Add(1) <= p.stallFirst {
+			select {
+			case <-time.After(p.stall):
+			case <-r.Context().Done():
+				return
+			}
 		}
 		if strings.Contains(r.URL.Path, "/manifests/") && p.failed.Load() < p.failFirst {
 			p.failed.Add(1)
@@ -215,7 +228,7 @@ func TestPullAuth(t *testing.T) {
 	l := logrus.New()
 	l.SetLevel(logrus.TraceLevel)
 	l.Out = lockedWriter{&logMu, &logs}
-	d := newTestDriver(t, env, drivers.Config{}, WithLogger(logrus.NewEntry(l)))
+	d := newTestDriver(t, env, drivers.Config{}, drivers.WithLogger(logrus.NewEntry(l)))
 	removeImageAfter(t, d, env.authImage)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -386,16 +399,145 @@ func TestRegistryHost(t *testing.T) {
 	}
 }
 
+// TestPullKey: concurrent pulls of one image share one pull only when
+// their credentials are equal. Through a slow proxy that demands a login,
+// pulls with the right, a wrong and no password at once each get their own
+// answer; two pulls with equal credentials (distinct values) at once cost
+// the registry what one pull costs. (That the shared pull's key holds no
+// password was checked on the key itself, which is the life cycle's and
+// leaves it nowhere; TestPullAuth checks that no error or log line shows
+// one.)
 func TestPullKey(t *testing.T) {
-	a := &drivers.AuthConfig{Username: "u", Password: "p1"}
-	b := &drivers.AuthConfig{Username: "u", Password: "p2"}
-	if pullKey("r", a) == pullKey("r", b) || pullKey("r", a) == pullKey("r", nil) {
-		t.Error("pulls with different credentials share a key")
+	env := requireEnv(t)
+	proxy := newRegistryProxy(t, env.registry, func(p *registryProxy) {
+		p.delay = 100 * time.Millisecond
+		p.requireBasic = "u:p1"
+	})
+	d := newTestDriver(t, env, drivers.Config{})
+	ref := proxy.host + "/fnrun/busybox:latest"
+	removeImageAfter(t, d, ref)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	pullAll := func(auths ...*drivers.AuthConfig) []error {
+		var wg sync.WaitGroup
+		errs := make([]error, len(auths))
+		for i, auth := range auths {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				c, err := d.CreateCookie(ctx, pullTask(ref, auth))
+				if err != nil {
+					errs[i] = err
+					return
+				}
+				defer c.Close(ctx)
+				errs[i] = c.PullImage(ctx)
+			}()
+		}
+		wg.Wait()
+		return errs
 	}
-	if pullKey("r", a) != pullKey("r", &drivers.AuthConfig{Username: "u", Password: "p1"}) {
-		t.Error("equal credentials give different keys")
+	right := func() *drivers.AuthConfig { return &drivers.AuthConfig{Username: "u", Password: "p1"} }
+
+	errs := pullAll(right(), &drivers.AuthConfig{Username: "u", Password: "p2"}, nil)
+	if errs[0] != nil {
+		t.Errorf("pull with the right password: %v", errs[0])
 	}
-	if strings.Contains(pullKey("r", a), "p1") {
-		t.Error("the key holds the password")
+	for i, what := range []string{"", "a wrong password", "no credentials"} {
+		if i > 0 && !errors.Is(errs[i], drivers.ErrUnauthorized) {
+			t.Errorf("pull with %s, at once with the right one: %v, want ErrUnauthorized", what, errs[i])
+		}
+	}
+	wrongSeen := false
+	for _, a := range proxy.auths() {
+		wrongSeen = wrongSeen || a == "Basic "+base64.StdEncoding.EncodeToString([]byte("u:p2"))
+	}
+	if !wrongSeen {
+		t.Error("the pull with a wrong password never reached the registry with it: it rode on another pull")
+	}
+
+	// What one pull costs, then two at once with equal credentials.
+	if err := d.RemoveImage(ctx, ref); err != nil {
+		t.Fatal(err)
+	}
+	before := proxy.count("/manifests/latest")
+	if errs := pullAll(right()); errs[0] != nil {
+		t.Fatal(errs[0])
+	}
+	one := proxy.count("/manifests/latest") - before
+	if err := d.RemoveImage(ctx, ref); err != nil {
+		t.Fatal(err)
+	}
+	before = proxy.count("/manifests/latest")
+	for i, err := range pullAll(right(), right()) {
+		if err != nil {
+			t.Errorf("pull %d with equal credentials: %v", i, err)
+		}
+	}
+	if two := proxy.count("/manifests/latest") - before; one == 0 || two != one {
+		t.Errorf("two pulls with equal credentials at once made %d manifest requests by tag, one pull %d: want one shared pull", two, one)
+	}
+}
+
+// TestPullTimeoutPerAttempt: the pull timeout bounds each attempt, not the
+// shared pull: an attempt the registry stalls fails after the timeout
+// (ErrDaemonUnavailable, the caller's context live), and with a retry
+// policy the next attempt, which the registry serves, succeeds although
+// the whole pull took longer than the timeout. No lease is left either
+// way.
+func TestPullTimeoutPerAttempt(t *testing.T) {
+	env := requireEnv(t)
+	in := newInspector(t, env)
+	const timeout = time.Second
+	proxy := newRegistryProxy(t, env.registry, func(p *registryProxy) {
+		p.stallFirst = 1
+		p.stall = time.Minute
+	})
+	d := newTestDriver(t, env, drivers.Config{}, drivers.WithPullTimeout(timeout))
+	ref := proxy.host + "/fnrun/busybox:latest"
+	removeImageAfter(t, d, ref)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	pull := func() error {
+		c, err := d.CreateCookie(ctx, pullTask(ref, nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close(ctx)
+		return c.PullImage(ctx)
+	}
+
+	// Without retries: the stalled attempt is the pull.
+	start := time.Now()
+	err := pull()
+	took := time.Since(start)
+	if !errors.Is(err, drivers.ErrDaemonUnavailable) || errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("stalled pull: %v, want ErrDaemonUnavailable and no context error", err)
+	}
+	if took < timeout || took > timeout+10*time.Second {
+		t.Errorf("stalled pull failed after %v, want about the %v pull timeout", took, timeout)
+	}
+	if ls, err := in.fnrunLeases(ctx, d.Settings().Tag); err != nil || len(ls) != 0 {
+		t.Errorf("leases after the timed-out attempt: %+v, %v", ls, err)
+	}
+
+	// With retries: one more stalled attempt, then one served.
+	proxy.stalled.Store(0)
+	if err := d.SetPullImageRetryPolicy(drivers.BackOffConfig{MaxRetries: 2, Interval: 10, MaxDelay: 50, MinDelay: 5},
+		func(err error) (bool, string) { return !errors.Is(err, drivers.ErrImageNotFound), "transient" }); err != nil {
+		t.Fatal(err)
+	}
+	start = time.Now()
+	if err := pull(); err != nil {
+		t.Fatalf("pull with a retry after a stalled attempt: %v", err)
+	}
+	if took := time.Since(start); took < timeout {
+		t.Errorf("pull took %v: the first attempt was not stalled, the check proves nothing", took)
+	}
+	if got := proxy.stalled.Load(); got < 2 {
+		t.Errorf("%d manifest requests, want the stalled one and a served one", got)
+	}
+	if ls, err := in.fnrunLeases(ctx, d.Settings().Tag); err != nil || len(ls) != 0 {
+		t.Errorf("leases after the pull: %+v, %v", ls, err)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/fnrun/fnrun/drivers"
+	"github.com/fnrun/fnrun/drivers/lifecycle"
 )
 
 func u64(v uint64) *uint64 { return &v }
@@ -103,7 +104,7 @@ func TestSpecEveryKnob(t *testing.T) {
 	// Command: tini first, then the image's entrypoint (none) and the task's
 	// arguments, quoting kept.
 	wantArgs := []string{InitPath, "--", "sh", "-c", `echo "a b"`, "x"}
-	if d.init == "" {
+	if d.d.opts.init == "" {
 		wantArgs = wantArgs[2:]
 	}
 	if !reflect.DeepEqual(p.Args, wantArgs) {
@@ -174,8 +175,8 @@ func TestSpecEveryKnob(t *testing.T) {
 	if m, ok := findMount(spec, "/sys/fs/cgroup"); !ok || m.Type != "cgroup" || !slices.Contains(m.Options, "ro") {
 		t.Errorf("cgroup mount %+v, want read-only", m)
 	}
-	if d.init != "" {
-		if m, ok := findMount(spec, InitPath); !ok || m.Source != d.init || !slices.Contains(m.Options, "ro") {
+	if d.d.opts.init != "" {
+		if m, ok := findMount(spec, InitPath); !ok || m.Source != d.d.opts.init || !slices.Contains(m.Options, "ro") {
 			t.Errorf("init mount %+v", m)
 		}
 	}
@@ -189,17 +190,17 @@ func TestSpecEveryKnob(t *testing.T) {
 	}
 	if netns == nil {
 		t.Errorf("no network namespace")
-	} else if _, own := d.ownNetNSPath(netns.Path); !own || labels[LabelNetNS] != netns.Path {
+	} else if _, own := d.d.ownNetNSPath(netns.Path); !own || labels[LabelNetNS] != netns.Path {
 		t.Errorf("network namespace %+v (label %q), want one the driver pinned", netns, labels[LabelNetNS])
 	}
 
 	// Labels.
-	for k, v := range map[string]string{LabelLibrary: "fnrun", LabelDriver: DriverName, LabelTag: d.cfg.ContainerLabelTag, LabelInstance: "spec-instance", drivers.LabelRole: drivers.RoleCall} {
+	for k, v := range map[string]string{LabelLibrary: "fnrun", LabelDriver: DriverName, LabelTag: d.Settings().Tag, LabelInstance: "spec-instance", drivers.LabelRole: drivers.RoleCall} {
 		if labels[k] != v {
 			t.Errorf("label %s = %q, want %q", k, labels[k], v)
 		}
 	}
-	snaps, err := in.leftovers(context.Background(), d.cfg.ContainerLabelTag)
+	snaps, err := in.leftovers(context.Background(), d.Settings().Tag)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -375,13 +376,20 @@ func TestFsSizeRefused(t *testing.T) {
 // image that declares volumes: the decision is the driver's alone.
 func TestImageVolumesRefused(t *testing.T) {
 	cfg := ocispec.Image{Config: ocispec.ImageConfig{Volumes: map[string]struct{}{"/data": {}}}}
-	d := &Driver{}
-	if err := d.checkImageConfig("x", cfg); !errors.Is(err, drivers.ErrInvalidTask) {
-		t.Errorf("image with volumes: %v, want ErrInvalidTask", err)
-	}
-	d.cfg.ImageEnableVolume = true
-	if err := d.checkImageConfig("x", cfg); err != nil {
-		t.Errorf("image with volumes allowed: %v", err)
+	for _, enable := range []bool{false, true} {
+		// The policy as the driver derives it from its configuration.
+		s, err := lifecycle.Configure(DriverName, drivers.Config{ImageEnableVolume: enable}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := &daemon{s: s}
+		err = d.checkImageConfig("x", cfg)
+		switch {
+		case !enable && !errors.Is(err, drivers.ErrInvalidTask):
+			t.Errorf("image with volumes: %v, want ErrInvalidTask", err)
+		case enable && err != nil:
+			t.Errorf("image with volumes allowed: %v", err)
+		}
 	}
 }
 

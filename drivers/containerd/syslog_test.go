@@ -18,6 +18,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/fnrun/fnrun/drivers"
+	"github.com/fnrun/fnrun/drivers/lifecycle"
 )
 
 func TestSyslogMessage(t *testing.T) {
@@ -455,7 +456,7 @@ func TestSyslogRefused(t *testing.T) {
 	if _, err := c.Run(ctx); err == nil || !strings.Contains(err.Error(), "refused") {
 		t.Fatalf("Run with a refused syslog endpoint: %v, want connection refused", err)
 	}
-	left, err := in.leftovers(ctx, d.cfg.ContainerLabelTag)
+	left, err := in.leftovers(ctx, d.Settings().Tag)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -467,7 +468,7 @@ func TestSyslogRefused(t *testing.T) {
 	if err := c.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if left, err := in.leftovers(ctx, d.cfg.ContainerLabelTag); err != nil || len(left) != 0 {
+	if left, err := in.leftovers(ctx, d.Settings().Tag); err != nil || len(left) != 0 {
 		t.Fatalf("leftovers: %v, %v", left, err)
 	}
 }

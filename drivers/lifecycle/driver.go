@@ -14,6 +14,7 @@ import (
 
 	"github.com/fnrun/fnrun/drivers"
 	"github.com/fnrun/fnrun/images"
+	"github.com/fnrun/fnrun/internal/backoff"
 	"github.com/fnrun/fnrun/pool"
 	"github.com/fnrun/fnrun/stats"
 )
@@ -322,7 +323,7 @@ func (d *Driver) pullWithRetries(ref drivers.Reference, auth *drivers.AuthConfig
 	policy, checker := d.policy, d.checker
 	d.mu.Unlock()
 	attempt := 0
-	return drivers.Retry(d.ctx, policy, checker, func(ctx context.Context) error {
+	return backoff.Retry(d.ctx, policy, checker, func(ctx context.Context) error {
 		attempt++
 		start := time.Now()
 		err := d.caller.CallWithin(ctx, "pull", d.s.PullTimeout, func(ctx context.Context) error {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/fnrun/fnrun/drivers"
+	"github.com/fnrun/fnrun/internal/backoff"
 	"github.com/fnrun/fnrun/pool"
 )
 
@@ -113,7 +114,7 @@ func (a *holders) WaitHolder(ctx context.Context, h pool.Holder) error {
 	if err != nil {
 		return err
 	}
-	var backoff *drivers.BackOff
+	var pace *backoff.BackOff
 	for {
 		exit, err := hd.p.Wait(ctx)
 		switch {
@@ -124,10 +125,10 @@ func (a *holders) WaitHolder(ctx context.Context, h pool.Holder) error {
 		case errors.Is(err, drivers.ErrContainerGone):
 			return err
 		}
-		if backoff == nil {
-			backoff, _ = drivers.NewBackOff(holderRewait) // valid
+		if pace == nil {
+			pace, _ = backoff.New(holderRewait) // valid
 		}
-		delay, _ := backoff.Next()
+		delay, _ := pace.Next()
 		a.d.log.WithError(err).WithFields(map[string]any{"holder": h.ID, "retry_in": delay}).Debug("holder watch broke; watching again")
 		t := time.NewTimer(delay)
 		select {

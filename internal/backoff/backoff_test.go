@@ -1,8 +1,9 @@
-package drivers
+package backoff
 
 import (
 	"context"
 	"errors"
+	"github.com/fnrun/fnrun/drivers"
 	"testing"
 	"time"
 )
@@ -10,31 +11,31 @@ import (
 func TestBackOffValidate(t *testing.T) {
 	for _, tc := range []struct {
 		name string
-		cfg  BackOffConfig
+		cfg  drivers.BackOffConfig
 		ok   bool
 	}{
-		{"no retries", BackOffConfig{}, true},
-		{"typical", BackOffConfig{MaxRetries: 3, Interval: 100, MaxDelay: 2000, MinDelay: 10}, true},
-		{"zero max delay", BackOffConfig{MaxRetries: 3, Interval: 100}, false},
-		{"max below min", BackOffConfig{MaxRetries: 3, Interval: 100, MaxDelay: 10, MinDelay: 20}, false},
-		{"would spin", BackOffConfig{MaxRetries: 3, MaxDelay: 10}, false},
-		{"absurd max", BackOffConfig{MaxRetries: 3, Interval: 1, MaxDelay: 1 << 62}, false},
+		{"no retries", drivers.BackOffConfig{}, true},
+		{"typical", drivers.BackOffConfig{MaxRetries: 3, Interval: 100, MaxDelay: 2000, MinDelay: 10}, true},
+		{"zero max delay", drivers.BackOffConfig{MaxRetries: 3, Interval: 100}, false},
+		{"max below min", drivers.BackOffConfig{MaxRetries: 3, Interval: 100, MaxDelay: 10, MinDelay: 20}, false},
+		{"would spin", drivers.BackOffConfig{MaxRetries: 3, MaxDelay: 10}, false},
+		{"absurd max", drivers.BackOffConfig{MaxRetries: 3, Interval: 1, MaxDelay: 1 << 62}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := NewBackOff(tc.cfg)
+			_, err := New(tc.cfg)
 			if (err == nil) != tc.ok {
-				t.Fatalf("NewBackOff(%+v) error %v, want ok=%v", tc.cfg, err, tc.ok)
+				t.Fatalf("New(%+v) error %v, want ok=%v", tc.cfg, err, tc.ok)
 			}
-			if err != nil && !errors.Is(err, ErrInvalidConfig) {
-				t.Fatalf("error %v does not wrap ErrInvalidConfig", err)
+			if err != nil && !errors.Is(err, drivers.ErrInvalidConfig) {
+				t.Fatalf("error %v does not wrap drivers.ErrInvalidConfig", err)
 			}
 		})
 	}
 }
 
 func TestBackOffSchedule(t *testing.T) {
-	cfg := BackOffConfig{MaxRetries: 50, Interval: 100, MaxDelay: 1000, MinDelay: 50}
-	b, err := NewBackOff(cfg)
+	cfg := drivers.BackOffConfig{MaxRetries: 50, Interval: 100, MaxDelay: 1000, MinDelay: 50}
+	b, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +59,7 @@ func TestBackOffSchedule(t *testing.T) {
 }
 
 func TestBackOffGrowsAndJitters(t *testing.T) {
-	b, _ := NewBackOff(BackOffConfig{MaxRetries: 4, Interval: 100, MaxDelay: 10_000})
+	b, _ := New(drivers.BackOffConfig{MaxRetries: 4, Interval: 100, MaxDelay: 10_000})
 	b.jitter = func(n int64) int64 { return n - 1 } // the top of each range
 	var got []time.Duration
 	for {
@@ -74,7 +75,7 @@ func TestBackOffGrowsAndJitters(t *testing.T) {
 			t.Fatalf("delays %v, want %v ms", got, want)
 		}
 	}
-	b, _ = NewBackOff(BackOffConfig{MaxRetries: 1, Interval: 100, MaxDelay: 10_000})
+	b, _ = New(drivers.BackOffConfig{MaxRetries: 1, Interval: 100, MaxDelay: 10_000})
 	b.jitter = func(int64) int64 { return 0 } // the bottom
 	if d, _ := b.Next(); d != 50*time.Millisecond {
 		t.Fatalf("lowest jittered delay %v, want half of 100ms", d)
@@ -82,7 +83,7 @@ func TestBackOffGrowsAndJitters(t *testing.T) {
 }
 
 func TestRetry(t *testing.T) {
-	cfg := BackOffConfig{MaxRetries: 3, Interval: 1, MaxDelay: 5}
+	cfg := drivers.BackOffConfig{MaxRetries: 3, Interval: 1, MaxDelay: 5}
 	always := func(error) (bool, string) { return true, "test" }
 	never := func(error) (bool, string) { return false, "" }
 	errBoom := errors.New("boom")
@@ -112,7 +113,7 @@ func TestRetry(t *testing.T) {
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
-	long := BackOffConfig{MaxRetries: 3, Interval: 60_000, MaxDelay: 60_000}
+	long := drivers.BackOffConfig{MaxRetries: 3, Interval: 60_000, MaxDelay: 60_000}
 	go cancel()
 	err = Retry(ctx, long, always, func(context.Context) error { return errBoom })
 	if !errors.Is(err, context.Canceled) {
