@@ -8,12 +8,13 @@ import (
 )
 
 // ParseImage splits an image reference into its registry, repository and
-// tag. The registry is empty when the reference names none (the default
-// registry is implied); the tag is "latest" when none is given, and holds
-// the digest ("sha256:...") for a digest reference. ParseImage never fails:
-// use NormalizeImage to validate a reference.
+// tag, as Fn's drivers do. The registry is empty when the reference names
+// none (the default registry is implied), and then a one-part repository is
+// an official one, under library/; the tag is "latest" when none is given,
+// and holds the digest ("sha256:...") for a digest reference. ParseImage
+// never fails: use NormalizeImage to validate a reference.
 //
-//	ParseImage("busybox")                      -> "", "busybox", "latest"
+//	ParseImage("busybox")                      -> "", "library/busybox", "latest"
 //	ParseImage("localhost:5000/fn/hello:0.1")  -> "localhost:5000", "fn/hello", "0.1"
 //	ParseImage("quay.io/fn/app@sha256:abc...") -> "quay.io", "fn/app", "sha256:abc..."
 func ParseImage(image string) (registry, repo, tag string) {
@@ -31,11 +32,12 @@ func ParseImage(image string) (registry, repo, tag string) {
 	if tag == "" {
 		tag = "latest"
 	}
-	if slash := strings.Index(name, "/"); slash >= 0 {
-		first := name[:slash]
-		if strings.ContainsAny(first, ".:") || first == "localhost" {
-			return first, name[slash+1:], tag
-		}
+	first, rest, found := strings.Cut(name, "/")
+	switch {
+	case !found && name != "":
+		return "", "library/" + name, tag
+	case strings.ContainsAny(first, ".:") || first == "localhost":
+		return first, rest, tag
 	}
 	return "", name, tag
 }

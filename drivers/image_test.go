@@ -10,8 +10,9 @@ func TestParseImage(t *testing.T) {
 		in                  string
 		registry, repo, tag string
 	}{
-		{"busybox", "", "busybox", "latest"},
-		{"busybox:1.36", "", "busybox", "1.36"},
+		{"busybox", "", "library/busybox", "latest"},
+		{"busybox:1.36", "", "library/busybox", "1.36"},
+		{"mongo@sha256:abc", "", "library/mongo", "sha256:abc"},
 		{"fnproject/hello", "", "fnproject/hello", "latest"},
 		{"fnproject/hello:0.0.1", "", "fnproject/hello", "0.0.1"},
 		{"localhost/hello", "localhost", "hello", "latest"},
