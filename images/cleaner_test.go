@@ -695,7 +695,6 @@ func TestNewErrors(t *testing.T) {
 	}
 }
 
-
 func TestStartErrors(t *testing.T) {
 	ctx := context.Background()
 	t.Run("exempt set over budget", func(t *testing.T) {

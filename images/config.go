@@ -73,7 +73,6 @@ type Config struct {
 	Driver string
 }
 
-
 // validate fills defaults and refuses unusable settings.
 func (c *Config) validate() error {
 	if c.MaxSize == 0 {

@@ -312,7 +312,7 @@ func resultIPs(res *gocni.Result) []string {
 
 // cniLease is a cookie's own CNI network, torn down at Close.
 type cniLease struct {
-	d *daemon
+	d  *daemon
 	ns *netNS
 }
 

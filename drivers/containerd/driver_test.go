@@ -268,8 +268,22 @@ func (failingWriter) Write([]byte) (int, error) { return 0, errors.New("disk ful
 // input gets no FIFO at all (cio.NullIO), and once Wait has returned,
 // nothing more reaches the task's writers though the container kept
 // writing until it was killed. The eofReader signals the end of the input
-// once, however often it is read past it.
+// once, however often it is read past it (checked without a daemon too).
 func TestGateAndEOFReader(t *testing.T) {
+	// The reader first: it needs no daemon.
+	done := make(chan struct{})
+	r := &eofReader{r: strings.NewReader("xy"), done: done}
+	b, err := io.ReadAll(r)
+	if err != nil || string(b) != "xy" {
+		t.Fatal(b, err)
+	}
+	select {
+	case <-done:
+	default:
+		t.Fatal("EOF not signalled")
+	}
+	_, _ = r.Read(make([]byte, 1)) // a second EOF must not close twice
+
 	env := requireEnv(t)
 	d := newTestDriver(t, env, drivers.Config{})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -334,18 +348,6 @@ func TestGateAndEOFReader(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	done := make(chan struct{})
-	r := &eofReader{r: strings.NewReader("xy"), done: done}
-	b, err := io.ReadAll(r)
-	if err != nil || string(b) != "xy" {
-		t.Fatal(b, err)
-	}
-	select {
-	case <-done:
-	default:
-		t.Fatal("EOF not signalled")
-	}
-	_, _ = r.Read(make([]byte, 1)) // a second EOF must not close twice
 }
 
 // TestCloseWithEndedContext: the context at hand after a timed-out call has

@@ -79,8 +79,6 @@ var (
 	_ images.LastUseStore = (*imageStore)(nil)
 )
 
-
-
 // storeCtx puts the namespace and the driver's logger on ctx (containerd's
 // image helpers log through the context).
 func (s *imageStore) storeCtx(ctx context.Context) context.Context {

@@ -26,7 +26,7 @@ const (
 // found" twice, a retry delay apart. The lease's expiry bounds its life
 // should the driver close first.
 type janitor struct {
-	d *daemon
+	d    *daemon
 	kick chan struct{}
 
 	mu sync.Mutex

@@ -18,7 +18,7 @@ import (
 // a run also reads the cgroup's OOM-kill counter (see sample); either
 // report is enough, exit code 137 alone never is.
 type oomWatcher struct {
-	d *daemon
+	d       *daemon
 	mu      sync.Mutex
 	watched map[string]*oomMark
 }

@@ -82,9 +82,6 @@ func WithDialTimeout(d time.Duration) Option {
 	return with(func(o *options) { o.dialTimeout = d })
 }
 
-
-
-
 // WithStatsInterval is the period of the metric samples written to a
 // running task.
 func WithStatsInterval(d time.Duration) Option {

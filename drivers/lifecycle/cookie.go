@@ -102,7 +102,10 @@ func (c *cookie) PullImage(ctx context.Context) error {
 
 func (c *cookie) pull(ctx context.Context) error {
 	d := c.d
-	auth, err := d.s.Credentials.PullCredentials(ctx, c.task, c.task.Ref, d.log)
+	// The caller's task, not the checked one: *Task has only the methods
+	// of drivers.ContainerTask, so the optional drivers.Auther would be
+	// lost and the task's credentials never sent.
+	auth, err := d.s.Credentials.PullCredentials(ctx, c.task.ContainerTask, c.task.Ref, d.log)
 	if err != nil {
 		return fmt.Errorf("pull %s: %w", c.task.Ref.Familiar, err)
 	}
