@@ -159,18 +159,28 @@ func (d *daemon) setPaused(ctx context.Context, id string, paused bool) error {
 // daemon view is tried again.
 const pauseRaceRetries = 10
 
-// retryPauseRace handles a pause or unpause refused with "already paused"
-// or "is not paused": when the container is in the wanted state, it is
-// done; else dockerd 20.10's record of the state lagged the cgroup freezer
-// (under load it answers so for a container in the other state), which
-// settles within a few tens of milliseconds, and the call is made again.
+// pauseSettle is how long dockerd's record must keep showing the state a
+// refused pause or unpause asked for before the driver believes it.
+const pauseSettle = 50 * time.Millisecond
+
+// retryPauseRace handles a pause or unpause that finds the container in
+// the wanted state already. containerd's refusal ("cannot pause a paused
+// container", "cannot resume a running process") is the truth: done.
+// dockerd's own ("already paused", "is not paused") comes from its record,
+// which follows containerd's events and lags them under load (20.10 shows a
+// container paused, or not, one event late), so it is believed only when
+// the record keeps that state for pauseSettle; else the record was stale
+// and the call is made again.
 func retryPauseRace(ctx context.Context, paused bool, call func() error, state func() (bool, error)) error {
 	var err error
 	for attempt := 0; attempt < pauseRaceRetries; attempt++ {
-		if err = call(); err == nil || !isPauseRace(err) {
+		err = call()
+		switch {
+		case err == nil || isPauseDone(err, paused):
+			return nil
+		case !isPauseRace(err):
 			return err
-		}
-		if now, serr := state(); serr == nil && now == paused {
+		case pauseSettled(ctx, paused, state):
 			return nil
 		}
 		t := time.NewTimer(time.Duration(attempt+1) * 20 * time.Millisecond)
@@ -184,6 +194,25 @@ func retryPauseRace(ctx context.Context, paused bool, call func() error, state f
 	return err
 }
 
+// pauseSettled reports whether the daemon's record shows the container
+// paused (or not) as wanted, and still does pauseSettle later.
+func pauseSettled(ctx context.Context, paused bool, state func() (bool, error)) bool {
+	if now, err := state(); err != nil || now != paused {
+		return false
+	}
+	t := time.NewTimer(pauseSettle)
+	select {
+	case <-ctx.Done():
+		t.Stop()
+		return false
+	case <-t.C:
+	}
+	now, err := state()
+	return err == nil && now == paused
+}
+
+// isPauseRace: dockerd's record says the container is in the state asked
+// for already.
 func isPauseRace(err error) bool {
 	var apiErr *docker.Error
 	if !errors.As(err, &apiErr) {
@@ -191,6 +220,19 @@ func isPauseRace(err error) bool {
 	}
 	return (apiErr.Status == http.StatusConflict && strings.Contains(apiErr.Message, "already paused")) ||
 		(apiErr.Status == http.StatusInternalServerError && strings.Contains(apiErr.Message, "is not paused"))
+}
+
+// isPauseDone: containerd refused a pause (paused) or unpause that dockerd
+// passed on, because the container's processes are in that state already.
+func isPauseDone(err error, paused bool) bool {
+	var apiErr *docker.Error
+	if !errors.As(err, &apiErr) || apiErr.Status != http.StatusInternalServerError {
+		return false
+	}
+	if paused {
+		return strings.Contains(apiErr.Message, "cannot pause a paused container")
+	}
+	return strings.Contains(apiErr.Message, "cannot resume a running process")
 }
 
 // remove removes a container with its anonymous volumes, killing it if it
@@ -235,7 +277,6 @@ func streamError(stream string) error {
 		}
 	}
 }
-
 
 // rawAPI reaches the daemon directly for what go-dockerclient offers
 // without a context (pause, unpause, image inspect, info, a stats stream

@@ -2,7 +2,6 @@ package docker
 
 import (
 	"context"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -36,20 +35,19 @@ func newHarness(t *testing.T, cfg drivers.Config, pooled bool, endpoint string, 
 		cfg.PreForkPoolSize = 2
 		cfg.PreForkImage = e.image
 	}
-	dr, err := New(context.Background(), cfg, opts...)
+	d, err := New(context.Background(), cfg, opts...)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
 	if pooled {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		err := dr.Pool().Ready(ctx)
+		err := d.Pool().Ready(ctx)
 		cancel()
 		if err != nil {
-			_ = dr.Close()
+			_ = d.Close()
 			t.Fatalf("pool not ready: %v", err)
 		}
 	}
-	d := &harnessDriver{Driver: dr}
 	bare := e.bare(t)
 	t.Cleanup(func() {
 		// The suite has closed the driver by now: nothing of it may be
@@ -74,25 +72,12 @@ func newHarness(t *testing.T, cfg drivers.Config, pooled bool, endpoint string, 
 		// dead or retired holder not removed). Once it is closed, anything
 		// at all is a leftover.
 		Leftovers: func(ctx context.Context) ([]string, error) {
-			if d.closed.Load() {
+			if d.Closed() {
 				return tagged(ctx, bare, tag)
 			}
 			return leftoversWhileRunning(ctx, bare, tag)
 		},
 	}
-}
-
-// harnessDriver is the driver the suite gets: the docker driver, with a
-// record of whether its Close has begun, which decides what counts as a
-// leftover.
-type harnessDriver struct {
-	*Driver
-	closed atomic.Bool
-}
-
-func (h *harnessDriver) Close() error {
-	h.closed.Store(true)
-	return h.Driver.Close()
 }
 
 // leftoversWhileRunning lists the containers carrying tag but running

@@ -444,7 +444,9 @@ func TestMetrics(t *testing.T) {
 	defer stats.UnregisterViews()
 	d := newDriver(t, drivers.Config{})
 	ctx := testCtx(t, time.Minute)
-	res := runTask(ctx, t, d, &drivers.Task{ID: "fnrun-metrics-" + randomID(), ImageRef: e.localImage, Cmd: "sh -c 'exit 2'"})
+	// A task that keeps its output: one that keeps nothing is not attached
+	// at all (see container.Start), and the attach must be recorded too.
+	res := runTask(ctx, t, d, &drivers.Task{ID: "fnrun-metrics-" + randomID(), ImageRef: e.localImage, Cmd: "sh -c 'exit 2'", Stdout: &syncWriter{}})
 	if res.Status() != drivers.StatusError {
 		t.Fatalf("status %s", res.Status())
 	}

@@ -674,10 +674,13 @@ func TestHolderOptions(t *testing.T) {
 	case !o.HostConfig.Init:
 		t.Error("no init: the holder would ignore SIGTERM")
 	}
-	// The default command, as New configures it (without starting a second
-	// pool for it).
-	plain := newDriver(t, drivers.Config{PreForkPoolSize: 1, PreForkImage: e.image})
-	if got := plain.Settings().PreFork.Args; fmt.Sprint(got) != "[sleep 2147483647]" {
+	// The default command, as New configures it (lifecycle.Configure, its
+	// first step), without starting a second pool for it.
+	s, err := lifecycle.Configure(driverName, drivers.Config{PreForkPoolSize: 1, PreForkImage: e.image}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.PreFork.Args; fmt.Sprint(got) != "[sleep 2147483647]" {
 		t.Errorf("default command %q", got)
 	}
 }

@@ -30,6 +30,10 @@ type registryProxy struct {
 	// HEAD fails, so both fail and the GET ends the attempt.
 	failNext atomic.Int64
 	delay    atomic.Int64 // nanoseconds to hold each manifest request
+	// stallNext is the number of manifest requests still to hold until
+	// their client gives up (or the test ends): a registry that stalls.
+	stallNext atomic.Int64
+	quit      chan struct{} // closed when the test ends, releasing stalls
 }
 
 func newRegistryProxy(t *testing.T, e testEnv) *registryProxy {
@@ -38,11 +42,18 @@ func newRegistryProxy(t *testing.T, e testEnv) *registryProxy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &registryProxy{}
+	p := &registryProxy{quit: make(chan struct{})}
 	rp := httputil.NewSingleHostReverseProxy(target)
 	p.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.Contains(r.URL.Path, "/manifests/") {
 			p.manifests.Add(1)
+			if n := p.stallNext.Load(); n > 0 && p.stallNext.CompareAndSwap(n, n-1) {
+				select {
+				case <-r.Context().Done():
+				case <-p.quit:
+				}
+				return
+			}
 			if d := time.Duration(p.delay.Load()); d > 0 {
 				time.Sleep(d)
 			}
@@ -64,6 +75,7 @@ func newRegistryProxy(t *testing.T, e testEnv) *registryProxy {
 	p.srv.Listener = ln
 	p.srv.Start()
 	t.Cleanup(p.srv.Close)
+	t.Cleanup(func() { close(p.quit) }) // first: Close waits for the handlers
 	return p
 }
 
@@ -241,6 +253,55 @@ func TestPullRetry(t *testing.T) {
 
 	if err := d.SetPullImageRetryPolicy(drivers.BackOffConfig{MaxRetries: 1}, nil); !errors.Is(err, drivers.ErrInvalidConfig) {
 		t.Fatalf("an unusable policy was accepted: %v", err)
+	}
+}
+
+// TestPullTimeoutPerAttempt: the pull timeout (the life cycle's, as
+// drivers.WithPullTimeout sets it) bounds each attempt, not the shared
+// pull: an attempt the registry stalls fails after the timeout with
+// ErrDaemonUnavailable and no context error (the caller's context is
+// live), so that a retry policy may try again; with one, the next attempt,
+// which the registry serves, succeeds although the whole pull took longer
+// than the timeout.
+func TestPullTimeoutPerAttempt(t *testing.T) {
+	e := needEnv(t)
+	p := newRegistryProxy(t, e)
+	ref := p.image(t, e)
+	const timeout = time.Second
+	d := newDriver(t, drivers.Config{}, drivers.WithPullTimeout(timeout))
+	ctx := testCtx(t, 2*time.Minute)
+
+	// Without retries: the stalled attempt is the pull.
+	p.stallNext.Store(1)
+	start := time.Now()
+	err := pullWith(ctx, d, &drivers.Task{ID: "fnrun-stalled-" + randomID(), ImageRef: ref})
+	took := time.Since(start)
+	if !errors.Is(err, drivers.ErrDaemonUnavailable) || errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("stalled pull: %v, want ErrDaemonUnavailable and no context error", err)
+	}
+	if took < timeout || took > timeout+10*time.Second {
+		t.Errorf("stalled pull failed after %v, want about the %v pull timeout", took, timeout)
+	}
+	if p.stallNext.Load() != 0 {
+		t.Fatal("the registry was not asked: the check proves nothing")
+	}
+
+	// With retries: one stalled attempt, then one served.
+	checker := func(err error) (bool, string) { return !errors.Is(err, drivers.ErrImageNotFound), "transient" }
+	if err := d.SetPullImageRetryPolicy(drivers.BackOffConfig{MaxRetries: 2, Interval: 10, MinDelay: 5, MaxDelay: 50}, checker); err != nil {
+		t.Fatal(err)
+	}
+	p.reset()
+	p.stallNext.Store(1)
+	start = time.Now()
+	if err := pullWith(ctx, d, &drivers.Task{ID: "fnrun-stalled-retry-" + randomID(), ImageRef: ref}); err != nil {
+		t.Fatalf("pull with a retry after a stalled attempt: %v", err)
+	}
+	if took := time.Since(start); took < timeout {
+		t.Errorf("pull took %v: the first attempt was not stalled, the check proves nothing", took)
+	}
+	if p.stallNext.Load() != 0 || p.manifests.Load() < 2 {
+		t.Errorf("%d manifest requests (%d stalls left), want the stalled one and a served one", p.manifests.Load(), p.stallNext.Load())
 	}
 }
 

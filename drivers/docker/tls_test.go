@@ -377,7 +377,7 @@ func TestConformanceTLS(t *testing.T) {
 	proxy := newTLSProxy(t, e.host, pki)
 	test.Run(t, func(t *testing.T, cfg drivers.Config) *test.Harness {
 		h := newHarness(t, cfg, false, proxy.endpoint(), WithTLS(pki.clientDir))
-		if h.Driver.(*harnessDriver).d.api.tls == nil {
+		if h.Driver.(*Driver).d.api.tls == nil {
 			t.Fatal("WithTLS did not turn TLS on")
 		}
 		return h
