@@ -2,12 +2,10 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"runtime"
 	"strings"
-	"time"
 
 	"github.com/fnrun/fnrun/drivers"
 	"github.com/fnrun/fnrun/internal/bench"
@@ -97,13 +95,40 @@ func (a *app) cmdBench(ctx context.Context, args []string) int {
 		return exitFailure
 	}
 
-	b := &benchRun{a: a, cfg: cfg, log: log, image: *image, modes: want,
-		opt: bench.Options{N: *n, Concurrency: *conc, Rounds: *rounds, Warmup: *warmup, MaxErrors: *maxErrors}}
-	var results []*bench.Result
-	failed := false
+	opt := bench.Options{N: *n, Concurrency: *conc, Rounds: *rounds, Warmup: *warmup, MaxErrors: *maxErrors}
+	var (
+		results         []*bench.Result
+		notes, versions []string
+		failed          bool
+	)
 	for _, name := range names {
-		res, errs := b.driver(ctx, name)
+		var p *progress
+		sess := &bench.Session{Driver: name, Config: cfg, Image: *image, Options: opt,
+			Open: func(ctx context.Context, name string, cfg drivers.Config) (drivers.Driver, error) {
+				return openDriver(ctx, name, cfg, log)
+			},
+			Step: func(what string) func() {
+				p = newProgress(a.stderr, a.stderrTTY, "bench "+what)
+				return p.end
+			},
+		}
+		sess.Options.Progress = func(v bench.Variant, done, total int) {
+			if p != nil {
+				p.set("%s %d/%d", v.Client, done, total)
+			}
+		}
+		var modes []string
+		for _, m := range []string{bench.Cold, bench.Pooled, bench.Warm} {
+			if want[m] {
+				modes = append(modes, m)
+			}
+		}
+		res, errs := sess.Run(ctx, modes...)
 		results = append(results, res...)
+		notes = append(notes, sess.Notes...)
+		if v := daemonVersion(ctx, name, cfg); v != "" {
+			versions = append(versions, v)
+		}
 		for _, err := range errs {
 			a.errorf("bench: %v", err)
 			failed = true
@@ -116,7 +141,7 @@ func (a *app) cmdBench(ctx context.Context, args []string) int {
 
 	fmt.Fprintf(a.stdout, "fnrun bench: %d calls per variant, concurrency %d, %d round(s), image %s\n", *n, *conc, *rounds, *image)
 	fmt.Fprintf(a.stdout, "machine: %s\n", machineInfo())
-	for _, v := range b.versions {
+	for _, v := range versions {
 		fmt.Fprintf(a.stdout, "%s\n", v)
 	}
 	fmt.Fprintln(a.stdout)
@@ -126,7 +151,7 @@ func (a *app) cmdBench(ctx context.Context, args []string) int {
 			return exitFailure
 		}
 		fmt.Fprintf(a.stdout, "\n%s\n", bench.Legend)
-		for _, note := range append(b.notes, bench.FailureNotes(results)...) {
+		for _, note := range append(notes, bench.FailureNotes(results)...) {
 			fmt.Fprintf(a.stdout, "note: %s\n", note)
 		}
 	}
@@ -151,210 +176,6 @@ func checkWritable(path string) error {
 		return err
 	}
 	return f.Close()
-}
-
-type benchRun struct {
-	a        *app
-	cfg      drivers.Config
-	log      logEntry
-	image    string
-	modes    map[string]bool
-	opt      bench.Options
-	versions []string
-	notes    []string
-}
-
-// driver measures every mode of one driver; a mode that fails is reported
-// and the next one still runs.
-func (b *benchRun) driver(ctx context.Context, name string) ([]*bench.Result, []error) {
-	var (
-		results []*bench.Result
-		errs    []error
-	)
-	p := newProgress(b.a.stderr, b.a.stderrTTY, "bench "+name+": starting the driver and the image")
-	cold, err := openDriver(ctx, name, b.cfg, b.log)
-	if err == nil {
-		defer cold.Close()
-		// One call makes sure the image is present (pulled if needed) and
-		// unpacked before anything is timed.
-		err = bench.Lifecycle(ctx, cold, &drivers.Task{ID: "fnrun-bench-probe-" + randomHex(4), ImageRef: b.image, Cmd: bench.TrivialCommand})
-	}
-	p.end()
-	if err != nil {
-		return nil, []error{fmt.Errorf("%s: %w", name, err)}
-	}
-	if v := daemonVersion(ctx, name, b.cfg); v != "" {
-		b.versions = append(b.versions, v)
-	}
-
-	bare, err := b.bareSide(ctx, name, cold)
-	if err != nil {
-		return nil, []error{fmt.Errorf("%s: bare client: %w", name, err)}
-	}
-	defer bare.close()
-
-	for _, mode := range []string{bench.Cold, bench.Pooled, bench.Warm} {
-		if !b.modes[mode] {
-			continue
-		}
-		res, err := b.mode(ctx, name, mode, cold, bare)
-		var skip *skipError
-		switch {
-		case errors.As(err, &skip):
-			b.notes = append(b.notes, fmt.Sprintf("%s %s: skipped: %s", name, mode, skip.why))
-		case err != nil:
-			errs = append(errs, fmt.Errorf("%s %s: %w", name, mode, err))
-		}
-		results = append(results, res...)
-		if ctx.Err() != nil {
-			break
-		}
-	}
-	return results, errs
-}
-
-func (b *benchRun) mode(ctx context.Context, name, mode string, cold drivers.Driver, bare *bareSide) ([]*bench.Result, error) {
-	var targets []bench.Target
-	switch mode {
-	case bench.Cold:
-		targets = append(targets, bench.NewFnrunCall(cold, bench.Variant{Driver: name, Mode: bench.Cold, Client: bench.Fnrun}, b.image))
-	case bench.Pooled:
-		cfg := b.cfg
-		cfg.PreForkPoolSize = uint64(b.opt.Concurrency)
-		if cfg.PreForkPoolMax < cfg.PreForkPoolSize {
-			cfg.PreForkPoolMax = cfg.PreForkPoolSize
-		}
-		if cfg.PreForkImage == "" {
-			cfg.PreForkImage = b.image
-		}
-		p := newProgress(b.a.stderr, b.a.stderrTTY, fmt.Sprintf("bench %s pooled: starting a pool of %d", name, b.opt.Concurrency))
-		pooled, err := openDriver(ctx, name, cfg, b.log)
-		if err == nil {
-			if _, ok := pooled.(pool.Reporter); !ok {
-				pooled.Close()
-				err = &skipError{fmt.Sprintf("the %s driver runs no pre-fork pool (it does not implement pool.Reporter)", name)}
-			}
-		}
-		if err == nil {
-			defer pooled.Close()
-			err = bench.WaitPool(ctx, pooled.(pool.Reporter), 2*time.Minute)
-		}
-		p.end()
-		if err != nil {
-			return nil, err
-		}
-		targets = append(targets, bench.NewFnrunCall(pooled, bench.Variant{Driver: name, Mode: bench.Pooled, Client: bench.Fnrun}, b.image))
-	case bench.Warm:
-		if name == "mock" {
-			return nil, &skipError{"the mock runs no command, so no hot container can serve a call"}
-		}
-		targets = append(targets, bench.NewFnrunWarm(cold, name, b.image))
-	}
-	if t, err := bare.target(ctx, mode); err != nil {
-		return nil, err
-	} else if t != nil {
-		targets = append(targets, t)
-	}
-
-	p := newProgress(b.a.stderr, b.a.stderrTTY, fmt.Sprintf("bench %s %s: %d calls per client at concurrency %d", name, mode, b.opt.N, b.opt.Concurrency))
-	opt := b.opt
-	opt.Progress = func(v bench.Variant, done, total int) { p.set("%s %d/%d", v.Client, done, total) }
-	res, err := bench.Compare(ctx, targets, opt)
-	p.end()
-	return res, err
-}
-
-// skipError says why a mode cannot be measured on a driver: reported
-// under the table, not as a failure.
-type skipError struct{ why string }
-
-func (e *skipError) Error() string { return "skipped: " + e.why }
-
-// bareSide builds the bare-client targets of one driver, with the options
-// its fnrun driver generates.
-type bareSide struct {
-	target func(ctx context.Context, mode string) (bench.Target, error)
-	close  func()
-}
-
-func (b *benchRun) bareSide(ctx context.Context, name string, drv drivers.Driver) (*bareSide, error) {
-	probe := func(cmd string, stdin bool) *drivers.Task {
-		t := &drivers.Task{ID: "fnrun-bench-proto-" + randomHex(4), ImageRef: b.image, Cmd: cmd}
-		if stdin {
-			t.Stdin = strings.NewReader("")
-		}
-		return t
-	}
-	switch name {
-	case "docker":
-		client, closeIdle, err := bench.DockerClient(b.cfg.Docker)
-		if err != nil {
-			return nil, err
-		}
-		return &bareSide{
-			close: closeIdle,
-			target: func(ctx context.Context, mode string) (bench.Target, error) {
-				if mode == bench.Warm {
-					opts, err := bench.DockerOptions(ctx, drv, probe(bench.HotCommand, true))
-					if err != nil {
-						return nil, err
-					}
-					return bench.NewDockerWarm(client, opts, name), nil
-				}
-				opts, err := bench.DockerOptions(ctx, drv, probe(bench.TrivialCommand, false))
-				if err != nil {
-					return nil, err
-				}
-				return bench.NewDockerCall(client, opts, name, mode), nil
-			},
-		}, nil
-	case "containerd":
-		labels := map[string]string{
-			drivers.LabelLibrary:  drivers.LibraryName,
-			drivers.LabelDriver:   name,
-			drivers.LabelTag:      b.cfg.ContainerLabelTag,
-			drivers.LabelInstance: b.cfg.InstanceId,
-		}
-		c, err := bench.NewContainerd(containerdAddress(b.cfg), b.cfg.Namespace(), b.image, labels)
-		if err != nil {
-			return nil, err
-		}
-		cniReady := false
-		return &bareSide{
-			close: func() { _ = c.Close() },
-			target: func(ctx context.Context, mode string) (bench.Target, error) {
-				if mode == bench.Warm {
-					spec, err := c.Spec(ctx, drv, probe(bench.HotCommand, true))
-					if err != nil {
-						return nil, err
-					}
-					return bench.NewContainerdWarm(c, spec, name), nil
-				}
-				spec, err := c.Spec(ctx, drv, probe(bench.TrivialCommand, false))
-				if err != nil {
-					return nil, err
-				}
-				if mode == bench.Cold && bench.JoinsNetNS(spec) && !cniReady {
-					// The driver gives each container a CNI network: so
-					// does the bare side, with the same configuration.
-					confDir, binDir := b.cfg.CNIConfDir, b.cfg.CNIBinDir
-					if confDir == "" {
-						confDir = drivers.DefaultCNIConfDir
-					}
-					if binDir == "" {
-						binDir = drivers.DefaultCNIBinDir
-					}
-					if err := c.UseCNI(confDir, binDir); err != nil {
-						return nil, err
-					}
-					cniReady = true
-				}
-				return bench.NewContainerdCall(c, spec, name, mode), nil
-			},
-		}, nil
-	}
-	b.notes = append(b.notes, fmt.Sprintf("%s: no bare client to compare with", name))
-	return &bareSide{close: func() {}, target: func(context.Context, string) (bench.Target, error) { return nil, nil }}, nil
 }
 
 // machineInfo describes the host: CPUs, CPU model, kernel.
