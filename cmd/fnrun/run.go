@@ -355,6 +355,11 @@ func (r *runner) call(ctx context.Context, cfg drivers.Config, driverName string
 		res = w.Wait(runCtx)
 		return nil
 	}); err != nil {
+		if ctx.Err() == nil && errors.Is(runCtx.Err(), context.DeadlineExceeded) {
+			// --timeout ran out while the container was starting.
+			a.errorf("run: container %s: timed out after %v: %v", task.ID, f.timeout, err)
+			return exitTimeout
+		}
 		return r.fail(ctx, err)
 	}
 	closeErr := r.timed("close", func() error { return cookie.Close(context.WithoutCancel(ctx)) })
