@@ -16,7 +16,9 @@ const (
 
 // ContainerInfo describes one container a driver manages.
 type ContainerInfo struct {
-	ID      string
+	ID string
+	// Name is the container's name: the task's id, or the holder's name.
+	Name    string
 	Image   string
 	State   string // one of the State constants
 	Created time.Time
@@ -33,8 +35,8 @@ type ContainerInfo struct {
 // container without the library's labels.
 type ContainerLister interface {
 	Containers(ctx context.Context) ([]ContainerInfo, error)
-	// KillContainer ends and removes a managed container. A container
-	// without the library's labels gives an error wrapping ErrNotFound-like
-	// ErrContainerGone and is left alone.
+	// KillContainer ends and removes a managed container, named by id,
+	// name or id prefix. A container without the library's labels gives an
+	// error wrapping ErrContainerGone and is left alone.
 	KillContainer(ctx context.Context, id string) error
 }

@@ -43,10 +43,7 @@ type Driver struct {
 	d *daemon
 }
 
-var (
-	_ drivers.Driver          = (*Driver)(nil)
-	_ drivers.ContainerLister = (*Driver)(nil)
-)
+var _ drivers.Driver = (*Driver)(nil)
 
 // daemon is the lifecycle.Runtime of containerd.
 type daemon struct {
@@ -217,16 +214,6 @@ func (dr *Driver) Namespace() string { return dr.d.ns }
 // Labels returns the ownership labels the driver puts on everything it
 // creates.
 func (dr *Driver) Labels() map[string]string { return dr.Settings().Labels("") }
-
-// Containers implements drivers.ContainerLister.
-func (dr *Driver) Containers(ctx context.Context) ([]drivers.ContainerInfo, error) {
-	return dr.d.containers(ctx)
-}
-
-// KillContainer implements drivers.ContainerLister.
-func (dr *Driver) KillContainer(ctx context.Context, id string) error {
-	return dr.d.killContainer(ctx, id)
-}
 
 // RemoveImage deletes ref from the image store and waits for the garbage
 // collector, so its content and snapshots are gone when it returns. An

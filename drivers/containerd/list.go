@@ -5,17 +5,26 @@ import (
 	"fmt"
 
 	ctrd "github.com/containerd/containerd"
+
 	tasksapi "github.com/containerd/containerd/api/services/tasks/v1"
 	taskapi "github.com/containerd/containerd/api/types/task"
 	"github.com/containerd/containerd/containers"
 	"github.com/containerd/containerd/errdefs"
 
 	"github.com/fnrun/fnrun/drivers"
+	"github.com/fnrun/fnrun/drivers/lifecycle"
 )
+
+var _ lifecycle.Lister = (*daemon)(nil)
+
+// labelFilter is a containerd filter matching our label key op value.
+func labelFilter(key, op, value string) string {
+	return fmt.Sprintf("labels.%q%s%q", key, op, value)
+}
 
 // ownedFilter matches the containers of every instance with our label tag.
 // containerd drops labels with empty values, so without a tag it matches
-// the library's containers and owned sorts them.
+// every container of the library, and the life cycle sorts them out.
 func (d *daemon) ownedFilter() string {
 	f := labelFilter(LabelLibrary, "==", drivers.LibraryName)
 	if d.s.Tag != "" {
@@ -24,20 +33,12 @@ func (d *daemon) ownedFilter() string {
 	return f
 }
 
-// owned reports whether labels are the library's with our label tag
-// (containerd drops labels with empty values: no tag is an absent label).
-func (d *daemon) owned(labels map[string]string) bool {
-	return labels[LabelLibrary] == drivers.LibraryName && labels[LabelTag] == d.s.Tag
-}
-
-// containers lists the containers and holders
-// of every instance with the driver's label tag. The state comes from the
-// container's task: created is starting, running, paused or pausing is
-// paused, stopped is exited. A container without a task has been created
-// and not run yet (a cookie between CreateContainer and Run, or a holder
-// being started), so it is starting too; a task the daemon cannot tell
-// about is unknown.
-func (d *daemon) containers(ctx context.Context) ([]drivers.ContainerInfo, error) {
+// List implements lifecycle.Lister. The state comes from the container's
+// task: created is starting, running, paused or pausing is paused, stopped
+// is exited. A container without a task was created and not run yet (a
+// cookie between CreateContainer and Run, or a holder being started), so it
+// is starting too; a task the daemon cannot tell about is unknown.
+func (d *daemon) List(ctx context.Context) ([]drivers.ContainerInfo, error) {
 	ctx = d.nsCtx(ctx)
 	var recs []containers.Container
 	if err := d.call(ctx, "containers.List", func(ctx context.Context) error {
@@ -61,30 +62,11 @@ func (d *daemon) containers(ctx context.Context) ([]drivers.ContainerInfo, error
 	}
 	out := make([]drivers.ContainerInfo, 0, len(recs))
 	for _, r := range recs {
-		if !d.owned(r.Labels) {
-			continue // the filter already says so; never trust one check
-		}
 		state := drivers.StateStarting
 		if st, ok := status[r.ID]; ok {
 			state = taskState(st)
 		}
-		role := r.Labels[drivers.LabelRole]
-		if role == "" {
-			role = drivers.RoleCall // made before roles were labelled
-		}
-		labels := make(map[string]string, len(r.Labels))
-		for k, v := range r.Labels {
-			labels[k] = v
-		}
-		out = append(out, drivers.ContainerInfo{
-			ID:       r.ID,
-			Image:    r.Image,
-			State:    state,
-			Created:  r.CreatedAt,
-			Role:     role,
-			Instance: r.Labels[LabelInstance],
-			Labels:   labels,
-		})
+		out = append(out, drivers.ContainerInfo{ID: r.ID, Name: r.ID, Image: r.Image, State: state, Created: r.CreatedAt, Labels: r.Labels})
 	}
 	return out, nil
 }
@@ -103,41 +85,30 @@ func taskState(st taskapi.Status) string {
 	return drivers.StateUnknown
 }
 
-// killContainer kills the task of a
-// container of our label tag, deletes it and the container with its
-// snapshot, and, for a container of another instance, tears down its CNI
-// network (the instance that made it would have, and may be gone). A
-// cookie of this driver whose container is killed sees its run end; a
-// holder is replaced by the pool. A container without our labels, or
-// absent, gives an error wrapping drivers.ErrContainerGone and is left
-// alone.
-func (d *daemon) killContainer(ctx context.Context, id string) error {
+// Kill implements lifecycle.Lister: the task is killed and deleted, then
+// the container with its snapshot; the CNI network of another instance's
+// container is torn down too (that instance would have, and may be gone).
+func (d *daemon) Kill(ctx context.Context, c drivers.ContainerInfo) error {
 	ctx = d.nsCtx(ctx)
 	var ctr ctrd.Container
-	var labels map[string]string
 	err := d.call(ctx, "containers.Get", func(ctx context.Context) error {
 		var err error
-		if ctr, err = d.client.LoadContainer(ctx, id); err != nil {
-			return err
-		}
-		labels, err = ctr.Labels(ctx)
+		ctr, err = d.client.LoadContainer(ctx, c.ID)
 		return err
 	})
 	switch {
 	case errdefs.IsNotFound(err):
-		return fmt.Errorf("kill container %s: %w: %w", id, drivers.ErrContainerGone, err)
+		return nil
 	case err != nil:
-		return daemonErr(err, "kill container "+id)
-	case !d.owned(labels):
-		return fmt.Errorf("kill container %s: not managed by this driver's label tag: %w", id, drivers.ErrContainerGone)
+		return daemonErr(err, "kill container "+c.ID)
 	}
 	if err := d.removeContainer(ctx, ctr); err != nil {
 		return err
 	}
-	if labels[LabelInstance] != d.s.Instance {
-		if ns, ok := d.ownNetNSPath(labels[LabelNetNS]); ok {
+	if c.Labels[LabelInstance] != d.s.Instance {
+		if ns, ok := d.ownNetNSPath(c.Labels[LabelNetNS]); ok {
 			if err := d.detachNetwork(ctx, ns); err != nil {
-				return fmt.Errorf("kill container %s: %w", id, err)
+				return fmt.Errorf("kill container %s: %w", c.ID, err)
 			}
 		}
 	}

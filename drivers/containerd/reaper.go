@@ -2,7 +2,6 @@ package containerd
 
 import (
 	"context"
-	"fmt"
 
 	ctrd "github.com/containerd/containerd"
 	"github.com/containerd/containerd/errdefs"
@@ -10,49 +9,22 @@ import (
 	"github.com/containerd/containerd/snapshots"
 )
 
-// labelFilter is a containerd filter matching our label key == value.
-func labelFilter(key, op, value string) string {
-	return fmt.Sprintf("labels.%q%s%q", key, op, value)
-}
-
-// ReapLeaks implements lifecycle.Reaper: it removes what other instances with our label tag left behind:
-// their containers (calls and pool holders) with tasks and snapshots, root
-// snapshots whose container was never recorded, leases, network namespaces
-// with their CNI attachments, and the containers' /etc files. Objects
-// without our tag are never touched. It runs once, in a goroutine the
-// driver owns, and stops early when the driver closes.
+// ReapLeaks implements lifecycle.Reaper: once the life cycle has removed
+// their containers, it removes what else other instances with our label
+// tag left behind: root snapshots whose container was never recorded,
+// leases, network namespaces with their CNI attachments, and the
+// containers' /etc files. Objects without our tag are never touched.
 func (d *daemon) ReapLeaks(ctx context.Context) {
 	tag := d.s.Tag
 	others := labelFilter(LabelLibrary, "==", "fnrun") + "," + labelFilter(LabelTag, "==", tag) + "," + labelFilter(LabelInstance, "!=", d.s.Instance)
 	log := d.log.WithField("label_tag", tag)
-
-	var ctrs []ctrd.Container
-	err := d.call(ctx, "containers.List", func(ctx context.Context) error {
-		var err error
-		ctrs, err = d.client.Containers(ctx, others)
-		return err
-	})
-	if err != nil {
-		log.WithError(err).Warn("leak reaper: cannot list containers")
-	}
-	removed := 0
-	for _, c := range ctrs {
-		if ctx.Err() != nil {
-			return
-		}
-		if err := d.removeContainer(ctx, c); err != nil {
-			log.WithError(err).WithField("container", c.ID()).Warn("leak reaper: cannot remove container")
-			continue
-		}
-		removed++
-	}
 
 	// Snapshots prepared by an instance that died before recording the
 	// container belong to no container; their lease usually expires, but
 	// removing them now frees the space at once.
 	sn := d.client.SnapshotService(d.opts.snapshotter)
 	var orphans []string
-	err = d.call(ctx, "snapshots.Walk", func(ctx context.Context) error {
+	err := d.call(ctx, "snapshots.Walk", func(ctx context.Context) error {
 		return sn.Walk(ctx, func(_ context.Context, info snapshots.Info) error {
 			orphans = append(orphans, info.Name)
 			return nil
@@ -91,8 +63,8 @@ func (d *daemon) ReapLeaks(ctx context.Context) {
 		nets = d.reapNetworks(ctx, log)
 	}
 	etcs := d.reapEtcFiles(log)
-	if removed+len(orphans)+len(stale)+nets+etcs > 0 {
-		log.WithFields(map[string]interface{}{"containers": removed, "snapshots": len(orphans), "leases": len(stale), "netns": nets, "etc": etcs}).Info("removed leftovers of earlier instances")
+	if len(orphans)+len(stale)+nets+etcs > 0 {
+		log.WithFields(map[string]interface{}{"snapshots": len(orphans), "leases": len(stale), "netns": nets, "etc": etcs}).Info("removed leftovers of earlier instances")
 	}
 }
 

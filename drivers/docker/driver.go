@@ -88,10 +88,7 @@ type Driver struct {
 	d *daemon
 }
 
-var (
-	_ drivers.Driver          = (*Driver)(nil)
-	_ drivers.ContainerLister = (*Driver)(nil)
-)
+var _ drivers.Driver = (*Driver)(nil)
 
 // New connects to the daemon of cfg.Docker (DOCKER_HOST or the default
 // socket when empty), over TLS when WithTLS is given or DOCKER_TLS_VERIFY
@@ -305,13 +302,3 @@ func (d *daemon) Close() error {
 
 // Instance is the instance id in this driver's labels.
 func (dr *Driver) Instance() string { return dr.Settings().Instance }
-
-// Containers implements drivers.ContainerLister.
-func (dr *Driver) Containers(ctx context.Context) ([]drivers.ContainerInfo, error) {
-	return dr.d.containers(ctx)
-}
-
-// KillContainer implements drivers.ContainerLister.
-func (dr *Driver) KillContainer(ctx context.Context, id string) error {
-	return dr.d.killContainer(ctx, id)
-}

@@ -3,54 +3,45 @@ package docker
 import (
 	"context"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
 	docker "github.com/fsouza/go-dockerclient"
 
 	"github.com/fnrun/fnrun/drivers"
+	"github.com/fnrun/fnrun/drivers/lifecycle"
 )
 
-// containers lists the containers carrying the library label and this
-// driver's label tag, of every instance, calls and pool holders alike,
-// oldest first.
-func (d *daemon) containers(ctx context.Context) ([]drivers.ContainerInfo, error) {
-	list, err := d.listOwned(ctx, d.s.Tag)
-	if err != nil {
-		return nil, err
-	}
+var _ lifecycle.Lister = (*daemon)(nil)
+
+// List implements lifecycle.Lister.
+func (d *daemon) List(ctx context.Context) ([]drivers.ContainerInfo, error) {
+	var list []docker.APIContainers
+	err := d.do(ctx, "list", fmt.Sprintf("containers tagged %q", d.s.Tag), kindNone, func(ctx context.Context) error {
+		var err error
+		list, err = d.client.ListContainers(docker.ListContainersOptions{
+			All:     true,
+			Filters: map[string][]string{"label": {LabelLibrary + "=" + libraryName, LabelTag + "=" + d.s.Tag}},
+			Context: ctx,
+		})
+		return err
+	})
 	out := make([]drivers.ContainerInfo, 0, len(list))
 	for _, ctr := range list {
-		out = append(out, containerInfo(ctr))
-	}
-	slices.SortFunc(out, func(a, b drivers.ContainerInfo) int {
-		if c := a.Created.Compare(b.Created); c != 0 {
-			return c
+		name := ""
+		if len(ctr.Names) > 0 {
+			name = strings.TrimPrefix(ctr.Names[0], "/")
 		}
-		return strings.Compare(a.ID, b.ID)
-	})
-	return out, nil
-}
-
-func containerInfo(ctr docker.APIContainers) drivers.ContainerInfo {
-	role := ctr.Labels[drivers.LabelRole]
-	if role == "" {
-		role = drivers.RoleCall // containers made before roles were labelled
+		out = append(out, drivers.ContainerInfo{
+			ID:      ctr.ID,
+			Name:    name,
+			Image:   ctr.Image,
+			State:   containerState(ctr.State),
+			Created: time.Unix(ctr.Created, 0),
+			Labels:  ctr.Labels,
+		})
 	}
-	labels := make(map[string]string, len(ctr.Labels))
-	for k, v := range ctr.Labels {
-		labels[k] = v
-	}
-	return drivers.ContainerInfo{
-		ID:       ctr.ID,
-		Image:    ctr.Image,
-		State:    containerState(ctr.State),
-		Created:  time.Unix(ctr.Created, 0),
-		Role:     role,
-		Instance: ctr.Labels[LabelInstance],
-		Labels:   labels,
-	}
+	return out, err
 }
 
 // containerState maps Docker's container states to the drivers' ones.
@@ -68,25 +59,5 @@ func containerState(s string) string {
 	return drivers.StateUnknown // restarting, removing, or a state Docker adds later
 }
 
-// killContainer kills and removes one container that containers lists, by id, id prefix or name. A
-// container without the library label and this driver's label tag is left
-// alone with an error wrapping drivers.ErrContainerGone. A call of this
-// driver whose container is killed ends with an error status; a pool
-// holder is replaced by the pool.
-func (d *daemon) killContainer(ctx context.Context, id string) error {
-	if strings.TrimSpace(id) == "" {
-		return fmt.Errorf("kill container: empty id: %w", drivers.ErrContainerGone)
-	}
-	ctr, err := d.inspectContainer(ctx, id)
-	if err != nil {
-		return err
-	}
-	var labels map[string]string
-	if ctr.Config != nil {
-		labels = ctr.Config.Labels
-	}
-	if labels[LabelLibrary] != libraryName || labels[LabelTag] != d.s.Tag {
-		return fmt.Errorf("kill container %q: not a container of this driver's label tag %q: %w", id, d.s.Tag, drivers.ErrContainerGone)
-	}
-	return d.remove(ctx, ctr.ID)
-}
+// Kill implements lifecycle.Lister: a forced removal.
+func (d *daemon) Kill(ctx context.Context, c drivers.ContainerInfo) error { return d.remove(ctx, c.ID) }

@@ -17,7 +17,6 @@ import (
 var (
 	_ lifecycle.Runtime       = (*daemon)(nil)
 	_ lifecycle.Joiner        = (*daemon)(nil)
-	_ lifecycle.Reaper        = (*daemon)(nil)
 	_ lifecycle.StoreProvider = (*daemon)(nil)
 )
 

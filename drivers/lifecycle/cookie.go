@@ -249,11 +249,18 @@ func (c *cookie) Run(ctx context.Context) (drivers.WaitResult, error) {
 	}
 	stdout, stderr := c.task.Logger()
 	out, outW, errW := newOutput(stdout, stderr)
-	p, err := ctr.Start(ctx, IO{Stdin: c.task.Input(), Stdout: outW, Stderr: errW})
+	// Detached, as a create is: a start the daemon completes after the
+	// caller gave up would leave a container running unwatched. A run
+	// whose context ended meanwhile is ended by its monitor at once, and
+	// reports StatusTimeout or StatusCancelled like any other.
+	p, err := ctr.Start(Detached(ctx), IO{Stdin: c.task.Input(), Stdout: outW, Stderr: errW})
 	if err != nil {
 		_ = out.shut()
 		if lease != nil && (leaseDead(lease) || errors.Is(err, drivers.ErrContainerGone)) {
 			err = holderError(lease, err)
+		}
+		if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
+			err = fmt.Errorf("%w: %w", cerr, err)
 		}
 		return nil, fmt.Errorf("run %s: %w", c.name(), err)
 	}

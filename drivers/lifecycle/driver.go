@@ -103,8 +103,8 @@ func New(ctx context.Context, s *Settings, rt Runtime) (*Driver, error) {
 		}
 		d.pool = p
 	}
-	if r, ok := rt.(Reaper); ok && s.Tag != "" && !s.NoLeakReaper {
-		d.spawn(func() { r.ReapLeaks(d.ctx) })
+	if s.Tag != "" && !s.NoLeakReaper {
+		d.spawn(func() { d.reapLeaks(d.ctx) })
 	}
 	return d, nil
 }

@@ -147,9 +147,10 @@ type (
 	// Closer is a Runtime with resources of its own (a client, watchers),
 	// released when the driver closes, after everything else.
 	Closer interface{ Close() error }
-	// Reaper is a Runtime that can remove what other instances with the
-	// driver's label tag left behind. It runs once, in a goroutine the
-	// driver owns, and stops when ctx ends.
+	// Reaper is a Runtime that keeps more than containers (leases,
+	// namespaces, files): ReapLeaks removes what other instances with the
+	// driver's label tag left of them, once their containers are gone. It
+	// runs once, in a goroutine the driver owns, and stops when ctx ends.
 	Reaper interface{ ReapLeaks(ctx context.Context) }
 	// SlotKeyer is a Runtime for which call extensions change what a
 	// container is (see drivers.Driver.GetSlotKeyExtensions).

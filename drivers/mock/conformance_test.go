@@ -26,7 +26,7 @@ func newHarness(t *testing.T, cfg drivers.Config) *test.Harness {
 			return nil
 		},
 		Leftovers: func(context.Context) ([]string, error) {
-			left := d.Containers()
+			left := d.ContainerNames()
 			if n := d.OpenCookies(); n > 0 {
 				left = append(left, fmt.Sprintf("%d open cookies", n))
 			}

@@ -156,8 +156,8 @@ func (d *Driver) RemoveImage(image string) {
 	delete(d.rt.pullAttempts, ref.Normalized)
 }
 
-// Containers returns the names of the containers that exist.
-func (d *Driver) Containers() []string {
+// ContainerNames returns the names of the containers that exist.
+func (d *Driver) ContainerNames() []string {
 	d.rt.mu.Lock()
 	defer d.rt.mu.Unlock()
 	names := make([]string, 0, len(d.rt.containers))

@@ -121,7 +121,7 @@ func (rt *runtime) Create(_ context.Context, spec lifecycle.CreateSpec) (lifecyc
 	if !rt.allPresent && !rt.images[ref] {
 		return nil, fmt.Errorf("image %s is not present: %w", ref, drivers.ErrImageNotFound)
 	}
-	c := &container{rt: rt, name: spec.Name, image: ref, script: s}
+	c := &container{rt: rt, name: spec.Name, image: ref, script: s, labels: spec.Labels, created: time.Now()}
 	if !daemon.claim(c) {
 		return nil, fmt.Errorf("container %s: %w", spec.Name, drivers.ErrAlreadyExists)
 	}
@@ -150,10 +150,12 @@ func (dm *names) claim(c *container) bool {
 
 // container is one simulated container.
 type container struct {
-	rt     *runtime
-	name   string
-	image  string
-	script script
+	rt      *runtime
+	name    string
+	image   string
+	script  script
+	labels  map[string]string
+	created time.Time
 
 	mu sync.Mutex
 	p  *process
@@ -443,4 +445,36 @@ func (s imageStore) Remove(_ context.Context, id string) error {
 	}
 	delete(rt.images, id)
 	return nil
+}
+
+// List implements lifecycle.Lister: the mock's containers, running while
+// started and not exited.
+func (rt *runtime) List(context.Context) ([]drivers.ContainerInfo, error) {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	out := make([]drivers.ContainerInfo, 0, len(rt.containers))
+	for _, c := range rt.containers {
+		state := drivers.StateStarting
+		if p, err := c.process(); err == nil {
+			state = drivers.StateRunning
+			select {
+			case <-p.exited:
+				state = drivers.StateExited
+			default:
+			}
+		}
+		out = append(out, drivers.ContainerInfo{ID: c.name, Name: c.name, Image: c.image, State: state, Created: c.created, Labels: c.labels})
+	}
+	return out, nil
+}
+
+// Kill implements lifecycle.Lister.
+func (rt *runtime) Kill(ctx context.Context, info drivers.ContainerInfo) error {
+	rt.mu.Lock()
+	c := rt.containers[info.ID]
+	rt.mu.Unlock()
+	if c == nil {
+		return nil
+	}
+	return c.Remove(ctx)
 }
