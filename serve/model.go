@@ -231,7 +231,7 @@ func validateAnnotations(ann map[string]json.RawMessage) error {
 			return &APIError{Code: 400, Class: ErrInvalid, Message: "Invalid annotation key, annotation keys must be non-empty ascii strings excluding whitespace"}
 		}
 		v = bytes.TrimSpace(v)
-		if len(v) == 0 || len(v) > maxAnnotationValueBytes || !json.Valid(v) || string(v) == "null" {
+		if len(v) == 0 || len(v) > maxAnnotationValueBytes || !json.Valid(v) || string(v) == "null" || string(v) == `""` {
 			return &APIError{Code: 400, Class: ErrInvalid, Message: "Invalid annotation value, annotation values may only be non-empty strings, numbers, objects, or arrays"}
 		}
 	}
