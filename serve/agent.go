@@ -452,7 +452,9 @@ func (a *agent) onFreezeTimer(c *container) {
 	ctx, cancel := context.WithTimeout(a.ctx, a.opts.pauseTimeout)
 	defer cancel()
 	if err := c.cookie.Freeze(ctx); err != nil {
-		a.log.WithError(err).WithField("container", c.id).Warn("freeze failed; retiring the container")
+		if a.ctx.Err() == nil {
+			a.log.WithError(err).WithField("container", c.id).Warn("freeze failed; retiring the container")
+		}
 		a.mu.Lock()
 		if c.state == stateIdle {
 			a.retireLocked(c, "freeze failed")
