@@ -35,20 +35,9 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// testLogger logs through t, so a failing test shows the server's story.
-func testLogger(t testing.TB) *logrus.Entry {
-	l := logrus.New()
-	l.Out = &testWriter{t: t}
-	l.SetLevel(logrus.DebugLevel)
-	if os.Getenv("FNRUN_SERVE_TEST_QUIET") != "" {
-		l.SetLevel(logrus.WarnLevel)
-	}
-	return logrus.NewEntry(l)
-}
-
 type testWriter struct {
-	t  testing.TB
-	mu sync.Mutex
+	t    testing.TB
+	mu   sync.Mutex
 	done bool
 }
 
