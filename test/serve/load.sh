@@ -12,7 +12,8 @@
 # Needs the test environment (make up) loaded, bin/fnrun (make build) and
 # wrk (Debian's package; installed here if missing).
 # Knobs: LOAD_SECONDS (default 10), LOAD_DRIVERS (default "docker containerd"),
-# LOAD_MODES (default "hot thawed cold"), LOAD_CONC (default "1 8 32").
+# LOAD_MODES (default "hot thawed cold"), LOAD_CONC (default "1 8 32"),
+# LOAD_BENCH_FLAGS (default --quick; "--n 30" gives a steadier warm p50).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -105,6 +106,7 @@ deploy() { # -> fn id
   echo "$fn"
 }
 
+echo "load: $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg) at the start" >&2
 RESULTS=$WORK/results
 printf '%-10s  %-6s  %4s  %9s  %9s  %8s  %6s  %5s\n' DRIVER MODE CONC P50_MS P99_MS CALLS/S ERRORS LEFT >"$RESULTS"
 for driver in $DRIVERS; do
@@ -117,6 +119,11 @@ for driver in $DRIVERS; do
     for c in $CONCS; do
       threads=2
       ((c < 2)) && threads=1
+      if [[ $mode != cold ]]; then
+        # Untimed: start the containers this concurrency needs, so that
+        # hot means hot (the cold starts are measured in cold mode).
+        wrk -t"$threads" -c"$c" -d2s --timeout 30s -s "$WORK/post.lua" "$url" >/dev/null
+      fi
       out=$(wrk -t"$threads" -c"$c" -d"${SECONDS_PER_RUN}s" --timeout 30s --latency -s "$WORK/post.lua" "$url")
       echo "$out" >"$WORK/wrk-$driver-$mode-$c.txt"
       p50=$(ms "$(echo "$out" | awk '$1 == "50%" {print $2}')")
@@ -133,8 +140,9 @@ for driver in $DRIVERS; do
   done
 done
 
-echo "load: fnrun bench --all --quick (the driver's warm path alone, same run)" >&2
-"$BIN" bench --all --quick --modes warm >"$WORK/bench.txt" 2>"$WORK/bench.err" || { cat "$WORK/bench.err" >&2; exit 1; }
+echo "load: load average $(cut -d' ' -f1-3 /proc/loadavg) after the wrk runs" >&2
+echo "load: fnrun bench --all ${LOAD_BENCH_FLAGS:---quick} --modes warm (the driver's warm path alone, same run)" >&2
+"$BIN" bench --all ${LOAD_BENCH_FLAGS:---quick} --modes warm >"$WORK/bench.txt" 2>"$WORK/bench.err" || { cat "$WORK/bench.err" >&2; exit 1; }
 
 echo
 cat "$RESULTS"
