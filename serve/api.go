@@ -446,15 +446,27 @@ type healthBody struct {
 	Status  string      `json:"status"`
 	Driver  string      `json:"driver"`
 	Stats   Stats       `json:"containers"`
-	Pool    *pool.Stats `json:"pool,omitempty"`
+	Pool    *poolHealth `json:"pool,omitempty"`
 	Cleaner *bool       `json:"image_cleaner,omitempty"`
+}
+
+// poolHealth is pool.Stats with JSON names.
+type poolHealth struct {
+	Free         int    `json:"free"`
+	Leased       int    `json:"leased"`
+	Starting     int    `json:"starting"`
+	Size         int    `json:"size"`
+	Misses       uint64 `json:"misses"`
+	Replacements uint64 `json:"replacements"`
+	Deaths       uint64 `json:"deaths"`
+	Failures     uint64 `json:"failures"`
 }
 
 func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 	b := healthBody{Status: "ok", Driver: s.opts.driverName, Stats: s.Stats()}
 	if rep, ok := s.drv.(pool.Reporter); ok {
 		if st, ok := rep.PoolStats(); ok {
-			b.Pool = &st
+			b.Pool = &poolHealth{st.Free, st.Leased, st.Starting, st.Size, st.Misses, st.Replacements, st.Deaths, st.Failures}
 		}
 	}
 	if p, ok := s.drv.(images.Provider); ok {
