@@ -193,8 +193,9 @@ func (a *agent) acquire(ctx context.Context, spec *callSpec) (grant, error) {
 	w := &waiter{ch: make(chan grant, 1)}
 	s.waiters = append(s.waiters, w)
 	a.scheduleLocked(s)
-	a.metrics.queued(len(s.waiters))
+	queued := len(s.waiters)
 	a.mu.Unlock()
+	a.metrics.queued(queued)
 
 	select {
 	case g := <-w.ch:

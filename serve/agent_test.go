@@ -133,9 +133,10 @@ func TestQueueFullAnswers503(t *testing.T) {
 
 func TestDeadlines(t *testing.T) {
 	t.Parallel()
-	// One container in all: a call of another function has to wait.
-	h, drv := fakeHarness(t, WithLimits(1, 1, 10))
-	long := h.deploy("deadline", Fn{Name: "long", Image: fakeImage, Timeout: 2})
+	// One container in all: a call of another function has to wait, for
+	// its timeout (1s) plus the start timeout (500ms).
+	h, drv := fakeHarness(t, WithLimits(1, 1, 10), WithStartTimeout(500*time.Millisecond))
+	long := h.deploy("deadline", Fn{Name: "long", Image: fakeImage, Timeout: 3})
 	short := h.deploy("deadline", Fn{Name: "short", Image: fakeImage, Timeout: 1})
 	// A call running past its function's timeout gets 504; a call that
 	// gets no container before its own deadline gets 503.
@@ -157,8 +158,8 @@ func TestDeadlines(t *testing.T) {
 	if waiting.code != 503 || waiting.message() != "Timed out - server too busy" {
 		t.Errorf("waiting call: want 503, got %d %s", waiting.code, waiting.body)
 	}
-	if waited < 900*time.Millisecond || waited > 1900*time.Millisecond {
-		t.Errorf("the waiting call took %v, want its 1s deadline", waited)
+	if waited < 1400*time.Millisecond || waited > 2400*time.Millisecond {
+		t.Errorf("the waiting call took %v, want its 1.5s bound", waited)
 	}
 	// The container that timed out is replaced.
 	next := h.invoke(long.ID, "", nil)

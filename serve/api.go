@@ -91,7 +91,11 @@ type errorBody struct {
 // logged with its cause.
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	api := asAPIError(err)
-	if api.Code >= 500 {
+	switch {
+	case api.Code == http.StatusServiceUnavailable:
+		// Expected under overload: not worth a line per call.
+		s.log.WithError(err).WithFields(logrus.Fields{"code": api.Code, "path": r.URL.Path}).Debug("request refused")
+	case api.Code >= 500:
 		s.log.WithError(err).WithFields(logrus.Fields{"code": api.Code, "path": r.URL.Path}).Warn("request failed")
 	}
 	if errors.Is(api, ErrTooBusy) || errors.Is(api, ErrClosed) {

@@ -21,7 +21,7 @@ type callExtensions map[string]string
 func (e callExtensions) Extensions() map[string]string { return e }
 
 // call runs one invocation of spec's function: it gets a container (waiting
-// at most the function's timeout for one), thaws it, runs the task's
+// at most the function's timeout plus the start timeout for one), thaws it, runs the task's
 // BeforeCall, sends the call over the socket with the function's timeout,
 // runs AfterCall and gives the container back. It returns how the call
 // started (cold or hot) when it got a container.
@@ -34,7 +34,11 @@ func (a *agent) call(ctx context.Context, spec *callSpec, inv *invocation) (*res
 
 	timeout := time.Duration(spec.fn.Timeout) * time.Second
 	created := time.Now()
-	waitCtx, waitCancel := context.WithTimeout(ctx, timeout)
+	// The wait for a container is bounded by the function's timeout plus
+	// the time a container may take to start: a cold start does not eat
+	// into the function's own time, and a call that gets no container
+	// within that bound is answered "too busy".
+	waitCtx, waitCancel := context.WithTimeout(ctx, timeout+a.opts.startTimeout)
 	g, err := a.acquire(waitCtx, spec)
 	waitCancel()
 	if err != nil {

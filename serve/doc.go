@@ -38,10 +38,11 @@
 // (the fnrun.io/extensions annotation, also handed to BeforeCall and
 // AfterCall). A call that finds no idle container waits in a bounded FIFO
 // queue while one is started (cold), within the limits per function and in
-// all (WithLimits); a full queue, or no container before the call's
-// timeout, answers 503 with Retry-After, as Fn answers "too busy". A
-// function that runs past its timeout answers 504; one whose container dies
-// mid-call answers 502; either way the container is replaced on demand.
+// all (WithLimits); a full queue, or no container within the function's
+// timeout plus the start timeout, answers 503 with Retry-After, as Fn
+// answers "too busy". A function that runs past its timeout answers 504;
+// one whose container dies mid-call answers 502; either way the container
+// is replaced on demand.
 //
 // # Operations
 //
