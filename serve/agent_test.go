@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -503,5 +504,29 @@ func TestMetricsAndHealth(t *testing.T) {
 	var health healthBody
 	if err := json.Unmarshal([]byte(h.do("GET", "/health", "", nil).body), &health); err != nil || health.Status != "ok" || health.Stats.Idle != 1 {
 		t.Fatalf("health: %+v %v", health, err)
+	}
+}
+
+func TestFailingBeforeCallEndsTheContainer(t *testing.T) {
+	t.Parallel()
+	var fail atomic.Bool
+	hooks := WithCallHooks(func(context.Context, *models.Call, drivers.CallExtensions) error {
+		if fail.Load() {
+			return errors.New("scripted BeforeCall failure")
+		}
+		return nil
+	}, nil)
+	h, _ := fakeHarness(t, hooks)
+	fn := h.deploy("hookfail", Fn{Name: "f", Image: fakeImage})
+	first := h.invoke(fn.ID, "", nil)
+	fail.Store(true)
+	if r := h.invoke(fn.ID, "", nil); r.code != 500 || r.message() != "internal server error" {
+		t.Fatalf("failing BeforeCall: %d %s", r.code, r.body)
+	}
+	fail.Store(false)
+	next := h.invoke(fn.ID, "", nil)
+	if first.code != 200 || next.code != 200 || next.header.Get("Fnfunc-Instance") == first.header.Get("Fnfunc-Instance") {
+		t.Fatalf("after a failing BeforeCall: %d %d, same container: %v", first.code, next.code,
+			next.header.Get("Fnfunc-Instance") == first.header.Get("Fnfunc-Instance"))
 	}
 }
