@@ -46,16 +46,22 @@ build: ## Build the fnrun command into bin/fnrun.
 	go build -o bin/fnrun ./cmd/fnrun
 
 .PHONY: demo
-demo: up build ## Run a function through each driver, show the pool at work, print a short bench table.
+demo: up build ## Run a function through each driver, show the pool at work, print a short bench table, call fnrun serve cold and hot.
 	$(WITH_ENV) go run ./cmd/demo
 	$(WITH_ENV) bin/fnrun pool --driver docker --size 2
 	$(WITH_ENV) bin/fnrun pool --driver containerd --size 2
 	$(WITH_ENV) bin/fnrun bench --all --quick
+	@echo "--- fnrun serve: deploy the test function with Fn's API, call it cold and hot, stop with SIGTERM"
+	$(WITH_ENV) bash test/serve/demo.sh
 
 .PHONY: bench
 bench: up build ## Run the Go benchmarks, then fnrun bench with its chart (bench.png).
 	$(WITH_ENV) go test -run '^$$' -bench '$(BENCH)' $(BENCH_FLAGS) ./...
 	$(WITH_ENV) bin/fnrun bench --all --n 40 --png bench.png
+
+.PHONY: load
+load: up build ## Load fnrun serve with wrk (hot, thawed, cold; concurrency 1, 8, 32; both runtimes) next to fnrun bench (about 4 min).
+	$(WITH_ENV) bash test/serve/load.sh
 
 .PHONY: test-faults
 test-faults: up ## Fault, storm, soak, bad-input and security tests on private daemons (about 6 min).

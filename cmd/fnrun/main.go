@@ -11,6 +11,7 @@
 //	fnrun pool [--driver D] [--size N]              start a pre-fork pool and print its figures
 //	fnrun doctor                                    check daemons, cgroups, registry and CNI
 //	fnrun bench [--driver D | --all] [--n N] [--concurrency C] [--quick] [--png FILE]
+//	fnrun serve [--driver D] [--addr HOST:PORT]      an invocation agent speaking Fn's API
 //
 // In fnrun run, -v is --verbose (status, per-step timings and resource
 // samples on stderr); bind mounts are --volume HOST:CONTAINER, with no
@@ -94,6 +95,7 @@ var commands = []command{
 	{"pool", "start a pre-fork pool, wait until it is ready and print its figures", (*app).cmdPool},
 	{"doctor", "check the daemons, cgroups, freezer, registry and CNI, and say what to fix", (*app).cmdDoctor},
 	{"bench", "benchmark cold, pooled and warm calls against the bare clients", (*app).cmdBench},
+	{"serve", "run an invocation agent speaking Fn's API (apps, functions, invoke) over a driver", (*app).cmdServe},
 }
 
 func (a *app) main(args []string) int {

@@ -507,6 +507,92 @@ EOF
   mv "$envf.tmp" "$envf"
 }
 
+
+# ---------------------------------------------------------------------------
+# 5. the test function of `fnrun serve` (test/fnfunc): a static Go binary
+#    alone in a one-layer image, loaded into both daemons and pushed to the
+#    registry; rebuilt when its source or the Go toolchain changes
+# ---------------------------------------------------------------------------
+FNFUNC_SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+FNFUNC_LOCAL=fnrun-test/fnfunc:latest
+FNFUNC_CTR_LOCAL=docker.io/fnrun-test/fnfunc:latest
+FNFUNC_IMAGE=$REGISTRY/fnrun/fnfunc:latest
+FNFUNC_TAR=$STATE/images/fnfunc.tar
+
+build_fnfunc() { # -> writes $FNFUNC_TAR
+  local gobin work root out layer diff_id arch cfg_digest
+  gobin=$(command -v go || echo /usr/local/go/bin/go)
+  [[ -x $gobin ]] || die "go not found: it builds the test function (test/fnfunc)"
+  work=$(mktemp -d "$STATE/.fnfuncbuild.XXXXXX")
+  root=$work/rootfs out=$work/out
+  mkdir -p "$root"/{etc,tmp} "$out"
+  log "building the test function image from test/fnfunc"
+  (cd "$FNFUNC_SRC" && CGO_ENABLED=0 "$gobin" build -trimpath -ldflags='-s -w' \
+    -o "$root/fnfunc" ./test/fnfunc) || die "go build of test/fnfunc failed"
+  chmod 0755 "$root/fnfunc"
+  chmod 1777 "$root/tmp"
+  printf 'root:x:0:0:root:/:/fnfunc\nfnrun:x:1000:1000:fnrun:/tmp:/fnfunc\n' >"$root/etc/passwd"
+  printf 'root:x:0:\nfnrun:x:1000:\n' >"$root/etc/group"
+  : >"$root/etc/hosts"
+  : >"$root/etc/resolv.conf"
+  : >"$root/etc/hostname"
+  layer=$work/layer.tar
+  (cd "$root" && tar --format=gnu --numeric-owner --owner=0 --group=0 --sort=name \
+    --mtime=@1704067200 -cf "$layer" etc fnfunc tmp)
+  diff_id=$(sha256sum "$layer" | cut -d' ' -f1)
+  arch=$(dpkg --print-architecture)
+  case $arch in armhf | armel) arch=arm ;; i386) arch=386 ;; ppc64el) arch=ppc64le ;; esac
+  mkdir -p "$out/$diff_id"
+  mv "$layer" "$out/$diff_id/layer.tar"
+  printf '1.0' >"$out/$diff_id/VERSION"
+  jq -cn --arg arch "$arch" --arg diff "sha256:$diff_id" '{
+      architecture: $arch, os: "linux", created: "2024-01-01T00:00:00Z",
+      config: {Env: ["PATH=/"], Entrypoint: ["/fnfunc"], WorkingDir: "/",
+               Labels: {"org.opencontainers.image.title": "fnrun serve test function"}},
+      rootfs: {type: "layers", diff_ids: [$diff]},
+      history: [{created: "2024-01-01T00:00:00Z", created_by: "fnrun test/env/up.sh: test/fnfunc"}]
+    }' >"$out/config.json"
+  cfg_digest=$(sha256sum "$out/config.json" | cut -d' ' -f1)
+  mv "$out/config.json" "$out/$cfg_digest.json"
+  jq -cn --arg cfg "$cfg_digest.json" --arg layer "$diff_id/layer.tar" --arg tag "$FNFUNC_LOCAL" \
+    '[{Config: $cfg, RepoTags: [$tag], Layers: [$layer]}]' >"$out/manifest.json"
+  jq -cn --arg id "$diff_id" '{"fnrun-test/fnfunc": {latest: $id}}' >"$out/repositories"
+  mkdir -p "$(dirname "$FNFUNC_TAR")"
+  (cd "$out" && tar --format=gnu --numeric-owner --owner=0 --group=0 --sort=name \
+    --mtime=@1704067200 -cf "$FNFUNC_TAR.tmp" manifest.json repositories "$cfg_digest.json" "$diff_id")
+  mv "$FNFUNC_TAR.tmp" "$FNFUNC_TAR"
+  rm -rf "$work"
+  log "built the test function image: config sha256:$cfg_digest"
+}
+
+fnfunc_image() {
+  local stamp=$STATE/images/fnfunc.stamp hash fresh=0 gobin
+  gobin=$(command -v go || echo /usr/local/go/bin/go)
+  hash=$({ cat "$FNFUNC_SRC"/test/fnfunc/*.go; "$gobin" version 2>/dev/null; } | sha256sum | cut -c1-32)
+  if [[ ! -s $FNFUNC_TAR || $(cat "$stamp" 2>/dev/null) != "$hash" ]]; then
+    build_fnfunc
+    fresh=1
+  fi
+  if [[ $fresh == 1 ]] || ! dk image inspect "$FNFUNC_IMAGE" >/dev/null 2>&1; then
+    log "docker load $FNFUNC_TAR"
+    dk load -q -i "$FNFUNC_TAR" >&2
+    dk tag "$FNFUNC_LOCAL" "$FNFUNC_IMAGE"
+  fi
+  local accept='Accept: application/vnd.docker.distribution.manifest.v2+json'
+  if [[ $fresh == 1 || $(registry_code -H "$accept" "http://$REGISTRY/v2/fnrun/fnfunc/manifests/latest") != 200 ]]; then
+    log "docker push $FNFUNC_IMAGE"
+    dk push -q "$FNFUNC_IMAGE" >&2 || dk push "$FNFUNC_IMAGE" >&2
+  fi
+  if [[ $fresh == 1 ]] || ! ctrc images ls -q | grep -qxF "$FNFUNC_CTR_LOCAL"; then
+    log "ctr -n $NAMESPACE images import $FNFUNC_TAR"
+    # An older copy pulled from the registry would shadow the new build.
+    ctrc images rm "$FNFUNC_IMAGE" >/dev/null 2>&1 || true
+    ctrc images import "$FNFUNC_TAR" >&2
+  fi
+  echo "$hash" >"$stamp"
+  echo "export FNRUN_FNFUNC_IMAGE=$FNFUNC_IMAGE" >>"$STATE/env"
+}
+
 # ---------------------------------------------------------------------------
 main() {
   start_containerd
@@ -518,6 +604,7 @@ main() {
   containerd_images
   write_cni
   write_env
+  fnfunc_image
   log "ready"
   cat "$STATE/env"
 }
