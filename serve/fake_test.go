@@ -85,10 +85,16 @@ type fakeWait struct {
 func (w *fakeWait) Wait(ctx context.Context) drivers.RunResult {
 	res := w.inner.Wait(ctx)
 	if code := w.proc.exitCode.Load(); code != 0 {
-		return drivers.ExitResult(int(code))
+		return exitResult{&drivers.ExitError{ExitCode: int(code)}}
 	}
 	return res
 }
+
+// exitResult is a run that exited non-zero.
+type exitResult struct{ err *drivers.ExitError }
+
+func (r exitResult) Status() string { return drivers.StatusError }
+func (r exitResult) Error() error   { return r.err }
 
 func (c *fakeCookie) Run(ctx context.Context) (drivers.WaitResult, error) {
 	runCtx, cancel := context.WithCancel(ctx)

@@ -12,6 +12,7 @@ import (
 	"unicode"
 
 	"github.com/fnrun/fnrun/drivers"
+	"github.com/fnrun/fnrun/drivers/lifecycle"
 )
 
 // Limits and defaults of Fn's API.
@@ -153,7 +154,7 @@ func (a *App) validate() error {
 		return err
 	}
 	if a.SyslogURL != nil && *a.SyslogURL != "" {
-		if _, err := drivers.CheckLogger(drivers.LoggerConfig{URL: *a.SyslogURL}); err != nil {
+		if _, err := lifecycle.CheckLogger(drivers.LoggerConfig{URL: *a.SyslogURL}); err != nil {
 			return apiErr(400, ErrInvalid, "invalid syslog url: "+err.Error())
 		}
 	}
