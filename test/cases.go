@@ -406,53 +406,111 @@ func testReadOnlyRoot(t *testing.T, s *suite) {
 	s.checkNoLeftovers(t, h)
 }
 
-// limitsScript prints the limits as the container sees them, on cgroup v1
-// or v2.
+// limitsScript prints the limits as the container sees them, from the v2
+// files when /sys/fs/cgroup is a cgroup2 mount (it has cgroup.controllers)
+// and from the v1 hierarchies otherwise, so the same checks hold on either
+// host. swap is what the container may swap beyond its memory (v2
+// memory.swap.max, v1 memory+swap less memory); it is printed only where
+// the kernel accounts swap. freezer is the state of the container's
+// freezer, which Freeze needs: v2 cgroup.freeze, v1 freezer.state. cgroup
+// (v2 only) is /proc/self/cgroup, "0::/" in a cgroup namespace of its own.
 const limitsScript = `sh -c '
-mem=$(cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes)
-pids=$(cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max)
-if [ -f /sys/fs/cgroup/cpu.max ]; then cpu=$(cat /sys/fs/cgroup/cpu.max); else cpu="$(cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us) $(cat /sys/fs/cgroup/cpu/cpu.cfs_period_us)"; fi
+c=/sys/fs/cgroup
+if [ -f $c/cgroup.controllers ]; then
+echo "hierarchy=v2"
+echo "cgroup=$(cat /proc/self/cgroup)"
+echo "mem=$(cat $c/memory.max)"
+[ -f $c/memory.swap.max ] && echo "swap=$(cat $c/memory.swap.max)"
+echo "pids=$(cat $c/pids.max)"
+echo "cpu=$(cat $c/cpu.max)"
+echo "freezer=$(cat $c/cgroup.freeze)"
+else
+echo "hierarchy=v1"
+mem=$(cat $c/memory/memory.limit_in_bytes)
 echo "mem=$mem"
-echo "pids=$pids"
-echo "cpu=$cpu"
+[ -f $c/memory/memory.memsw.limit_in_bytes ] && echo "swap=$(( $(cat $c/memory/memory.memsw.limit_in_bytes) - mem ))"
+echo "pids=$(cat $c/pids/pids.max)"
+echo "cpu=$(cat $c/cpu/cpu.cfs_quota_us) $(cat $c/cpu/cpu.cfs_period_us)"
+echo "freezer=$(cat $c/freezer/freezer.state)"
+fi
 echo "nofile=$(ulimit -n)"
 echo "tmp=$(df -k /tmp | tail -n 1 | awk "{print \$2}")"
 '`
 
+// thawed is how each hierarchy's freezer file reads when not frozen.
+var thawed = map[string]string{"v1": "THAWED", "v2": "0"}
+
+// The limits testLimits sets.
+const (
+	limitMemory  = 64 << 20
+	limitPIDs    = 50
+	limitMilli   = 500
+	limitNoFile  = 256
+	limitTmpFsMB = 16
+)
+
 func testLimits(t *testing.T, s *suite) {
 	task := s.task(t, limitsScript, Script{})
-	task.MemoryBytes = 64 << 20
-	task.MaxPIDs = 50
-	task.MilliCPUs = 500
-	nofile := uint64(256)
+	task.MemoryBytes = limitMemory
+	task.MaxPIDs = limitPIDs
+	task.MilliCPUs = limitMilli
+	nofile := uint64(limitNoFile)
 	task.MaxOpenFiles = &nofile
-	task.TmpFsSizeMB = 16
+	task.TmpFsSizeMB = limitTmpFsMB
 	out := s.mustRun(t, testContext(t, time.Minute), task)
 	wantSuccess(t, out)
-	got := map[string]string{}
-	for _, line := range strings.Split(strings.TrimSpace(out.Stdout), "\n") {
-		if k, v, ok := strings.Cut(line, "="); ok {
-			got[k] = strings.TrimSpace(v)
-		}
+	got := parseLimits(out.Stdout)
+	t.Logf("limits read from the cgroup %s files", got["hierarchy"])
+	for _, p := range cgroupLimitProblems(got) {
+		t.Error(p)
 	}
-	if got["mem"] != strconv.Itoa(64<<20) {
-		t.Errorf("memory limit %q, want %d", got["mem"], 64<<20)
+	if got["nofile"] != strconv.Itoa(limitNoFile) {
+		t.Errorf("open files %q, want %d", got["nofile"], limitNoFile)
 	}
-	if got["pids"] != "50" {
-		t.Errorf("pids limit %q, want 50", got["pids"])
-	}
-	if f := strings.Fields(got["cpu"]); len(f) != 2 || !ratioIs(f[0], f[1], 0.5) {
-		t.Errorf("cpu quota/period %q, want half a CPU", got["cpu"])
-	}
-	if got["nofile"] != "256" {
-		t.Errorf("open files %q, want 256", got["nofile"])
-	}
-	if got["tmp"] != strconv.Itoa(16*1024) {
-		t.Errorf("/tmp size %q KiB, want %d", got["tmp"], 16*1024)
+	if got["tmp"] != strconv.Itoa(limitTmpFsMB*1024) {
+		t.Errorf("/tmp size %q KiB, want %d", got["tmp"], limitTmpFsMB*1024)
 	}
 	if t.Failed() {
 		t.Logf("container printed:\n%s%s", out.Stdout, out.Stderr)
 	}
+}
+
+// cgroupLimitProblems checks what limitsScript read from the container's
+// cgroup, on either hierarchy, against the limits testLimits sets.
+func cgroupLimitProblems(got map[string]string) []string {
+	var out []string
+	bad := func(format string, args ...any) { out = append(out, fmt.Sprintf(format, args...)) }
+	h := got["hierarchy"]
+	if h == "v2" && got["cgroup"] != "0::/" {
+		bad("/proc/self/cgroup %q, want 0::/ (a cgroup namespace of its own)", got["cgroup"])
+	}
+	if got["mem"] != strconv.Itoa(limitMemory) {
+		bad("memory limit %q, want %d", got["mem"], limitMemory)
+	}
+	if swap, ok := got["swap"]; ok && swap != "0" {
+		bad("swap beyond memory %q, want 0", swap)
+	}
+	if got["pids"] != strconv.Itoa(limitPIDs) {
+		bad("pids limit %q, want %d", got["pids"], limitPIDs)
+	}
+	if f := strings.Fields(got["cpu"]); len(f) != 2 || !ratioIs(f[0], f[1], limitMilli/1000.0) {
+		bad("cpu quota/period %q, want %d milli-CPUs", got["cpu"], limitMilli)
+	}
+	if want := thawed[h]; want == "" || got["freezer"] != want {
+		bad("freezer %q on cgroup %q, want a thawed freezer (%v)", got["freezer"], h, thawed)
+	}
+	return out
+}
+
+// parseLimits reads limitsScript's key=value lines.
+func parseLimits(stdout string) map[string]string {
+	got := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(stdout), "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok {
+			got[k] = strings.TrimSpace(v)
+		}
+	}
+	return got
 }
 
 func ratioIs(quota, period string, want float64) bool {

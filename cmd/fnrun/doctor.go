@@ -16,10 +16,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/containerd/cgroups/v3"
 	ctrd "github.com/containerd/containerd"
 	"github.com/containerd/containerd/defaults"
 	docker "github.com/fsouza/go-dockerclient"
-	"golang.org/x/sys/unix"
 
 	"github.com/fnrun/fnrun/drivers"
 )
@@ -27,8 +27,9 @@ import (
 const doctorAbout = `Checks what fnrun needs on this host and says what to fix:
   - each daemon (docker, containerd): reachable, its version, and that the
     fnrun driver starts on it;
-  - cgroups: version (v1, hybrid, v2) and the controllers the limits need
-    (cpu, memory, pids), and the freezer that freezing needs;
+  - cgroups: mode (v1, hybrid, v2 unified) and the controllers the limits
+    need (cpu, memory, pids), the freezer that freezing needs, and on v2
+    the cgroup namespace every container gets;
   - the registry of $FNRUN_REGISTRY (or --registry): GET /v2/ answers;
   - CNI (for containerd): the configuration folder has a .conflist whose
     plugins are in the plugin folder.
@@ -287,54 +288,91 @@ func checkContainerd(ctx context.Context, cfg drivers.Config, log logEntry) []ch
 	return out
 }
 
-// cgroup2Magic is CGROUP2_SUPER_MAGIC, the file system type of cgroup v2.
-const cgroup2Magic = 0x63677270
-
-func isCgroup2(path string) bool {
-	var st unix.Statfs_t
-	return unix.Statfs(path, &st) == nil && int64(st.Type) == cgroup2Magic
+// cgroupHost is what the cgroup checks read. Fields, not constants, so
+// that tests check v2 and hybrid file trees on a v1 host.
+type cgroupHost struct {
+	root      string         // the cgroup mount point
+	mode      cgroups.CGMode // the mode the containerd driver and runc see
+	mountinfo string         // the mount table, which lists the v1 hierarchies
+	cgroupNS  string         // a cgroup namespace file: absent when the kernel has none
 }
 
-// checkCgroups finds the cgroup version, the controllers and the freezer.
-func checkCgroups() []checkResult {
-	const root = "/sys/fs/cgroup"
-	required := []string{"cpu", "memory", "pids"}
-	if isCgroup2(root) {
-		data, err := os.ReadFile(filepath.Join(root, "cgroup.controllers"))
-		if err != nil {
-			return []checkResult{{name: "cgroups", status: checkFail, detail: "v2, but " + err.Error()}}
-		}
-		have := map[string]bool{}
-		for _, c := range strings.Fields(string(data)) {
-			have[c] = true
-		}
-		out := []checkResult{controllersResult("v2 (unified)", required, have, "enable them in the root cgroup's cgroup.subtree_control, or boot with them enabled")}
-		// The v2 freezer is cgroup.freeze in every non-root cgroup (Linux 5.2+).
-		if hasFreezeFile(root) {
-			out = append(out, checkResult{name: "freezer", status: checkOK, detail: "cgroup v2 freezer (cgroup.freeze)"})
-		} else {
-			out = append(out, checkResult{name: "freezer", status: checkFail, detail: "no cgroup.freeze in any cgroup: the kernel has no v2 freezer",
-				fix: "use Linux 5.2 or newer; Freeze and Unfreeze fail without it"})
-		}
-		return out
+// thisCgroupHost is the host doctor runs on, the one the daemons run
+// containers on when their sockets are local.
+func thisCgroupHost() cgroupHost {
+	return cgroupHost{root: "/sys/fs/cgroup", mode: cgroups.Mode(), mountinfo: "/proc/self/mountinfo", cgroupNS: "/proc/self/ns/cgroup"}
+}
+
+// cgroupsRequired are the controllers the task limits need.
+var cgroupsRequired = []string{"cpu", "memory", "pids"}
+
+// checkCgroups reports the cgroup mode (v1, hybrid or v2), the controllers
+// the limits need and the freezer that freezing needs, and, on v2, the
+// cgroup namespaces every container gets there.
+func checkCgroups() []checkResult { return thisCgroupHost().check() }
+
+func (h cgroupHost) check() []checkResult {
+	switch h.mode {
+	case cgroups.Unified:
+		return h.checkV2()
+	case cgroups.Legacy, cgroups.Hybrid:
+		return h.checkV1()
 	}
-	var st unix.Statfs_t
-	if err := unix.Statfs(root, &st); err != nil {
-		return []checkResult{{name: "cgroups", status: checkFail, detail: root + ": " + err.Error(), fix: "mount the cgroup file systems on " + root}}
+	return []checkResult{{name: "cgroups", status: checkFail, detail: "no cgroup file system at " + h.root,
+		fix: "mount the cgroup file systems on " + h.root + " (cgroup2, or the v1 hierarchies: cgroupfs-mount does it)"}}
+}
+
+// checkV2 checks a unified host: the controllers the root offers, the v2
+// freezer and cgroup namespaces.
+func (h cgroupHost) checkV2() []checkResult {
+	data, err := os.ReadFile(filepath.Join(h.root, "cgroup.controllers"))
+	if err != nil {
+		return []checkResult{{name: "cgroups", status: checkFail, detail: "v2 (unified), but " + err.Error(),
+			fix: "check that " + h.root + " is the host's cgroup2 mount and readable by this user"}}
 	}
-	version := "v1"
-	if isCgroup2(filepath.Join(root, "unified")) {
-		version = "v1 (hybrid, v2 at " + root + "/unified)"
+	have := map[string]bool{}
+	for _, c := range strings.Fields(string(data)) {
+		have[c] = true
 	}
-	have := mountedV1Controllers()
-	out := []checkResult{controllersResult(version, required, have, "mount the missing hierarchies under "+root+" (cgroupfs-mount does it)")}
-	if have["freezer"] {
-		out = append(out, checkResult{name: "freezer", status: checkOK, detail: "cgroup v1 freezer mounted"})
+	out := []checkResult{controllersResult("v2 (unified)", cgroupsRequired, have,
+		"the kernel offers them to no v2 cgroup: boot without cgroup_disable= for them, and without binding them to a v1 hierarchy")}
+	// The v2 freezer is cgroup.freeze in every non-root cgroup (Linux 5.2+).
+	if hasFreezeFile(h.root) {
+		out = append(out, checkResult{name: "freezer", status: checkOK, detail: "cgroup v2 freezer (cgroup.freeze)"})
 	} else {
-		out = append(out, checkResult{name: "freezer", status: checkFail, detail: "the cgroup v1 freezer is not mounted",
-			fix: "mount it: mkdir -p " + root + "/freezer && mount -t cgroup -o freezer cgroup " + root + "/freezer"})
+		out = append(out, checkResult{name: "freezer", status: checkFail, detail: "no cgroup.freeze in any cgroup: the kernel has no v2 freezer",
+			fix: "use Linux 5.2 or newer; Freeze and Unfreeze fail without it"})
 	}
-	return out
+	return append(out, h.checkCgroupNS())
+}
+
+// checkCgroupNS: on v2 every container gets a cgroup namespace of its own
+// (so it sees its own limits and nothing of the others), and runc refuses
+// to start one on a kernel without them.
+func (h cgroupHost) checkCgroupNS() checkResult {
+	if _, err := os.Stat(h.cgroupNS); err != nil {
+		return checkResult{name: "cgroupns", status: checkFail, detail: "the kernel has no cgroup namespaces: on cgroup v2 every container gets one, so none starts",
+			fix: "use Linux 4.6 or newer, which has cgroup namespaces"}
+	}
+	return checkResult{name: "cgroupns", status: checkOK, detail: "each container gets a cgroup namespace of its own, its limits at " + h.root}
+}
+
+// checkV1 checks a v1 or hybrid host: the mounted v1 hierarchies and the
+// v1 freezer. A hybrid host is used as a v1 one: runc and Docker put the
+// limits on the v1 hierarchies, so a controller bound to the v2 one is
+// missing for them.
+func (h cgroupHost) checkV1() []checkResult {
+	version := "v1"
+	if h.mode == cgroups.Hybrid {
+		version = "hybrid (limits on the v1 hierarchies, as on v1; v2 at " + filepath.Join(h.root, "unified") + ")"
+	}
+	have := mountedV1Controllers(h.mountinfo)
+	out := []checkResult{controllersResult(version, cgroupsRequired, have, "mount the missing hierarchies under "+h.root+" (cgroupfs-mount does it)")}
+	if have["freezer"] {
+		return append(out, checkResult{name: "freezer", status: checkOK, detail: "cgroup v1 freezer mounted"})
+	}
+	return append(out, checkResult{name: "freezer", status: checkFail, detail: "the cgroup v1 freezer is not mounted",
+		fix: "mount it: mkdir -p " + h.root + "/freezer && mount -t cgroup -o freezer cgroup " + h.root + "/freezer"})
 }
 
 func controllersResult(version string, required []string, have map[string]bool, fix string) checkResult {
@@ -355,10 +393,11 @@ func controllersResult(version string, required []string, have map[string]bool, 
 	return checkResult{name: "cgroups", status: checkOK, detail: fmt.Sprintf("%s; controllers %s", version, strings.Join(list, " "))}
 }
 
-// mountedV1Controllers lists the controllers of the mounted v1 hierarchies.
-func mountedV1Controllers() map[string]bool {
+// mountedV1Controllers lists the controllers of the v1 hierarchies in the
+// mount table at mountinfo.
+func mountedV1Controllers(mountinfo string) map[string]bool {
 	have := map[string]bool{}
-	data, err := os.ReadFile("/proc/self/mountinfo")
+	data, err := os.ReadFile(mountinfo)
 	if err != nil {
 		return have
 	}

@@ -47,8 +47,10 @@ func (p *process) sample(ctx context.Context, withNet bool) (s stats.Stat, oomKi
 	return s, oomKills, true
 }
 
-// statFromMetric converts cgroup v1 or v2 metrics. Memory use leaves out
-// the inactive page cache, as docker stats does.
+// statFromMetric converts the cgroup metrics the shim reports: v1 metrics
+// on a v1 or hybrid host, v2 metrics on a unified one. The second result is
+// the cgroup's OOM-kill count, which process.Wait reads. Memory use leaves
+// out the inactive page cache, as docker stats does.
 func statFromMetric(m *types.Metric) (stats.Stat, uint64, error) {
 	s := stats.Stat{Timestamp: time.Now(), Metrics: map[string]uint64{}}
 	if m == nil || m.Data == nil {
@@ -62,67 +64,85 @@ func statFromMetric(m *types.Metric) (stats.Stat, uint64, error) {
 		return s, 0, err
 	}
 	var oomKills uint64
-	put := func(k string, v uint64) { s.Metrics[k] = v }
 	switch v := v.(type) {
 	case *v1.Metrics:
-		if c := v.CPU; c != nil && c.Usage != nil {
-			put(stats.MetricCPUTotal, c.Usage.Total)
-			put(stats.MetricCPUUser, c.Usage.User)
-			put(stats.MetricCPUKernel, c.Usage.Kernel)
-		}
-		if mem := v.Memory; mem != nil && mem.Usage != nil {
-			put(stats.MetricMemUsage, sub(mem.Usage.Usage, mem.TotalInactiveFile))
-			put(stats.MetricMemLimit, mem.Usage.Limit)
-		}
-		if p := v.Pids; p != nil {
-			put(stats.MetricPids, p.Current)
-		}
-		if b := v.Blkio; b != nil {
-			var rd, wr uint64
-			for _, e := range b.IoServiceBytesRecursive {
-				switch strings.ToLower(e.Op) {
-				case "read":
-					rd += e.Value
-				case "write":
-					wr += e.Value
-				}
-			}
-			put(stats.MetricDiskRead, rd)
-			put(stats.MetricDiskWrite, wr)
-		}
-		if o := v.MemoryOomControl; o != nil {
-			oomKills = o.OomKill
-		}
+		oomKills = putV1(s.Metrics, v)
 	case *v2.Metrics:
-		if c := v.CPU; c != nil {
-			put(stats.MetricCPUTotal, c.UsageUsec*1000)
-			put(stats.MetricCPUUser, c.UserUsec*1000)
-			put(stats.MetricCPUKernel, c.SystemUsec*1000)
-		}
-		if mem := v.Memory; mem != nil {
-			put(stats.MetricMemUsage, sub(mem.Usage, mem.InactiveFile))
-			put(stats.MetricMemLimit, mem.UsageLimit)
-		}
-		if p := v.Pids; p != nil {
-			put(stats.MetricPids, p.Current)
-		}
-		if io := v.Io; io != nil {
-			var rd, wr uint64
-			for _, e := range io.Usage {
-				rd += e.Rbytes
-				wr += e.Wbytes
-			}
-			put(stats.MetricDiskRead, rd)
-			put(stats.MetricDiskWrite, wr)
-		}
-		if e := v.MemoryEvents; e != nil {
-			oomKills = e.OomKill
-		}
+		oomKills = putV2(s.Metrics, v)
 	default:
 		return s, 0, fmt.Errorf("unknown metrics type %T", v)
 	}
-	put(stats.MetricOOMKillSeen, oomKills)
+	s.Metrics[stats.MetricOOMKillSeen] = oomKills
 	return s, oomKills, nil
+}
+
+// putV1 fills out from cgroup v1 metrics and returns the OOM-kill count:
+// oom_kill of memory.oom_control (Linux 4.13+).
+func putV1(out map[string]uint64, v *v1.Metrics) (oomKills uint64) {
+	if c := v.CPU; c != nil && c.Usage != nil {
+		out[stats.MetricCPUTotal] = c.Usage.Total
+		out[stats.MetricCPUUser] = c.Usage.User
+		out[stats.MetricCPUKernel] = c.Usage.Kernel
+	}
+	if mem := v.Memory; mem != nil && mem.Usage != nil {
+		out[stats.MetricMemUsage] = sub(mem.Usage.Usage, mem.TotalInactiveFile)
+		out[stats.MetricMemLimit] = mem.Usage.Limit
+	}
+	if p := v.Pids; p != nil {
+		out[stats.MetricPids] = p.Current
+	}
+	if b := v.Blkio; b != nil {
+		var rd, wr uint64
+		for _, e := range b.IoServiceBytesRecursive {
+			// "Read" and "Write"; "Sync", "Async" and "Total" count the
+			// same bytes again.
+			switch strings.ToLower(e.Op) {
+			case "read":
+				rd += e.Value
+			case "write":
+				wr += e.Value
+			}
+		}
+		out[stats.MetricDiskRead], out[stats.MetricDiskWrite] = rd, wr
+	}
+	if o := v.MemoryOomControl; o != nil {
+		oomKills = o.OomKill
+	}
+	return oomKills
+}
+
+// putV2 fills out from cgroup v2 metrics, which the shim reads from the
+// container's cgroup files: cpu.stat (microseconds, scaled to the
+// nanoseconds of v1), memory.current less inactive_file of memory.stat,
+// memory.max ("max" reads as the largest uint64), pids.current, and io.stat
+// summed over the devices. The OOM-kill count is oom_kill of memory.events:
+// its "max" and "oom" lines count allocations that hit the limit, which
+// kill nothing by themselves.
+func putV2(out map[string]uint64, v *v2.Metrics) (oomKills uint64) {
+	if c := v.CPU; c != nil {
+		out[stats.MetricCPUTotal] = c.UsageUsec * 1000
+		out[stats.MetricCPUUser] = c.UserUsec * 1000
+		out[stats.MetricCPUKernel] = c.SystemUsec * 1000
+	}
+	if mem := v.Memory; mem != nil {
+		out[stats.MetricMemUsage] = sub(mem.Usage, mem.InactiveFile)
+		out[stats.MetricMemLimit] = mem.UsageLimit
+	}
+	if p := v.Pids; p != nil {
+		out[stats.MetricPids] = p.Current
+	}
+	if io := v.Io; io != nil {
+		var rd, wr uint64
+		for _, e := range io.Usage {
+			rd += e.Rbytes
+			wr += e.Wbytes
+		}
+		out[stats.MetricDiskRead], out[stats.MetricDiskWrite] = rd, wr
+	}
+	if e := v.MemoryEvents; e != nil {
+		oomKills = e.OomKill
+	}
+	return oomKills
 }
 
 func sub(a, b uint64) uint64 {

@@ -157,14 +157,7 @@ func (c *container) callOpts(ctx context.Context, spec lifecycle.CreateSpec, img
 // own, or, on a host without CNI, runc's fresh namespace.
 func (c *container) holderOpts(ctx context.Context, spec lifecycle.CreateSpec, img *localImage) ([]ctrd.NewContainerOpts, error) {
 	d := c.d
-	specOpts := []oci.SpecOpts{
-		withImageConfig(img.config.Config, spec.Holder.Args, false),
-		oci.WithHostname(hostname(spec.Name)),
-		oci.WithUIDGID(UnprivilegedUID, UnprivilegedGID), oci.WithCapabilities(nil), withNoAmbientCaps, oci.WithNoNewPrivileges,
-		oci.WithRootFSReadonly(),
-		oci.WithPidsLimit(holderPidsLimit),
-		seccomp.WithDefaultProfile(),
-	}
+	specOpts := holderSpecOpts(spec, img)
 	ctrLabels := make(map[string]string, len(spec.Labels)+1)
 	for k, v := range spec.Labels {
 		ctrLabels[k] = v
@@ -185,6 +178,22 @@ func (c *container) holderOpts(ctx context.Context, spec lifecycle.CreateSpec, i
 		ctrd.WithRuntime(d.opts.runtime, nil),
 		ctrd.WithContainerLabels(ctrLabels),
 	}, nil
+}
+
+// holderSpecOpts build a holder's spec, its network namespace aside. On a
+// cgroup v2 host a holder, like a call's container, gets a cgroup namespace
+// of its own: it mounts no cgroup filesystem, but its /proc/self/cgroup
+// would otherwise name its place in the host's tree.
+func holderSpecOpts(spec lifecycle.CreateSpec, img *localImage) []oci.SpecOpts {
+	opts := []oci.SpecOpts{
+		withImageConfig(img.config.Config, spec.Holder.Args, false),
+		oci.WithHostname(hostname(spec.Name)),
+		oci.WithUIDGID(UnprivilegedUID, UnprivilegedGID), oci.WithCapabilities(nil), withNoAmbientCaps, oci.WithNoNewPrivileges,
+		oci.WithRootFSReadonly(),
+		oci.WithPidsLimit(holderPidsLimit),
+	}
+	opts = append(opts, withCgroupNamespace(hostCgroupMode())...)
+	return append(opts, seccomp.WithDefaultProfile())
 }
 
 // create sends the create under a lease. A create whose answer is lost
@@ -575,8 +584,10 @@ func (p *process) stopWaiting() {
 }
 
 // Wait implements lifecycle.Process. The OOM event can arrive after the
-// exit, so a non-zero exit also reads the cgroup's OOM-kill counter; either
-// report is enough, exit code 137 alone never is.
+// exit, so a non-zero exit also reads the cgroup's OOM-kill counter, as the
+// shim reports it: oom_kill of memory.oom_control on cgroup v1, of
+// memory.events on v2 (see statFromMetric). Either report is enough, exit
+// code 137 alone never is.
 func (p *process) Wait(ctx context.Context) (lifecycle.Exit, error) {
 	p.mu.Lock()
 	statusC := p.statusC

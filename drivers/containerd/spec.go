@@ -4,6 +4,7 @@ import (
 	"context"
 	"strconv"
 
+	"github.com/containerd/cgroups/v3"
 	ctrd "github.com/containerd/containerd"
 	"github.com/containerd/containerd/containers"
 	"github.com/containerd/containerd/contrib/seccomp"
@@ -135,13 +136,10 @@ func (d *daemon) containerOptions(task *lifecycle.Task) *ContainerOptions {
 	}
 	// The cgroup filesystem, read-only, so a function can read its own
 	// limits; containerd's default spec has none.
-	mounts = append(mounts, specs.Mount{
-		Destination: "/sys/fs/cgroup",
-		Type:        "cgroup",
-		Source:      "cgroup",
-		Options:     []string{"ro", "nosuid", "noexec", "nodev"},
-	})
+	mode := hostCgroupMode()
+	mounts = append(mounts, cgroupMount(mode))
 	add(withMounts(mounts))
+	add(withCgroupNamespace(mode)...)
 
 	// Docker's default seccomp profile, computed from the capabilities
 	// above, so it must come after them.
@@ -294,4 +292,45 @@ func (o *ContainerOptions) newContainerOpts(id string, img *localImage, specOpts
 		ctrd.WithContainerLabels(o.Labels),
 	}
 	return append(opts, o.ContainerOpts...)
+}
+
+// hostCgroupMode is the cgroup mode of the host the daemon runs containers
+// on, which is this host: the network namespaces, FIFOs and /etc files the
+// driver makes already assume so. cgroups.Mode reads it once. A variable so
+// that tests build the spec of a cgroup v2 host on a v1 one.
+var hostCgroupMode = cgroups.Mode
+
+// cgroupMount is the read-only cgroup filesystem at /sys/fs/cgroup. On a
+// unified (v2) host it is a cgroup2 mount, which, made inside the
+// container's own cgroup namespace (withCgroupNamespace), shows the
+// container's cgroup as the root: its limits at /sys/fs/cgroup/memory.max
+// and nothing of the other containers. The type is named rather than left
+// to the runtime: "cgroup" means the v1 hierarchies to a runtime that does
+// not translate it. On v1 and hybrid hosts runc mounts each v1 hierarchy
+// at the container's own cgroup, as before.
+func cgroupMount(mode cgroups.CGMode) specs.Mount {
+	typ := "cgroup"
+	if mode == cgroups.Unified {
+		typ = "cgroup2"
+	}
+	return specs.Mount{
+		Destination: "/sys/fs/cgroup",
+		Type:        typ,
+		Source:      "cgroup",
+		Options:     []string{"ro", "nosuid", "noexec", "nodev"},
+	}
+}
+
+// withCgroupNamespace gives the container a cgroup namespace of its own on
+// a unified (v2) host, as Docker and containerd's CRI do there. Without it
+// the cgroup2 mount would be the host's whole tree (every other call's
+// container id, its memory and CPU use) and /proc/self/cgroup would name
+// the container's place in it. v1 and hybrid hosts keep the host's
+// namespace, as Docker does by default on v1: runc already mounts only the
+// container's own cgroups there.
+func withCgroupNamespace(mode cgroups.CGMode) []oci.SpecOpts {
+	if mode != cgroups.Unified {
+		return nil
+	}
+	return []oci.SpecOpts{oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.CgroupNamespace})}
 }

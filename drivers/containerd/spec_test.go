@@ -11,7 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/cgroups/v3"
 	"github.com/containerd/containerd/containers"
+	"github.com/containerd/containerd/namespaces"
 	"github.com/containerd/containerd/oci"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -172,8 +174,14 @@ func TestSpecEveryKnob(t *testing.T) {
 	if m, ok := findMount(spec, "/run/fnrun"); !ok || m.Type != "bind" || m.Source != uds {
 		t.Errorf("unix socket mount %+v", m)
 	}
-	if m, ok := findMount(spec, "/sys/fs/cgroup"); !ok || m.Type != "cgroup" || !slices.Contains(m.Options, "ro") {
-		t.Errorf("cgroup mount %+v, want read-only", m)
+	// This host's mode: cgroup2 in a cgroup namespace of its own on a v2
+	// host (TestSpecCgroupModes covers every mode).
+	mode := hostCgroupMode()
+	if m, ok := findMount(spec, "/sys/fs/cgroup"); !ok || m.Type != cgroupMount(mode).Type || !slices.Contains(m.Options, "ro") {
+		t.Errorf("cgroup mount %+v, want a read-only %s mount", m, cgroupMount(mode).Type)
+	}
+	if hasCgroupNS(spec) != (mode == cgroups.Unified) {
+		t.Errorf("namespaces %+v: a cgroup namespace of its own only on a v2 host", spec.Linux.Namespaces)
 	}
 	if d.d.opts.init != "" {
 		if m, ok := findMount(spec, InitPath); !ok || m.Source != d.d.opts.init || !slices.Contains(m.Options, "ro") {
@@ -431,7 +439,8 @@ func TestWithImageConfig(t *testing.T) {
 }
 
 // TestLimitsSeenInside runs a container that reads its limits from the
-// read-only cgroup mount and its rlimits, checks the mount really is
+// read-only cgroup mount and its rlimits, checks that every cgroup
+// filesystem it sees (the v1 hierarchies, or the cgroup2 mount) is mounted
 // read-only, and that a task without network has loopback only.
 func TestLimitsSeenInside(t *testing.T) {
 	env := requireEnv(t)
@@ -440,7 +449,7 @@ func TestLimitsSeenInside(t *testing.T) {
 	task := &drivers.Task{
 		ID:                "fnrun-lim-" + randomID(),
 		ImageRef:          env.localImage,
-		Cmd:               `sh -c 'cat /sys/fs/cgroup/memory/memory.memsw.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.swap.max; ulimit -l; ulimit -i; ulimit -q; echo x > /sys/fs/cgroup/pids/pids.max 2>/dev/null && echo writable || echo ro; tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d " " | tr "\n" ,'`,
+		Cmd:               `sh -c 'cat /sys/fs/cgroup/memory/memory.memsw.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.swap.max; ulimit -l; ulimit -i; ulimit -q; grep -E " cgroup2? " /proc/self/mounts | cut -d" " -f4 | cut -d, -f1 | sort -u | tr "\n" ,; echo; tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d " " | tr "\n" ,'`,
 		MemoryBytes:       64 << 20,
 		MaxLockedMemory:   u64(64 << 10),
 		MaxPendingSignals: u64(77),
@@ -461,8 +470,8 @@ func TestLimitsSeenInside(t *testing.T) {
 	if lines[1] != "64" || lines[2] != "77" || lines[3] != "8192" {
 		t.Errorf("rlimits memlock=%s KiB sigpending=%s msgqueue=%s, want 64, 77, 8192", lines[1], lines[2], lines[3])
 	}
-	if lines[4] != "ro" {
-		t.Errorf("cgroup filesystem is %s, want ro", lines[4])
+	if lines[4] != "ro," {
+		t.Errorf("cgroup mounts are %s, want ro only", lines[4])
 	}
 	if lines[5] != "lo," {
 		t.Errorf("network interfaces %q, want loopback only", lines[5])
@@ -492,5 +501,145 @@ func TestVolumeWritable(t *testing.T) {
 	b, err := os.ReadFile(filepath.Join(vol, "f"))
 	if err != nil || string(b) != "hi\n" {
 		t.Fatalf("volume file: %q, %v", b, err)
+	}
+}
+
+// onCgroupMode makes the driver build specs for a host in mode for the rest
+// of the test. Such tests are never parallel: the mode is the package's.
+func onCgroupMode(t *testing.T, mode cgroups.CGMode) {
+	t.Helper()
+	saved := hostCgroupMode
+	hostCgroupMode = func() cgroups.CGMode { return mode }
+	t.Cleanup(func() { hostCgroupMode = saved })
+}
+
+// generateSpec applies opts to containerd's default spec, as NewContainer
+// does, without a daemon.
+func generateSpec(t *testing.T, id string, opts []oci.SpecOpts) *oci.Spec {
+	t.Helper()
+	ctx := namespaces.WithNamespace(context.Background(), "fnrun-test")
+	spec, err := oci.GenerateSpec(ctx, nil, &containers.Container{ID: id}, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return spec
+}
+
+func hasCgroupNS(spec *oci.Spec) bool {
+	return slices.ContainsFunc(spec.Linux.Namespaces, func(ns specs.LinuxNamespace) bool {
+		return ns.Type == specs.CgroupNamespace && ns.Path == ""
+	})
+}
+
+var cgroupModeNames = map[cgroups.CGMode]string{cgroups.Legacy: "v1", cgroups.Hybrid: "hybrid", cgroups.Unified: "v2"}
+
+// TestSpecCgroupModes builds the spec of a call's container and of a pool
+// holder for a v1, a hybrid and a v2 host, with no daemon: on v2 both get
+// a cgroup namespace of their own and the call's cgroup mount is cgroup2,
+// read-only; on v1 and hybrid hosts the spec is as before (v1 cgroup
+// mount, the host's cgroup namespace). The other namespaces are kept.
+func TestSpecCgroupModes(t *testing.T) {
+	s, err := lifecycle.Configure(DriverName, drivers.Config{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &daemon{s: s, opts: defaultOptions()}
+	img := &localImage{config: ocispec.Image{Config: ocispec.ImageConfig{Cmd: []string{"sh"}}}}
+	task, err := lifecycle.CheckTask(&drivers.Task{ID: "fnrun-cg", ImageRef: "127.0.0.1:5000/fnrun/busybox", Cmd: "true", MemoryBytes: 64 << 20, MaxPIDs: 50})
+	if err != nil {
+		t.Fatal(err)
+	}
+	holder := lifecycle.CreateSpec{Name: "fnrun-cg-holder", Holder: &lifecycle.HolderSpec{Args: []string{"sleep", "1000"}}}
+	for _, mode := range []cgroups.CGMode{cgroups.Legacy, cgroups.Hybrid, cgroups.Unified} {
+		t.Run(cgroupModeNames[mode], func(t *testing.T) {
+			onCgroupMode(t, mode)
+			v2 := mode == cgroups.Unified
+			o := d.containerOptions(task)
+			call := generateSpec(t, "fnrun-cg", o.specOpts(img, task.Args, false))
+			m, ok := findMount(call, "/sys/fs/cgroup")
+			wantType := map[bool]string{true: "cgroup2", false: "cgroup"}[v2]
+			if !ok || m.Type != wantType || !slices.Contains(m.Options, "ro") || !slices.Contains(m.Options, "nosuid") {
+				t.Errorf("cgroup mount %+v, want a read-only %s mount", m, wantType)
+			}
+			if got := hasCgroupNS(call); got != v2 {
+				t.Errorf("call: a cgroup namespace of its own %v, want %v (namespaces %+v)", got, v2, call.Linux.Namespaces)
+			}
+			if r := call.Linux.Resources; r.Memory == nil || *r.Memory.Limit != 64<<20 || r.Pids == nil || r.Pids.Limit != 50 {
+				t.Errorf("limits %+v lost", r)
+			}
+			h := generateSpec(t, holder.Name, holderSpecOpts(holder, img))
+			if got := hasCgroupNS(h); got != v2 {
+				t.Errorf("holder: a cgroup namespace of its own %v, want %v (namespaces %+v)", got, v2, h.Linux.Namespaces)
+			}
+			for _, spec := range []*oci.Spec{call, h} {
+				for _, want := range []specs.LinuxNamespaceType{specs.PIDNamespace, specs.IPCNamespace, specs.UTSNamespace, specs.MountNamespace, specs.NetworkNamespace} {
+					if !slices.ContainsFunc(spec.Linux.Namespaces, func(ns specs.LinuxNamespace) bool { return ns.Type == want }) {
+						t.Errorf("namespace %s lost: %+v", want, spec.Linux.Namespaces)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestCgroupV2SpecRuns creates containers from the spec of a v2 host on
+// this host's real runc: a call's container and a pool holder. This host
+// is not unified, so no v2 limit is in force; what it shows is that runc
+// takes the spec (the cgroup namespace and the cgroup2 mount), that the
+// container sees itself at the root of every hierarchy, and that the
+// cgroup filesystem it sees is cgroup2 and read-only.
+func TestCgroupV2SpecRuns(t *testing.T) {
+	env := requireEnv(t)
+	onCgroupMode(t, cgroups.Unified) // before the driver, whose cleanup comes first
+	d := newTestDriver(t, env, drivers.Config{PreForkPoolSize: 1, PreForkImage: env.localImage})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := d.Pool().Ready(ctx); err != nil {
+		t.Fatalf("a holder with a cgroup namespace did not start: %v", err)
+	}
+	in := newInspector(t, env)
+	holders, err := in.client.Containers(in.ctx(ctx), labelFilter(LabelTag, "==", d.Settings().Tag)+","+labelFilter(drivers.LabelRole, "==", drivers.RoleHolder))
+	if err != nil || len(holders) != 1 {
+		t.Fatalf("holders %v, %v; want 1", holders, err)
+	}
+	if spec, err := holders[0].Spec(in.ctx(ctx)); err != nil || !hasCgroupNS(spec) {
+		t.Errorf("holder spec without a cgroup namespace (%v)", err)
+	}
+	var out, errOut syncBuf
+	task := &drivers.Task{
+		ID:       "fnrun-cg2-" + randomID(),
+		ImageRef: env.localImage,
+		Cmd: `sh -c 'echo "cgroup=$(tr "\n" " " < /proc/self/cgroup)"; echo "fs=$(stat -f -c %t /sys/fs/cgroup)";
+echo "dirs=$(ls -p /sys/fs/cgroup | grep -c /)"; echo "mount=$(grep " /sys/fs/cgroup cgroup2 " /proc/self/mounts | cut -d" " -f4 | cut -d, -f1)"'`,
+		Stdout: &out,
+		Stderr: &errOut,
+	}
+	runTask(t, d, task, drivers.StatusSuccess)
+	got := map[string]string{}
+	for _, line := range strings.Split(out.String(), "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok {
+			got[k] = strings.TrimSpace(v)
+		}
+	}
+	lines := strings.Fields(got["cgroup"])
+	if len(lines) == 0 {
+		t.Fatalf("output %q (stderr %q)", out.String(), errOut.String())
+	}
+	for _, l := range lines {
+		if !strings.HasSuffix(l, ":/") {
+			t.Errorf("/proc/self/cgroup line %q: the container sees its place in the host's tree", l)
+		}
+	}
+	if got["fs"] != "63677270" { // CGROUP2_SUPER_MAGIC
+		t.Errorf("/sys/fs/cgroup is of type %q, want cgroup2 (63677270)", got["fs"])
+	}
+	if got["dirs"] != "0" {
+		t.Errorf("/sys/fs/cgroup has %s cgroups below the container's, want none (the host's tree?)", got["dirs"])
+	}
+	if got["mount"] != "ro" {
+		t.Errorf("cgroup2 mount options begin %q, want ro", got["mount"])
+	}
+	if t.Failed() {
+		t.Logf("the container printed:\n%s", out.String())
 	}
 }

@@ -45,7 +45,8 @@ func (d *daemon) createOptions(task *lifecycle.Task) (*docker.CreateContainerOpt
 		ReadonlyRootfs: d.s.Policy.ReadOnlyRoot,
 		// An init process reaps zombies and forwards SIGTERM, which a
 		// function's PID 1 would otherwise ignore.
-		Init: true,
+		Init:         true,
+		CgroupnsMode: d.host.cgroupnsMode(),
 	}
 	if task.DisableNet() {
 		host.NetworkMode = networkNone
@@ -136,6 +137,25 @@ func (h hostInfo) supportsStorageSize() bool {
 	return false
 }
 
+// cgroupnsPrivate is Docker's cgroup namespace mode of a container with a
+// namespace of its own.
+const cgroupnsPrivate = "private"
+
+// cgroupnsMode is the cgroup namespace mode of every container, call or
+// holder. On a cgroup v2 daemon it is "private", said explicitly: private
+// is only the daemon's default, which its default-cgroupns-mode setting
+// can turn to "host", and then a container would see the host's whole
+// cgroup tree (every other call's container, its memory and CPU use) and
+// not its own limits at /sys/fs/cgroup. On v1 it is left to the daemon
+// ("host" by default), under which runc mounts only the container's own
+// cgroups.
+func (h hostInfo) cgroupnsMode() string {
+	if h.cgroupVersion == "2" {
+		return cgroupnsPrivate
+	}
+	return ""
+}
+
 // unprivileged runs the container as uid 1000 with no capability that it
 // could gain, unless the configuration says otherwise.
 func (d *daemon) unprivileged(cfg *docker.Config, host *docker.HostConfig) {
@@ -155,7 +175,8 @@ func (d *daemon) holderOptions(spec lifecycle.CreateSpec) docker.CreateContainer
 		LogConfig:   docker.LogConfig{Type: "none"},
 		// An init reaps nothing here but makes the holder end at once on
 		// SIGTERM, which a bare sleep as PID 1 ignores.
-		Init: true,
+		Init:         true,
+		CgroupnsMode: d.host.cgroupnsMode(),
 	}
 	cfg := &docker.Config{Image: spec.Holder.Image.Familiar, Cmd: spec.Holder.Args, Labels: spec.Labels}
 	d.unprivileged(cfg, host)

@@ -356,3 +356,84 @@ func TestImageVolumes(t *testing.T) {
 		t.Fatalf("volume %s still there after Close: %v", volume, err)
 	}
 }
+
+// TestCgroupnsMode: on a cgroup v2 daemon every container, call or pool
+// holder, asks for a private cgroup namespace, whatever the daemon's
+// default; on v1 the daemon's default ("host") is kept. No daemon: the
+// version is the one New learns from /info.
+func TestCgroupnsMode(t *testing.T) {
+	s, err := lifecycle.Configure(driverName, drivers.Config{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	task, err := lifecycle.CheckTask(&drivers.Task{ID: "fnrun-cgns", ImageRef: "127.0.0.1:5000/fnrun/busybox", Cmd: "true", MemoryBytes: 64 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := drivers.NormalizeImage("127.0.0.1:5000/fnrun/busybox")
+	if err != nil {
+		t.Fatal(err)
+	}
+	holder := lifecycle.CreateSpec{Name: "fnrun-cgns-holder", Holder: &lifecycle.HolderSpec{Image: ref, Args: []string{"sleep", "1000"}}}
+	for version, want := range map[string]string{"1": "", "2": "private"} {
+		d := &daemon{s: s, host: hostInfo{cgroupVersion: version, storageDriver: "overlay2"}}
+		call, err := d.createOptions(task)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := call.HostConfig.CgroupnsMode; got != want {
+			t.Errorf("cgroup v%s: call's cgroupns mode %q, want %q", version, got, want)
+		}
+		if call.HostConfig.Memory != 64<<20 || call.HostConfig.MemorySwap != 64<<20 {
+			t.Errorf("cgroup v%s: memory %d, memory+swap %d, want both 64MiB (no swap)", version, call.HostConfig.Memory, call.HostConfig.MemorySwap)
+		}
+		if got := d.holderOptions(holder).HostConfig.CgroupnsMode; got != want {
+			t.Errorf("cgroup v%s: holder's cgroupns mode %q, want %q", version, got, want)
+		}
+	}
+}
+
+// TestCgroupnsPrivateOnDaemon sends the create options of a cgroup v2
+// daemon to this (v1) daemon: the daemon records the private mode, and
+// the container sees itself at the root of every hierarchy. That the v2
+// limits are then at /sys/fs/cgroup is Docker's doing on a v2 host, which
+// this one is not.
+func TestCgroupnsPrivateOnDaemon(t *testing.T) {
+	e := needEnv(t)
+	d := newDriver(t, drivers.Config{})
+	d.d.host.cgroupVersion = "2" // before any cookie reads it
+	ctx := testCtx(t, time.Minute)
+	var out syncWriter
+	task := &drivers.Task{ID: "fnrun-cgns-" + randomID(), ImageRef: e.localImage, Cmd: "cat /proc/self/cgroup", Stdout: &out, NoNetwork: true}
+	c, err := d.CreateCookie(ctx, task)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(context.Background())
+	if err := c.CreateContainer(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ctr, err := e.bare(t).InspectContainerWithOptions(docker.InspectContainerOptions{ID: task.ID, Context: ctx})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ctr.HostConfig.CgroupnsMode != "private" {
+		t.Errorf("the daemon recorded cgroupns mode %q, want private", ctr.HostConfig.CgroupnsMode)
+	}
+	w, err := c.Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res := w.Wait(ctx); res.Status() != drivers.StatusSuccess {
+		t.Fatalf("status %s: %v", res.Status(), res.Error())
+	}
+	lines := strings.Fields(out.String())
+	if len(lines) == 0 {
+		t.Fatal("no /proc/self/cgroup output")
+	}
+	for _, l := range lines {
+		if !strings.HasSuffix(l, ":/") {
+			t.Errorf("/proc/self/cgroup line %q: the container sees its place in the host's tree", l)
+		}
+	}
+}

@@ -64,9 +64,12 @@ func (d *daemon) sampleStats(ctx context.Context, c *container, write func(stats
 	}
 }
 
-// toStat converts a daemon sample. The daemon reports CPU times in
-// nanoseconds on both cgroup versions, but memory and block I/O fields
-// differ between them.
+// toStat converts a daemon sample. The daemon reads the container's cgroup
+// files and reports CPU times in nanoseconds on both cgroup versions (on v2
+// scaled from cpu.stat's microseconds), but memory and block I/O differ: on
+// v2 memory_stats.stats holds memory.stat's own keys (inactive_file, no
+// total_*), and io.stat comes as lower-case "read" and "write" entries.
+// cgroupV2 is the daemon's version, learnt from /info at start.
 func toStat(s *docker.Stats, cgroupV2 bool) stats.Stat {
 	m := map[string]uint64{
 		stats.MetricCPUTotal:  s.CPUStats.CPUUsage.TotalUsage,
@@ -101,7 +104,9 @@ func toStat(s *docker.Stats, cgroupV2 bool) stats.Stat {
 }
 
 // memoryUsage is the working set the way `docker stats` shows it: usage
-// without the inactive page cache, which the kernel drops first.
+// without the inactive page cache, which the kernel drops first
+// (total_inactive_file on v1, where inactive_file leaves out the
+// container's child cgroups; inactive_file on v2, which is hierarchical).
 func memoryUsage(s *docker.Stats, cgroupV2 bool) uint64 {
 	usage := s.MemoryStats.Usage
 	inactive := s.MemoryStats.Stats.TotalInactiveFile
