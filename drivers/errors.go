@@ -42,6 +42,9 @@ var (
 	// to the task's writers (a writer returned an error, or blocked past
 	// the end of the run). The result is never StatusSuccess then.
 	ErrOutputLost = errors.New("container output lost")
+	// ErrSyslogUnavailable: the syslog endpoint of the task's LoggerConfig
+	// cannot be reached. Run fails before the container starts.
+	ErrSyslogUnavailable = errors.New("syslog unavailable")
 	// ErrNotRunning: Freeze or Unfreeze of a container that is not running.
 	ErrNotRunning = errors.New("container is not running")
 	// ErrFsSizeUnsupported: the task asks for FsSize and the runtime's

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -338,6 +339,34 @@ func testCloseWhileWaiting(t *testing.T, s *suite) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("Wait did not return after Close")
+	}
+	s.checkNoLeftovers(t, s.h)
+}
+
+// A syslog endpoint that cannot be reached fails Run with a typed error
+// before the container starts, and Close leaves nothing.
+func testSyslogUnavailable(t *testing.T, s *suite) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close() // nothing listens there now: connections are refused
+	ctx := testContext(t, time.Minute)
+	task := s.task(t, "echo hi", Script{Stdout: "hi\n"})
+	task.Logging = drivers.LoggerConfig{URL: "tcp://" + addr}
+	cookie, err := s.h.Driver.CreateCookie(ctx, task)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Prepare(ctx, cookie); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cookie.Run(ctx); !errors.Is(err, drivers.ErrSyslogUnavailable) {
+		t.Errorf("Run with a refused syslog endpoint: %v, want ErrSyslogUnavailable", err)
+	}
+	if err := cookie.Close(ctx); err != nil {
+		t.Fatal(err)
 	}
 	s.checkNoLeftovers(t, s.h)
 }

@@ -49,6 +49,7 @@ var cases = []testCase{
 	{name: "FailingWriter", run: testFailingWriter},
 	{name: "DuplicateID", run: testDuplicateID},
 	{name: "ChildOOMThenExitZero", needs: drivers.CapOOMDetection, run: testChildOOM},
+	{name: "SyslogUnavailable", run: testSyslogUnavailable},
 	{name: "ImageRemovedAfterValidate", needs: drivers.CapImagePull, run: testImageRemovedAfterValidate},
 }
 

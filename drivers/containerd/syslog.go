@@ -89,7 +89,10 @@ func dialSyslog(ctx context.Context, target *lifecycle.SyslogTarget, containerID
 	defer cancel()
 	conn, framed, err := dialSyslogConn(ctx, target)
 	if err != nil {
-		return nil, fmt.Errorf("syslog %s: %w", target.URL(), err)
+		if errors.Is(err, drivers.ErrInvalidTask) {
+			return nil, fmt.Errorf("syslog %s: %w", target.URL(), err)
+		}
+		return nil, fmt.Errorf("syslog %s: %w: %w", target.URL(), drivers.ErrSyslogUnavailable, err)
 	}
 	hostname, _ := os.Hostname()
 	appName := target.Tag

@@ -129,6 +129,9 @@ func classifyStatus(kind objectKind, status int, msg string) error {
 		return drivers.ErrContainerGone
 	case status == http.StatusNotFound || (kind == kindImage && isNotFoundMessage(msg)):
 		return drivers.ErrImageNotFound
+	case strings.Contains(msg, "logging driver"):
+		// The daemon dials the syslog endpoint as the container starts.
+		return drivers.ErrSyslogUnavailable
 	case isStorageOptMessage(msg):
 		return ErrFsSizeUnsupported
 	case kind == kindImage && isRegistryDownMessage(msg):

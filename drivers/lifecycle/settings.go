@@ -55,7 +55,8 @@ type Settings struct {
 	PreFork HolderSpec
 	// Cleaner configures the image cleaner; nil without.
 	Cleaner *images.Config
-	// Credentials are those of Settings.DockerConfig; nil without.
+	// Credentials are those of Settings.DockerConfig, else of the
+	// environment (see dockerconfig.FromEnvironment); nil without.
 	Credentials *dockerconfig.Config
 }
 
@@ -155,11 +156,16 @@ func Configure(name string, cfg drivers.Config, opts []drivers.Option) (*Setting
 			}
 		}
 	}
+	// Without a Docker config named, the environment's, as Fn's agent
+	// reads them: FN_DOCKER_AUTH, else the user's config.json.
+	var err error
 	if s.DockerConfig != "" {
-		var err error
-		if s.Credentials, err = dockerconfig.Load(s.DockerConfig, s.CallTimeout, s.Logger); err != nil {
-			return nil, fmt.Errorf("%s driver: %w", name, err)
-		}
+		s.Credentials, err = dockerconfig.Load(s.DockerConfig, s.CallTimeout, s.Logger)
+	} else {
+		s.Credentials, err = dockerconfig.FromEnvironment(s.CallTimeout, s.Logger)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s driver: %w", name, err)
 	}
 	return s, nil
 }

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	docker "github.com/fsouza/go-dockerclient"
 	"github.com/sirupsen/logrus"
 
 	"github.com/fnrun/fnrun/drivers"
@@ -53,12 +54,21 @@ func Load(path string, helperTimeout time.Duration, log *logrus.Entry) (*Config,
 	if st, err := os.Stat(path); err == nil && st.IsDir() {
 		path = filepath.Join(path, "config.json")
 	}
-	invalid := func(err error) error {
-		return fmt.Errorf("registry credentials %s: %w: %v", path, drivers.ErrInvalidConfig, err)
-	}
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, invalid(err)
+		return nil, fmt.Errorf("registry credentials %s: %w: %v", path, drivers.ErrInvalidConfig, err)
+	}
+	return Parse(data, path, helperTimeout, log)
+}
+
+// Parse reads the content of a config.json (or a legacy .dockercfg); source
+// names it in errors, which never quote the content.
+func Parse(data []byte, source string, helperTimeout time.Duration, log *logrus.Entry) (*Config, error) {
+	if log == nil {
+		log = logs.Discard()
+	}
+	invalid := func(err error) error {
+		return fmt.Errorf("registry credentials %s: %w: %v", source, drivers.ErrInvalidConfig, err)
 	}
 	var file struct {
 		Auths       map[string]json.RawMessage `json:"auths"`
@@ -82,9 +92,36 @@ func Load(path string, helperTimeout time.Duration, log *logrus.Entry) (*Config,
 	}
 	helpers, err := newCredentialHelpers(file.CredsStore, file.CredHelpers, helperTimeout, log)
 	if err != nil {
-		return nil, fmt.Errorf("registry credentials %s: %w", path, err)
+		return nil, fmt.Errorf("registry credentials %s: %w", source, err)
 	}
 	return &Config{auths: auths, helpers: helpers}, nil
+}
+
+// EnvAuth is the environment variable Fn's agent reads registry
+// credentials from: the JSON of a config.json (or of its auths).
+const EnvAuth = "FN_DOCKER_AUTH"
+
+// FromEnvironment reads the credentials a driver has without being told, as
+// Fn's docker driver does: FN_DOCKER_AUTH when set, else the user's Docker
+// config (DOCKER_CONFIG, else ~/.docker/config.json) when there is one. It
+// returns nil, nil when there is neither.
+func FromEnvironment(helperTimeout time.Duration, log *logrus.Entry) (*Config, error) {
+	if v := os.Getenv(EnvAuth); v != "" {
+		return Parse([]byte(v), EnvAuth, helperTimeout, log)
+	}
+	dir := os.Getenv("DOCKER_CONFIG")
+	if dir == "" {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return nil, nil
+		}
+		dir = filepath.Join(home, ".docker")
+	}
+	path := filepath.Join(dir, "config.json")
+	if _, err := os.Stat(path); err != nil {
+		return nil, nil
+	}
+	return Load(path, helperTimeout, log)
 }
 
 // parseAuths decodes the entries of "auths", keyed by RegistryHost.
@@ -193,8 +230,7 @@ func defaultServerURL(host string) string {
 // the RegistryHost of ref.
 func (c *Config) PullCredentials(ctx context.Context, task drivers.ContainerTask, ref drivers.Reference, log *logrus.Entry) (*drivers.AuthConfig, error) {
 	host := RegistryHost(ref.Domain)
-	if a, ok := task.(drivers.Auther); ok {
-		conf, err := a.Auth(ctx)
+	if conf, ok, err := taskCredentials(ctx, task, ref); ok {
 		if err != nil {
 			return nil, fmt.Errorf("credentials for %s: %w", ref.Familiar, err)
 		}
@@ -216,6 +252,32 @@ func (c *Config) PullCredentials(ctx context.Context, task drivers.ContainerTask
 		}
 	}
 	return c.ImageCredentials(ctx, ref)
+}
+
+// FnDockerAuther is how a task of Fn's agent gives its registry
+// credentials (go-dockerclient's type), asked after drivers.Auther.
+type FnDockerAuther interface {
+	DockerAuth(ctx context.Context, image string) (*docker.AuthConfiguration, error)
+}
+
+// taskCredentials asks the task for its credentials: drivers.Auther first,
+// then Fn's DockerAuth. ok is false when the task offers neither.
+func taskCredentials(ctx context.Context, task drivers.ContainerTask, ref drivers.Reference) (_ *drivers.AuthConfig, ok bool, _ error) {
+	if a, ok := task.(drivers.Auther); ok {
+		if conf, err := a.Auth(ctx); err != nil || conf != nil {
+			return conf, true, err
+		}
+	}
+	a, ok := task.(FnDockerAuther)
+	if !ok {
+		return nil, false, nil
+	}
+	conf, err := a.DockerAuth(ctx, ref.Familiar)
+	if err != nil || conf == nil {
+		return nil, true, err
+	}
+	return &drivers.AuthConfig{Username: conf.Username, Password: conf.Password,
+		IdentityToken: conf.IdentityToken, ServerAddress: conf.ServerAddress}, true, nil
 }
 
 // ImageCredentials returns the config.json's credentials for the exact

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	docker "github.com/fsouza/go-dockerclient"
+
 	"github.com/fnrun/fnrun/drivers"
 	"github.com/fnrun/fnrun/internal/dockerconfig/dockerconfigtest"
 	"github.com/fnrun/fnrun/internal/logs"
@@ -512,6 +514,80 @@ func TestRegistryHost(t *testing.T) {
 	} {
 		if got := RegistryHost(addr); got != host {
 			t.Errorf("RegistryHost(%q) = %q, want %q", addr, got, host)
+		}
+	}
+}
+
+// TestFromEnvironment: FN_DOCKER_AUTH first, as Fn's agent reads it, then
+// the user's Docker config; neither means no credentials.
+func TestFromEnvironment(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("HOME", dir)
+	t.Setenv("DOCKER_CONFIG", "")
+	t.Setenv(EnvAuth, "")
+	ref := mustRef(t, "127.0.0.1:5001/fn/app")
+	user := func(c *Config) string {
+		conf, err := c.PullCredentials(context.Background(), &drivers.Task{}, ref, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if conf == nil {
+			return ""
+		}
+		return conf.Username
+	}
+	if c, err := FromEnvironment(time.Second, nil); err != nil || c != nil {
+		t.Fatalf("nothing set: %v, %v", c, err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, ".docker"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	file := `{"auths":{"127.0.0.1:5001":{"auth":"` + basic("file", "p") + `"}}}`
+	if err := os.WriteFile(filepath.Join(dir, ".docker", "config.json"), []byte(file), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := FromEnvironment(time.Second, nil)
+	if err != nil || user(c) != "file" {
+		t.Fatalf("~/.docker/config.json: %v, user %q", err, user(c))
+	}
+	// Fn's form: the auths section alone, keyed by registry.
+	t.Setenv(EnvAuth, `{"127.0.0.1:5001":{"username":"env","password":"p"}}`)
+	c, err = FromEnvironment(time.Second, nil)
+	if err != nil || user(c) != "env" {
+		t.Fatalf("FN_DOCKER_AUTH: %v, user %q", err, user(c))
+	}
+	t.Setenv(EnvAuth, `{"127.0.0.1:5001":`)
+	if _, err := FromEnvironment(time.Second, nil); !errors.Is(err, drivers.ErrInvalidConfig) || strings.Contains(err.Error(), "5001") {
+		t.Fatalf("a bad FN_DOCKER_AUTH: %v, want ErrInvalidConfig without its content", err)
+	}
+}
+
+// fnTask is a task of Fn's agent: its credentials come in go-dockerclient's
+// type.
+type fnTask struct {
+	drivers.Task
+	auth *docker.AuthConfiguration
+}
+
+func (f *fnTask) DockerAuth(context.Context, string) (*docker.AuthConfiguration, error) {
+	return f.auth, nil
+}
+
+func TestFnTaskCredentials(t *testing.T) {
+	c := &Config{auths: map[string]drivers.AuthConfig{"quay.io": {Username: "file", Password: "p"}}}
+	ref := mustRef(t, "quay.io/fn/app")
+	for _, tc := range []struct {
+		auth *docker.AuthConfiguration
+		want string
+	}{
+		{&docker.AuthConfiguration{Username: "fn", Password: "p", ServerAddress: "quay.io"}, "fn"},
+		{&docker.AuthConfiguration{Username: "fn", Password: "p"}, "fn"},
+		{&docker.AuthConfiguration{Username: "other", Password: "p", ServerAddress: "docker.io"}, "file"},
+		{nil, "file"},
+	} {
+		conf, err := c.PullCredentials(context.Background(), &fnTask{auth: tc.auth}, ref, nil)
+		if err != nil || conf == nil || conf.Username != tc.want {
+			t.Errorf("DockerAuth %+v: %+v, %v; want %s's", tc.auth, conf, err, tc.want)
 		}
 	}
 }
