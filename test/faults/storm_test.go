@@ -180,9 +180,17 @@ func storm(t *testing.T, tg *target, n, poolSize int, seed int64) {
 		switch {
 		case p.step == stepDuringCreate:
 			// Either the create won the race or it was cancelled; then
-			// Run on the cancelled context must refuse.
-			_, rerr := c.Run(ctx)
-			note(i, p.step, "CreateContainer: "+classOf(err)+", then Run: "+classOf(rerr), (err == nil || canceled(err)) && canceled(rerr), err, rerr)
+			// Run refuses the cancelled context, or, when the cancel came
+			// while it started the container, the run ends cancelled.
+			w, rerr := c.Run(ctx)
+			outcome := "Run: " + classOf(rerr)
+			ok := canceled(rerr)
+			if rerr == nil {
+				res := w.Wait(ctx)
+				outcome = "Run: nil, Wait: " + res.Status()
+				ok = res.Status() == drivers.StatusCancelled
+			}
+			note(i, p.step, "CreateContainer: "+classOf(err)+", then "+outcome, (err == nil || canceled(err)) && ok, err, rerr)
 			return
 		case err != nil:
 			note(i, p.step, "CreateContainer: "+classOf(err), p.step == stepTimeout && errors.Is(err, context.DeadlineExceeded), err)
