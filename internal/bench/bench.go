@@ -100,6 +100,10 @@ type Result struct {
 	Variant
 	// Latencies of the timed calls, in the order they ended.
 	Latencies []time.Duration
+	// ToResult are the times from the start of each call to its result
+	// (Wait returned), before the clean-up that Latencies include; the
+	// same as Latencies for a target that does not say.
+	ToResult []time.Duration
 	// Wall is the time the timed calls took from the first start to the
 	// last end, summed over the rounds.
 	Wall time.Duration
@@ -134,6 +138,11 @@ func percentile(lat []time.Duration, p float64) time.Duration {
 		rank = len(s) - 1
 	}
 	return s[rank]
+}
+
+// ResultPercentile is Percentile of the times to the result.
+func (r *Result) ResultPercentile(p float64) time.Duration {
+	return percentile(r.ToResult, p)
 }
 
 // Mean returns the mean latency.
@@ -248,7 +257,7 @@ func Compare(ctx context.Context, targets []Target, opt Options) (results []*Res
 				}
 			}
 			res := results[i]
-			lat, wall, err := measure(ctx, t, n, opt.Concurrency, progress, func(err error) bool {
+			lat, toRes, wall, err := measure(ctx, t, n, opt.Concurrency, progress, func(err error) bool {
 				res.Errors++
 				if res.FirstError == nil {
 					res.FirstError = err
@@ -259,6 +268,7 @@ func Compare(ctx context.Context, targets []Target, opt Options) (results []*Res
 				return nil, fmt.Errorf("%s: %w", t.Variant(), err)
 			}
 			res.Latencies = append(res.Latencies, lat...)
+			res.ToResult = append(res.ToResult, toRes...)
 			res.Wall += wall
 		}
 	}
@@ -273,7 +283,7 @@ func Compare(ctx context.Context, targets []Target, opt Options) (results []*Res
 // measure makes n calls of t from workers concurrent workers. A failed
 // call is handed to failed, which says whether to go on (the call then
 // counts as made, without a latency).
-func measure(ctx context.Context, t Target, n, workers int, progress func(), failed func(error) bool) ([]time.Duration, time.Duration, error) {
+func measure(ctx context.Context, t Target, n, workers int, progress func(), failed func(error) bool) (lat, toRes []time.Duration, _ time.Duration, _ error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	if workers > n {
@@ -282,9 +292,9 @@ func measure(ctx context.Context, t Target, n, workers int, progress func(), fai
 	var (
 		next int64
 		mu   sync.Mutex
-		lat  = make([]time.Duration, 0, n)
 		wg   sync.WaitGroup
 	)
+	lat, toRes = make([]time.Duration, 0, n), make([]time.Duration, 0, n)
 	start := time.Now()
 	for w := 0; w < workers; w++ {
 		wg.Add(1)
@@ -294,9 +304,14 @@ func measure(ctx context.Context, t Target, n, workers int, progress func(), fai
 				if atomic.AddInt64(&next, 1) > int64(n) {
 					return
 				}
+				mark := &resultMark{}
 				s := time.Now()
-				err := t.Call(ctx, w)
+				err := t.Call(context.WithValue(ctx, resultMarkKey{}, mark), w)
 				d := time.Since(s)
+				r := d
+				if !mark.at.IsZero() {
+					r = mark.at.Sub(s)
+				}
 				mu.Lock()
 				goOn := true
 				switch {
@@ -308,7 +323,7 @@ func measure(ctx context.Context, t Target, n, workers int, progress func(), fai
 						cancel(fmt.Errorf("too many failed calls, the last: %w", err))
 					}
 				default:
-					lat = append(lat, d)
+					lat, toRes = append(lat, d), append(toRes, r)
 				}
 				mu.Unlock()
 				if !goOn {
@@ -324,7 +339,7 @@ func measure(ctx context.Context, t Target, n, workers int, progress func(), fai
 	wg.Wait()
 	wall := time.Since(start)
 	if err := context.Cause(ctx); err != nil {
-		return nil, 0, err
+		return nil, nil, 0, err
 	}
-	return lat, wall, nil
+	return lat, toRes, wall, nil
 }

@@ -356,6 +356,7 @@ func (c *Containerd) lifecycle(ctx context.Context, spec *oci.Spec, id string) (
 	if code := st.ExitCode(); code != 0 || st.Error() != nil {
 		return fmt.Errorf("container %s exited %d: %v", id, code, st.Error())
 	}
+	markResult(ctx)
 	if _, err := task.Delete(ctx); err != nil {
 		return err
 	}

@@ -168,31 +168,18 @@ func dockerLifecycle(ctx context.Context, c *docker.Client, opts docker.CreateCo
 		return err
 	}
 	defer dockerRemove(context.WithoutCancel(ctx), c, ctr.ID)
-	success := make(chan struct{})
-	cw, err := c.AttachToContainerNonBlocking(docker.AttachToContainerOptions{
-		Container: ctr.ID, OutputStream: io.Discard, ErrorStream: io.Discard,
-		Stream: true, Stdout: true, Stderr: true, Success: success,
-	})
-	if err != nil {
-		return err
-	}
-	<-success
-	success <- struct{}{}
+	// Not attached: the driver attaches no task that keeps no output.
 	if err := c.StartContainerWithContext(ctr.ID, nil, ctx); err != nil {
-		_ = cw.Close()
 		return err
 	}
 	code, err := c.WaitContainerWithContext(ctr.ID, ctx)
 	if err != nil {
-		_ = cw.Close()
-		return err
-	}
-	if err := cw.Wait(); err != nil {
 		return err
 	}
 	if code != 0 {
 		return fmt.Errorf("container %s exited %d", name, code)
 	}
+	markResult(ctx)
 	return dockerRemove(ctx, c, ctr.ID)
 }
 

@@ -156,6 +156,7 @@ func Lifecycle(ctx context.Context, drv drivers.Driver, task *drivers.Task) erro
 	if res := w.Wait(ctx); res.Status() != drivers.StatusSuccess {
 		return fmt.Errorf("call %s: %s: %v", task.ID, res.Status(), res.Error())
 	}
+	markResult(ctx)
 	return c.Close(ctx)
 }
 

@@ -5,6 +5,7 @@ import (
 	"image/color"
 	"io"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -20,13 +21,20 @@ import (
 // p50 to the bare twin's, and notes (pool misses, failed calls). Text columns are aligned left, figures
 // right.
 func WriteTable(w io.Writer, results []*Result) error {
-	rows := [][]string{{"DRIVER", "MODE", "CLIENT", "CALLS", "CONC", "P50", "P90", "P99", "MEAN", "CALLS/S", "P50/BARE", "NOTE"}}
+	rows := [][]string{{"DRIVER", "MODE", "CLIENT", "CALLS", "CONC", "P50", "RESULT", "P90", "P99", "MEAN", "CALLS/S", "P50/BARE", "RESULT/RUNC", "NOTE"}}
+	ratio := func(a, b time.Duration) string {
+		if a <= 0 || b <= 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%.2fx", float64(a)/float64(b))
+	}
 	for _, r := range results {
-		ratio := "-"
-		if r.Client == Fnrun {
-			if b := twin(results, r); b != nil && b.Percentile(50) > 0 {
-				ratio = fmt.Sprintf("%.2fx", float64(r.Percentile(50))/float64(b.Percentile(50)))
-			}
+		bare, floor := "-", "-"
+		if b := twin(results, r, Bare); b != nil && r.Client == Fnrun {
+			bare = ratio(r.Percentile(50), b.Percentile(50))
+		}
+		if f := floorOf(results, r); f != nil && r.Client != Runc {
+			floor = ratio(r.ResultPercentile(50), f.ResultPercentile(50))
 		}
 		note := r.Note
 		if r.Errors > 0 {
@@ -41,10 +49,10 @@ func WriteTable(w io.Writer, results []*Result) error {
 		}
 		rows = append(rows, []string{r.Driver, r.Mode, r.Client,
 			fmt.Sprint(len(r.Latencies)), fmt.Sprint(r.Concurrency),
-			ms(r.Percentile(50)), ms(r.Percentile(90)), ms(r.Percentile(99)), ms(r.Mean()),
-			fmt.Sprintf("%.1f", r.Throughput()), ratio, note})
+			ms(r.Percentile(50)), ms(r.ResultPercentile(50)), ms(r.Percentile(90)), ms(r.Percentile(99)), ms(r.Mean()),
+			fmt.Sprintf("%.1f", r.Throughput()), bare, floor, note})
 	}
-	right := func(col int) bool { return col >= 3 && col <= 10 }
+	right := func(col int) bool { return col >= 3 && col <= 12 }
 	widths := make([]int, len(rows[0]))
 	for _, row := range rows {
 		for i, cell := range row {
@@ -84,10 +92,21 @@ func FailureNotes(results []*Result) []string {
 	return out
 }
 
-// twin is the bare result of the same driver and mode as r.
-func twin(results []*Result, r *Result) *Result {
+// twin is the result of client for the same driver and mode as r.
+func twin(results []*Result, r *Result, client string) *Result {
 	for _, b := range results {
-		if b.Driver == r.Driver && b.Mode == r.Mode && b.Client == Bare {
+		if b.Driver == r.Driver && b.Mode == r.Mode && b.Client == client {
+			return b
+		}
+	}
+	return nil
+}
+
+// floorOf is the runc result of r's mode, of whichever driver measured it:
+// runc is the floor of every driver.
+func floorOf(results []*Result, r *Result) *Result {
+	for _, b := range results {
+		if b.Mode == r.Mode && b.Client == Runc {
 			return b
 		}
 	}
@@ -114,7 +133,10 @@ warm:   a hot container per worker, frozen between calls. A call unfreezes it, w
         the echo from its stdout and freezes it again: thaw + one request round trip + freeze, no container created.
 bare:   the same daemon steps with go-dockerclient / the containerd client directly, with the container options or
         OCI spec the fnrun driver generated. P50/BARE is fnrun's p50 over the bare client's. Latencies are per call;
-        CALLS/S is the throughput with CONC calls in flight.`
+        CALLS/S is the throughput with CONC calls in flight.
+runc:   the floor: 'runc run' of the image's root filesystem with the containerd driver's spec, no daemon, no network
+        beyond loopback, no /etc files. RESULT is the p50 from the start of a call to its result, before the clean-up
+        the other columns include; RESULT/RUNC compares it with the floor's.`
 
 // WriteChart writes a box plot of the latencies of every result to path;
 // the format follows the extension (.png, .svg, .pdf...). The latency axis
@@ -129,10 +151,10 @@ func WriteChart(path, title string, results []*Result) error {
 	p.Y.Tick.Label.Font.Size = vg.Points(9)
 	p.X.Tick.Label.Font.Size = vg.Points(8)
 
-	names := make([]string, 0, len(results))
-	for i, r := range results {
-		vals := make(plotter.Values, 0, len(r.Latencies))
-		for _, l := range r.Latencies {
+	names := make([]string, 0, 2*len(results))
+	add := func(lat []time.Duration, c color.Color, name string) error {
+		vals := make(plotter.Values, 0, len(lat))
+		for _, l := range lat {
 			v := float64(l.Microseconds()) / 1000
 			if v <= 0 {
 				v = 0.001 // a log scale has no zero
@@ -140,15 +162,28 @@ func WriteChart(path, title string, results []*Result) error {
 			vals = append(vals, v)
 		}
 		if len(vals) == 0 {
-			continue
+			return nil
 		}
-		box, err := plotter.NewBoxPlot(vg.Points(18), float64(i), vals)
+		box, err := plotter.NewBoxPlot(vg.Points(18), float64(len(names)), vals)
 		if err != nil {
 			return err
 		}
-		box.FillColor = fill(r.Variant)
+		box.FillColor = c
 		p.Add(box)
-		names = append(names, strings.Join([]string{r.Driver, r.Mode, r.Client}, "\n"))
+		names = append(names, name)
+		return nil
+	}
+	for _, r := range results {
+		name := strings.Join([]string{r.Driver, r.Mode, r.Client}, "\n")
+		// The time to the result, beside the whole call, where they differ.
+		if !slices.Equal(r.ToResult, r.Latencies) {
+			if err := add(r.ToResult, lighter(fill(r.Variant)), name+"\nto result"); err != nil {
+				return err
+			}
+		}
+		if err := add(r.Latencies, fill(r.Variant), name); err != nil {
+			return err
+		}
 	}
 	// Room above and below the boxes, so none touches the frame.
 	if len(names) > 0 {
@@ -163,13 +198,21 @@ func WriteChart(path, title string, results []*Result) error {
 	return p.Save(width, 4.5*vg.Inch, path)
 }
 
-// fill colours fnrun boxes and bare ones apart, a shade per mode.
-func fill(v Variant) color.Color {
+// fill colours fnrun, bare and runc boxes apart, a shade per mode.
+func fill(v Variant) color.RGBA {
 	shade := map[string]uint8{Cold: 0, Pooled: 40, Warm: 80}[v.Mode]
-	if v.Client == Fnrun {
+	switch v.Client {
+	case Fnrun:
 		return color.RGBA{R: 40 + shade, G: 110 + shade, B: 200, A: 255}
+	case Runc:
+		return color.RGBA{R: 90 + shade, G: 160 + shade, B: 90 + shade, A: 255}
 	}
 	return color.RGBA{R: 200, G: 120 + shade, B: 40 + shade, A: 255}
+}
+
+// lighter is c halfway to white.
+func lighter(c color.RGBA) color.RGBA {
+	return color.RGBA{R: c.R/2 + 128, G: c.G/2 + 128, B: c.B/2 + 128, A: 255}
 }
 
 // logTicks labels a logarithmic axis at 1, 2 and 5 times the powers of

@@ -125,11 +125,11 @@ func (s *Session) mode(ctx context.Context, mode string, cold drivers.Driver, ba
 	default:
 		return nil, fmt.Errorf("unknown mode %q", mode)
 	}
-	if t, err := bare.target(ctx, mode); err != nil {
+	more, err := bare.targets(ctx, mode)
+	if err != nil {
 		return nil, err
-	} else if t != nil {
-		targets = append(targets, t)
 	}
+	targets = append(targets, more...)
 	done := s.step(fmt.Sprintf("%s %s: %d calls per client at concurrency %d", s.Driver, mode, s.Options.N, s.Options.Concurrency))
 	defer done()
 	return Compare(ctx, targets, s.Options)
@@ -142,10 +142,28 @@ type skipError struct{ why string }
 func (e *skipError) Error() string { return "skipped: " + e.why }
 
 // bareSide builds the bare-client targets of one driver, with the options
-// its fnrun driver generates.
+// its fnrun driver generates, and the runc floor where there is one.
 type bareSide struct {
 	target func(ctx context.Context, mode string) (Target, error)
+	floor  func(ctx context.Context, mode string) (Target, error) // nil: none
 	close  func()
+}
+
+func (b *bareSide) targets(ctx context.Context, mode string) ([]Target, error) {
+	var out []Target
+	for _, f := range []func(context.Context, string) (Target, error){b.target, b.floor} {
+		if f == nil {
+			continue
+		}
+		t, err := f(ctx, mode)
+		if err != nil {
+			return nil, err
+		}
+		if t != nil {
+			out = append(out, t)
+		}
+	}
+	return out, nil
 }
 
 func (s *Session) bareSide(drv drivers.Driver) (*bareSide, error) {
@@ -191,7 +209,17 @@ func (s *Session) bareSide(drv drivers.Driver) (*bareSide, error) {
 			return nil, err
 		}
 		cniReady := false
-		return &bareSide{close: func() { _ = c.Close() }, target: func(ctx context.Context, mode string) (Target, error) {
+		floor := func(ctx context.Context, mode string) (Target, error) {
+			if mode == Warm {
+				return nil, nil // no container is made per warm call
+			}
+			spec, err := c.Spec(ctx, drv, probe(TrivialCommand, false))
+			if err != nil {
+				return nil, err
+			}
+			return NewRuncCall(c, spec, s.Driver, mode), nil
+		}
+		return &bareSide{close: func() { _ = c.Close() }, floor: floor, target: func(ctx context.Context, mode string) (Target, error) {
 			if mode == Warm {
 				spec, err := c.Spec(ctx, drv, probe(HotCommand, true))
 				if err != nil {
