@@ -31,6 +31,11 @@ type Config struct {
 	// PreForkNetworks is a space-separated list of networks that holders
 	// are spread over.
 	PreForkNetworks string `json:"pre_fork_networks"`
+	// PreForkNoNetPoolSize is the number of holders without a network kept
+	// for tasks with DisableNet (as PreForkPoolSize is for the others; the
+	// same image, command, growth and use-once rules); 0 keeps none, and
+	// such tasks get a namespace of their own.
+	PreForkNoNetPoolSize uint64 `json:"pre_fork_no_net_pool_size"`
 
 	// MaxTmpFsInodes limits the inodes of the /tmp tmpfs; 0 is the default.
 	MaxTmpFsInodes uint64 `json:"max_tmpfs_inodes"`

@@ -370,3 +370,44 @@ func testSyslogUnavailable(t *testing.T, s *suite) {
 	}
 	s.checkNoLeftovers(t, s.h)
 }
+
+// Tasks without a network may join holders without one
+// (PreForkNoNetPoolSize): they still see loopback only, and everything,
+// holders included, goes with the driver.
+func testNoNetworkPool(t *testing.T, s *suite) {
+	h := s.newHarness(t, drivers.Config{PreForkNoNetPoolSize: 1, PreForkImage: s.h.Image})
+	ctx := testContext(t, 2*time.Minute)
+	// A driver that keeps such holders says so, and has them ready.
+	np, _ := h.Driver.(interface{ NoNetPool() *pool.Pool })
+	var p *pool.Pool
+	if np != nil {
+		p = np.NoNetPool()
+	}
+	if p != nil {
+		if err := p.Ready(ctx); err != nil {
+			t.Fatalf("no-network holders not ready: %v (%+v)", err, p.Stats())
+		}
+	}
+	for i := 0; i < 3; i++ {
+		task := s.task(t, "ls /sys/class/net", Script{Stdout: "lo\n"})
+		task.ImageRef, task.NoNetwork = h.Image, true
+		out, err := Lifecycle(ctx, h.Driver, task)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantSuccess(t, out)
+		if got := strings.Fields(out.Stdout); len(got) != 1 || got[0] != "lo" {
+			t.Fatalf("call %d: interfaces %q, want only lo", i, got)
+		}
+	}
+	checkIdle(t, h.Driver)
+	if p != nil {
+		if st := p.Stats(); st.Misses != 0 || st.Leased != 0 {
+			t.Errorf("no-network holders: %d misses, %d leased; want every call to join one and return it", st.Misses, st.Leased)
+		}
+	}
+	if err := h.Driver.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s.checkNoLeftovers(t, h)
+}

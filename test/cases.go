@@ -50,6 +50,7 @@ var cases = []testCase{
 	{name: "DuplicateID", run: testDuplicateID},
 	{name: "ChildOOMThenExitZero", needs: drivers.CapOOMDetection, run: testChildOOM},
 	{name: "SyslogUnavailable", run: testSyslogUnavailable},
+	{name: "NoNetworkPool", needs: drivers.CapRunsCommands, run: testNoNetworkPool},
 	{name: "ImageRemovedAfterValidate", needs: drivers.CapImagePull, run: testImageRemovedAfterValidate},
 }
 

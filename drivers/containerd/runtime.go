@@ -53,7 +53,7 @@ func (d *daemon) Options(t *lifecycle.Task) (any, error) {
 
 // Joinable implements lifecycle.Joiner: a container joins a holder unless
 // its options name a namespace, or a NetworkProvider hands them out.
-func (d *daemon) Joinable(opts any) bool {
+func (d *daemon) Joinable(_ *lifecycle.Task, opts any) bool {
 	o, ok := opts.(*ContainerOptions)
 	return ok && o.NetNSPath == "" && d.opts.network == nil
 }
@@ -128,13 +128,17 @@ func (c *container) callOpts(ctx context.Context, spec lifecycle.CreateSpec, img
 	o = &copied
 	c.syslog = task.Syslog
 	labels := map[string]string{}
-	if !task.DisableNet() && o.NetNSPath == "" {
-		if spec.Join != nil {
-			o.NetNSPath = spec.Join.NetNSPath
-			if h, ok := lifecycle.JoinedContainer(spec.Join).(*container); ok {
-				c.info = h.info
-			}
-		} else if err := c.acquireNetwork(ctx, task); err != nil {
+	switch {
+	case o.NetNSPath != "":
+	case spec.Join != nil:
+		// A holder with a network, or without one for a task with
+		// DisableNet.
+		o.NetNSPath = spec.Join.NetNSPath
+		if h, ok := lifecycle.JoinedContainer(spec.Join).(*container); ok {
+			c.info = h.info
+		}
+	case !task.DisableNet():
+		if err := c.acquireNetwork(ctx, task); err != nil {
 			return nil, err
 		} else if c.net != nil {
 			o.NetNSPath = c.net.Path()
@@ -162,7 +166,7 @@ func (c *container) holderOpts(ctx context.Context, spec lifecycle.CreateSpec, i
 	for k, v := range spec.Labels {
 		ctrLabels[k] = v
 	}
-	if d.cni != nil {
+	if d.cni != nil && spec.Holder.Network != lifecycle.NoNetwork {
 		ns, err := d.attachNetwork(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("holder %s: %w", spec.Name, err)

@@ -25,10 +25,17 @@ var (
 func (d *daemon) Options(t *lifecycle.Task) (any, error) { return d.createOptions(t) }
 
 // Joinable implements lifecycle.Joiner: a container joins a holder unless
-// its options name a network mode of their own.
-func (d *daemon) Joinable(opts any) bool {
+// its options name a network mode of their own ("none", the mode of a task
+// with DisableNet, joins a holder without a network).
+func (d *daemon) Joinable(t *lifecycle.Task, opts any) bool {
 	o, ok := opts.(*docker.CreateContainerOptions)
-	return ok && o.HostConfig != nil && o.HostConfig.NetworkMode == ""
+	if !ok || o.HostConfig == nil {
+		return false
+	}
+	if t.DisableNet() {
+		return o.HostConfig.NetworkMode == networkNone
+	}
+	return o.HostConfig.NetworkMode == ""
 }
 
 // FindImage implements lifecycle.Runtime. An image that declares volumes is
@@ -82,7 +89,7 @@ func (d *daemon) Create(ctx context.Context, spec lifecycle.CreateSpec) (lifecyc
 			return nil, drivers.InvalidTaskf("container options %T are not complete *docker.CreateContainerOptions", spec.Options)
 		}
 		opts = *o
-		if d.Joinable(o) {
+		if o.HostConfig.NetworkMode == "" || spec.Join != nil {
 			host := *o.HostConfig
 			if spec.Join != nil {
 				host.NetworkMode = "container:" + spec.Join.ID

@@ -182,8 +182,12 @@ func (c *cookie) create(ctx context.Context) (Container, *pool.Lease, error) {
 	d := c.d
 	spec := CreateSpec{Name: c.name(), Labels: d.s.Labels(drivers.RoleCall), Task: c.task, Options: c.opts}
 	var lease *pool.Lease
-	if j, ok := d.rt.(Joiner); ok && d.pool != nil && !c.task.DisableNet() && j.Joinable(c.opts) {
-		if l, ok := d.pool.Lease(ctx); ok {
+	p := d.pool
+	if c.task.DisableNet() {
+		p = d.noNet
+	}
+	if j, ok := d.rt.(Joiner); ok && p != nil && j.Joinable(c.task, c.opts) {
+		if l, ok := p.Lease(ctx); ok {
 			lease = l
 			h := l.Holder()
 			spec.Join = &h

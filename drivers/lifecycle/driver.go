@@ -28,6 +28,7 @@ type Driver struct {
 	log     *logrus.Entry
 	caller  Caller
 	pool    *pool.Pool      // nil without
+	noNet   *pool.Pool      // holders without a network; nil without
 	store   images.Store    // nil when the runtime has none
 	cleaner *images.Cleaner // nil without
 	pulls   singleflight.Group
@@ -92,21 +93,37 @@ func New(ctx context.Context, s *Settings, rt Runtime) (*Driver, error) {
 		}
 		d.cleaner = cl
 	}
-	if s.Pool != nil {
-		p, err := pool.New(&holders{d: d}, *s.Pool, pool.WithLogger(d.log))
+	for _, pc := range []struct {
+		cfg *pool.Config
+		p   **pool.Pool
+	}{{s.Pool, &d.pool}, {s.NoNetPool, &d.noNet}} {
+		if pc.cfg == nil {
+			continue
+		}
+		p, err := pool.New(&holders{d: d}, *pc.cfg, pool.WithLogger(d.log))
 		if err != nil {
-			d.cancel()
-			if d.cleaner != nil {
-				_ = d.cleaner.Close()
-			}
+			d.abort()
 			return nil, fmt.Errorf("%s driver: pre-fork pool: %w", s.Name, err)
 		}
-		d.pool = p
+		*pc.p = p
 	}
 	if s.Tag != "" && !s.NoLeakReaper {
 		d.spawn(func() { d.reapLeaks(d.ctx) })
 	}
 	return d, nil
+}
+
+// abort undoes a New that failed half-way.
+func (d *Driver) abort() {
+	d.cancel()
+	for _, p := range []*pool.Pool{d.pool, d.noNet} {
+		if p != nil {
+			_ = p.Close()
+		}
+	}
+	if d.cleaner != nil {
+		_ = d.cleaner.Close()
+	}
 }
 
 // Settings are the driver's settings.
@@ -212,6 +229,9 @@ func (d *Driver) PoolStats() (pool.Stats, bool) {
 // Pool is the pre-fork pool, or nil.
 func (d *Driver) Pool() *pool.Pool { return d.pool }
 
+// NoNetPool is the pool of holders without a network, or nil.
+func (d *Driver) NoNetPool() *pool.Pool { return d.noNet }
+
 // ImageStore implements images.Provider: the runtime's image store, for a
 // one-shot cleanup job even when the driver runs no cleaner.
 func (d *Driver) ImageStore() images.Store { return d.store }
@@ -252,8 +272,11 @@ func (d *Driver) Close() error {
 		wg.Wait()
 		d.cancel()
 		d.wg.Wait()
-		if d.pool != nil {
-			if err := d.pool.Close(); err != nil {
+		for _, p := range []*pool.Pool{d.pool, d.noNet} {
+			if p == nil {
+				continue
+			}
+			if err := p.Close(); err != nil {
 				errs = append(errs, fmt.Errorf("pre-fork pool: %w", err))
 			}
 		}

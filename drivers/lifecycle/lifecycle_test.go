@@ -32,7 +32,7 @@ type fakeRuntime struct {
 func newFake() *fakeRuntime { return &fakeRuntime{live: map[string]*fakeContainer{}} }
 
 func (f *fakeRuntime) Options(*Task) (any, error) { return struct{}{}, nil }
-func (f *fakeRuntime) Joinable(any) bool          { return true }
+func (f *fakeRuntime) Joinable(*Task, any) bool   { return true }
 func (f *fakeRuntime) FindImage(context.Context, drivers.Reference) (bool, error) {
 	return true, nil
 }

@@ -139,10 +139,11 @@ type IO struct {
 type (
 	// Joiner is a Runtime whose call containers can join pool holders.
 	Joiner interface {
-		// Joinable reports whether a container made with opts (as
+		// Joinable reports whether t's container made with opts (as
 		// Runtime.Options returned them, maybe changed) may join a holder
-		// instead of getting a network of its own.
-		Joinable(opts any) bool
+		// (one without a network for a task with DisableNet) instead of
+		// getting a namespace of its own.
+		Joinable(t *Task, opts any) bool
 	}
 	// Closer is a Runtime with resources of its own (a client, watchers),
 	// released when the driver closes, after everything else.

@@ -51,14 +51,21 @@ type Settings struct {
 	// Policy is how every call's container is made.
 	Policy Policy
 	// Pool and PreFork configure the pre-fork pool; Pool is nil without.
-	Pool    *pool.Config
-	PreFork HolderSpec
+	// NoNetPool is the pool of holders without a network, for tasks with
+	// DisableNet; nil without.
+	Pool      *pool.Config
+	NoNetPool *pool.Config
+	PreFork   HolderSpec
 	// Cleaner configures the image cleaner; nil without.
 	Cleaner *images.Config
 	// Credentials are those of Settings.DockerConfig, else of the
 	// environment (see dockerconfig.FromEnvironment); nil without.
 	Credentials *dockerconfig.Config
 }
+
+// NoNetwork is the network of the holders of Settings.NoNetPool: a
+// runtime makes them with loopback only.
+const NoNetwork = "none"
 
 // Policy is what the configuration says about every call's container.
 type Policy struct {
@@ -135,7 +142,7 @@ func Configure(name string, cfg drivers.Config, opts []drivers.Option) (*Setting
 	if s.Instance == "" {
 		s.Instance = randomID()
 	}
-	if cfg.PreForkPoolSize > 0 {
+	if cfg.PreForkPoolSize > 0 || cfg.PreForkNoNetPoolSize > 0 {
 		if err := s.configurePool(cfg); err != nil {
 			return nil, err
 		}
@@ -147,7 +154,7 @@ func Configure(name string, cfg drivers.Config, opts []drivers.Option) (*Setting
 			StateDir: cfg.ImageCleanStateDir,
 			Driver:   name,
 		}
-		if s.Pool != nil {
+		if s.Pool != nil || s.NoNetPool != nil {
 			s.Cleaner.Exempt = append(s.Cleaner.Exempt, s.PreFork.Image.Familiar)
 		}
 		for _, o := range s.Extra {
@@ -188,17 +195,27 @@ func (s *Settings) configurePool(cfg drivers.Config) error {
 		return fmt.Errorf("%s driver: pre-fork command: %w: %w", s.Name, drivers.ErrInvalidConfig, err)
 	}
 	s.PreFork = HolderSpec{Image: ref, Args: args}
-	s.Pool = &pool.Config{
-		Size:     clampInt(cfg.PreForkPoolSize),
-		Max:      clampInt(cfg.PreForkPoolMax),
-		UseOnce:  cfg.PreForkUseOnce != 0,
-		Networks: strings.Fields(cfg.PreForkNetworks),
-		Driver:   s.Name,
-	}
-	for _, o := range s.Extra {
-		if f, ok := o.(PoolOption); ok {
-			f(s.Pool)
+	configure := func(size, maxSize uint64, networks []string) *pool.Config {
+		c := &pool.Config{
+			Size:     clampInt(size),
+			Max:      clampInt(maxSize),
+			UseOnce:  cfg.PreForkUseOnce != 0,
+			Networks: networks,
+			Driver:   s.Name,
 		}
+		for _, o := range s.Extra {
+			if f, ok := o.(PoolOption); ok {
+				f(c)
+			}
+		}
+		return c
+	}
+	if cfg.PreForkPoolSize > 0 {
+		s.Pool = configure(cfg.PreForkPoolSize, cfg.PreForkPoolMax, strings.Fields(cfg.PreForkNetworks))
+	}
+	if cfg.PreForkNoNetPoolSize > 0 {
+		// PreForkPoolMax is the network pool's: this one stays fixed.
+		s.NoNetPool = configure(cfg.PreForkNoNetPoolSize, 0, []string{NoNetwork})
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/fnrun/fnrun/drivers"
 	_ "github.com/fnrun/fnrun/drivers/docker" // registers "docker"
+	"github.com/fnrun/fnrun/pool"
 	"github.com/fnrun/fnrun/test"
 )
 
@@ -55,5 +56,68 @@ func BenchmarkDrivers(b *testing.B) {
 				}
 			})
 		}
+	}
+}
+
+// BenchmarkNoNetPool compares calls of tasks with DisableNet with and
+// without holders of no network to join (PreForkNoNetPoolSize), call by
+// call alternating, on every driver with a daemon here.
+//
+//	go test -run '^$' -bench NoNetPool -benchtime 30x ./internal/bench/
+func BenchmarkNoNetPool(b *testing.B) {
+	env := test.Env(b, "FNRUN_DOCKER_HOST", "FNRUN_CONTAINERD_ADDRESS", "FNRUN_CONTAINERD_NAMESPACE", "FNRUN_TEST_IMAGE")
+	cfg := drivers.Config{
+		Docker:              env["FNRUN_DOCKER_HOST"],
+		Containerd:          env["FNRUN_CONTAINERD_ADDRESS"],
+		ContainerdNamespace: env["FNRUN_CONTAINERD_NAMESPACE"],
+		CNIConfDir:          os.Getenv("FNRUN_CNI_CONF"),
+		CNIBinDir:           os.Getenv("FNRUN_CNI_BIN"),
+		ContainerLabelTag:   "bench-" + randomID(),
+	}
+	image := env["FNRUN_TEST_IMAGE"]
+	for _, name := range []string{"docker", "containerd"} {
+		b.Run(name, func(b *testing.B) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+			defer cancel()
+			plain, err := drivers.Open(ctx, name, cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer plain.Close()
+			pcfg := cfg
+			pcfg.PreForkNoNetPoolSize, pcfg.PreForkImage = 1, image
+			pooled, err := drivers.Open(ctx, name, pcfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer pooled.Close()
+			np := pooled.(interface{ NoNetPool() *pool.Pool }).NoNetPool()
+			if err := np.Ready(ctx); err != nil {
+				b.Fatal(err)
+			}
+			call := func(d drivers.Driver) time.Duration {
+				start := time.Now()
+				task := &drivers.Task{ID: callID("nn"), ImageRef: image, Cmd: TrivialCommand, NoNetwork: true}
+				if err := Lifecycle(ctx, d, task); err != nil {
+					b.Fatal(err)
+				}
+				return time.Since(start)
+			}
+			call(plain) // warm-up
+			call(pooled)
+			misses := np.Stats().Misses
+			var without, with []time.Duration
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				without = append(without, call(plain))
+				with = append(with, call(pooled))
+			}
+			b.StopTimer()
+			w, p := percentile(without, 50), percentile(with, 50)
+			b.ReportMetric(float64(w)/float64(time.Millisecond), "without-p50-ms")
+			b.ReportMetric(float64(p)/float64(time.Millisecond), "pooled-p50-ms")
+			b.ReportMetric(float64(p)/float64(w), "pooled/without-p50")
+			b.ReportMetric(float64(np.Stats().Misses-misses), "misses")
+		})
 	}
 }

@@ -230,7 +230,7 @@ func defaultServerURL(host string) string {
 // the RegistryHost of ref.
 func (c *Config) PullCredentials(ctx context.Context, task drivers.ContainerTask, ref drivers.Reference, log *logrus.Entry) (*drivers.AuthConfig, error) {
 	host := RegistryHost(ref.Domain)
-	if conf, ok, err := taskCredentials(ctx, task, ref); ok {
+	if conf, ok, err := taskCredentials(ctx, task); ok {
 		if err != nil {
 			return nil, fmt.Errorf("credentials for %s: %w", ref.Familiar, err)
 		}
@@ -255,14 +255,16 @@ func (c *Config) PullCredentials(ctx context.Context, task drivers.ContainerTask
 }
 
 // FnDockerAuther is how a task of Fn's agent gives its registry
-// credentials (go-dockerclient's type), asked after drivers.Auther.
+// credentials (go-dockerclient's type), asked after drivers.Auther. As Fn's
+// driver does, it is asked about the task's image as the task names it
+// (ContainerTask.Image), not a normalised form.
 type FnDockerAuther interface {
 	DockerAuth(ctx context.Context, image string) (*docker.AuthConfiguration, error)
 }
 
 // taskCredentials asks the task for its credentials: drivers.Auther first,
 // then Fn's DockerAuth. ok is false when the task offers neither.
-func taskCredentials(ctx context.Context, task drivers.ContainerTask, ref drivers.Reference) (_ *drivers.AuthConfig, ok bool, _ error) {
+func taskCredentials(ctx context.Context, task drivers.ContainerTask) (_ *drivers.AuthConfig, ok bool, _ error) {
 	if a, ok := task.(drivers.Auther); ok {
 		if conf, err := a.Auth(ctx); err != nil || conf != nil {
 			return conf, true, err
@@ -272,7 +274,7 @@ func taskCredentials(ctx context.Context, task drivers.ContainerTask, ref driver
 	if !ok {
 		return nil, false, nil
 	}
-	conf, err := a.DockerAuth(ctx, ref.Familiar)
+	conf, err := a.DockerAuth(ctx, task.Image())
 	if err != nil || conf == nil {
 		return nil, true, err
 	}
