@@ -441,9 +441,16 @@ func (c *container) Remove(ctx context.Context) error {
 			}
 		}
 		c.task, c.taskLeft = nil, false
+		// No process of the container is left: its network and files go
+		// while the daemon deletes the record and the snapshot.
+		released := make(chan error, 1)
+		go func() { released <- c.releaseHostState(ctx) }()
 		err := d.call(ctx, "containers.Delete", func(ctx context.Context) error {
 			return c.ctr.Delete(ctx, ctrd.WithSnapshotCleanup)
 		})
+		if rerr := <-released; rerr != nil {
+			return rerr
+		}
 		if err != nil && !errdefs.IsNotFound(err) {
 			return daemonErr(err, "remove "+c.name+": delete container")
 		}
