@@ -136,7 +136,7 @@ func (c *cookie) CreateContainer(ctx context.Context) error {
 		return err
 	}
 	c.useImage() // a caller that skipped ValidateImage
-	ctr, lease, err := c.create(ctx)
+	ctr, lease, err := c.create(ctx, true)
 	c.mu.Lock()
 	c.ctr, c.lease = ctr, lease
 	c.mu.Unlock()
@@ -177,8 +177,10 @@ func (c *cookie) reserveName() error {
 
 // create sends the create, detached from the caller's context and bounded
 // by the call timeout alone: a create the daemon completes after the
-// caller gave up would otherwise leave a container nobody knows of.
-func (c *cookie) create(ctx context.Context) (Container, *pool.Lease, error) {
+// caller gave up would otherwise leave a container nobody knows of. With
+// pooled false, the container gets a network of its own whatever the pool
+// holds.
+func (c *cookie) create(ctx context.Context, pooled bool) (Container, *pool.Lease, error) {
 	d := c.d
 	spec := CreateSpec{Name: c.name(), Labels: d.s.Labels(drivers.RoleCall), Task: c.task, Options: c.opts}
 	var lease *pool.Lease
@@ -186,7 +188,7 @@ func (c *cookie) create(ctx context.Context) (Container, *pool.Lease, error) {
 	if c.task.DisableNet() {
 		p = d.noNet
 	}
-	if j, ok := d.rt.(Joiner); ok && p != nil && j.Joinable(c.task, c.opts) {
+	if j, ok := d.rt.(Joiner); ok && pooled && p != nil && j.Joinable(c.task, c.opts) {
 		if l, ok := p.Lease(ctx); ok {
 			lease = l
 			h := l.Holder()
@@ -231,9 +233,11 @@ func (c *cookie) foundImage() bool {
 
 // Run implements drivers.Cookie. ctx bounds the whole run: when it ends,
 // the container is ended and the result is StatusTimeout or
-// StatusCancelled. A container whose pool holder has died fails here with
-// an error wrapping drivers.ErrContainerGone, and one whose holder dies
-// while it runs ends with StatusError and that error.
+// StatusCancelled. A container whose pool holder died before it started
+// is made again with a network of its own; one whose holder dies as it
+// starts fails here with an error wrapping drivers.ErrContainerGone, and
+// one whose holder dies while it runs ends with StatusError and that
+// error.
 func (c *cookie) Run(ctx context.Context) (drivers.WaitResult, error) {
 	if err := c.usable(ctx); err != nil {
 		return nil, err
@@ -249,7 +253,10 @@ func (c *cookie) Run(ctx context.Context) (drivers.WaitResult, error) {
 	case r != nil:
 		return nil, fmt.Errorf("run %s: already started", c.name())
 	case lease != nil && leaseDead(lease):
-		return nil, fmt.Errorf("run %s: %w", c.name(), holderError(lease, nil))
+		var err error
+		if ctr, lease, err = c.recreateUnpooled(ctx, ctr, lease); err != nil {
+			return nil, fmt.Errorf("run %s: %w", c.name(), err)
+		}
 	}
 	stdout, stderr := c.task.Logger()
 	out, outW, errW := newOutput(stdout, stderr)
@@ -285,6 +292,22 @@ func (c *cookie) Run(ctx context.Context) (drivers.WaitResult, error) {
 		r.requestEnd(nil) // Close began while the container started
 	}
 	return r, nil
+}
+
+// recreateUnpooled replaces a container whose holder died before it
+// started, nothing of the task having reached it yet, by one with a
+// network of its own: the call goes on as on a pool miss.
+func (c *cookie) recreateUnpooled(ctx context.Context, ctr Container, lease *pool.Lease) (Container, *pool.Lease, error) {
+	if err := ctr.Remove(Detached(ctx)); err != nil {
+		return ctr, lease, fmt.Errorf("%w (removing the container to make it again: %v)", holderError(lease, nil), err)
+	}
+	lease.Release()
+	c.d.log.WithField("container", c.name()).Debug("leased holder died before the start; making the container again with a network of its own")
+	ctr, _, err := c.create(ctx, false)
+	c.mu.Lock()
+	c.ctr, c.lease = ctr, nil
+	c.mu.Unlock()
+	return ctr, nil, err
 }
 
 // Freeze implements drivers.Cookie by pausing every process.

@@ -27,6 +27,9 @@ type fakeRuntime struct {
 	pauseLost bool
 	live      map[string]*fakeContainer
 	resumes   int
+	// joined records, for each create of a call's container, whether it
+	// joined a holder.
+	joined []bool
 }
 
 func newFake() *fakeRuntime { return &fakeRuntime{live: map[string]*fakeContainer{}} }
@@ -45,6 +48,9 @@ func (f *fakeRuntime) Create(_ context.Context, spec CreateSpec) (Container, err
 	defer f.mu.Unlock()
 	c := &fakeContainer{f: f, name: spec.Name, exited: make(chan struct{})}
 	f.live[spec.Name] = c
+	if spec.Task != nil {
+		f.joined = append(f.joined, spec.Join != nil)
+	}
 	if spec.Task != nil && f.createInDoubt {
 		return c, fmt.Errorf("create %s: %w", spec.Name, drivers.ErrDaemonUnavailable)
 	}
@@ -335,4 +341,60 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return string(s.b)
+}
+
+// A holder that dies between the create of a container joining it and its
+// start costs the call nothing: the container is made again with a network
+// of its own, as on a pool miss, and the lease goes back.
+func TestHolderDeadBeforeStartRecreates(t *testing.T) {
+	f := newFake()
+	d := newFakeDriver(t, f, drivers.Config{PreForkPoolSize: 1}, drivers.WithStopGrace(0))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := d.Pool().Ready(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c, err := d.CreateCookie(ctx, &drivers.Task{ID: "orphan", ImageRef: "busybox"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CreateContainer(ctx); err != nil {
+		t.Fatal(err)
+	}
+	f.mu.Lock()
+	for name, h := range f.live {
+		if name != "orphan" {
+			h.once.Do(func() { close(h.exited) })
+		}
+	}
+	f.mu.Unlock()
+	for st, _ := d.PoolStats(); st.Deaths == 0; st, _ = d.PoolStats() {
+		if ctx.Err() != nil {
+			t.Fatal("the pool never saw its holder die")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	w, err := c.Run(ctx)
+	if err != nil {
+		t.Fatalf("Run = %v, want the container made again", err)
+	}
+	if st, _ := d.PoolStats(); st.Leased != 0 {
+		t.Errorf("%d leased after the holder died, want the lease returned", st.Leased)
+	}
+	f.mu.Lock()
+	joined := f.joined
+	f.mu.Unlock()
+	if len(joined) != 2 || !joined[0] || joined[1] {
+		t.Errorf("creates joined a holder %v, want [true false]", joined)
+	}
+	if err := c.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	_ = w.Wait(ctx)
+	f.mu.Lock()
+	_, left := f.live["orphan"]
+	f.mu.Unlock()
+	if left {
+		t.Error("the container made again is left after Close")
+	}
 }

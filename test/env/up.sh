@@ -438,12 +438,20 @@ docker_images() {
   fi
 }
 
+# ctr_has_image reads the whole listing first: with pipefail, grep -q
+# quitting at the first match makes a longer listing fail with SIGPIPE.
+ctr_has_image() {
+  local images
+  images=$(ctrc images ls -q)
+  grep -qxF "$1" <<<"$images"
+}
+
 containerd_images() {
-  if ! ctrc images ls -q | grep -qxF "$CTR_LOCAL_IMAGE"; then
+  if ! ctr_has_image "$CTR_LOCAL_IMAGE"; then
     log "ctr -n $NAMESPACE images import $IMAGE_TAR"
     ctrc images import "$IMAGE_TAR" >&2
   fi
-  ctrc images ls -q | grep -qxF "$CTR_LOCAL_IMAGE" ||
+  ctr_has_image "$CTR_LOCAL_IMAGE" ||
     die "containerd import did not produce $CTR_LOCAL_IMAGE (have: $(ctrc images ls -q | tr '\n' ' '))"
 }
 
@@ -583,7 +591,7 @@ fnfunc_image() {
     log "docker push $FNFUNC_IMAGE"
     dk push -q "$FNFUNC_IMAGE" >&2 || dk push "$FNFUNC_IMAGE" >&2
   fi
-  if [[ $fresh == 1 ]] || ! ctrc images ls -q | grep -qxF "$FNFUNC_CTR_LOCAL"; then
+  if [[ $fresh == 1 ]] || ! ctr_has_image "$FNFUNC_CTR_LOCAL"; then
     log "ctr -n $NAMESPACE images import $FNFUNC_TAR"
     # An older copy pulled from the registry would shadow the new build.
     ctrc images rm "$FNFUNC_IMAGE" >/dev/null 2>&1 || true

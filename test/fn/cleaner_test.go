@@ -20,10 +20,13 @@ import (
 //
 // Four images, each its own layer of random bytes over the busybox they
 // share: "exempt" (ImageCleanExemptTags), img1, img2 and img3, used in
-// that order. With img2 busy, a budget just under what they hold and a
-// low-water mark that removing img1 alone does not reach, one pass
-// removes img1 then img3, least recently used first, and keeps the
-// exempt and the busy one; img2 becomes a candidate once released.
+// that order. With img2 busy (two holders), a budget just under what they
+// hold and a low-water mark that removing img1 alone does not reach, one
+// pass removes img1 then img3, least recently used first, and keeps the
+// exempt and the busy one; img2 becomes a candidate once both holders
+// have released it. Through the driver's own cleaner, a cookie keeps its
+// image busy from ValidateImage to Close, and ImageCleanExemptTags
+// exempts.
 func TestImageCleaner(t *testing.T) {
 	t.Parallel()
 	eachRuntime(t, func(t *testing.T, r *rig) {

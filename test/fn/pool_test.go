@@ -2,6 +2,7 @@ package fn
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strings"
 	"syscall"
@@ -118,9 +119,7 @@ func TestPoolUseOnce(t *testing.T) {
 			now := holders(t, drv)
 			return len(now) == 1 && !slices.Contains(first, now[0]) && poolStats(t, drv).Free == 1
 		})
-		if r.exists(t, first[0]) {
-			t.Errorf("used holder %s still exists", first[0])
-		}
+		waitFor(t, 30*time.Second, "used holder removed", func() bool { return !r.exists(t, first[0]) })
 		wantSuccess(t, run(t, ctx, drv, r.task("once-again", "true")))
 		if st := poolStats(t, drv); st.Misses != 0 || st.Replacements < 1 {
 			t.Errorf("pool %+v, want replacements and no miss", st)
@@ -129,9 +128,14 @@ func TestPoolUseOnce(t *testing.T) {
 }
 
 // Fn's TestRunnerDockerPoolFaulty, and holders that die: a holder killed
-// from outside is replaced while calls go on; holders whose command exits
-// at once make calls fall back to networks of their own, and the driver
-// still closes cleanly.
+// from outside is replaced while calls go on; with holders whose command
+// exits at once, calls go on too, and the driver closes cleanly. Such a
+// holder looks free for the moment between its start and its exit: a call
+// that leased it has its container made again with a network of its own
+// when the holder died before the start, and fails with an error wrapping
+// ErrContainerGone, which an agent retries, when it died during the start.
+// The pool, counting each holder that dies so soon, backs off, so later
+// calls get networks of their own.
 func TestPoolFaultyHolders(t *testing.T) {
 	t.Parallel()
 	eachRuntime(t, func(t *testing.T, r *rig) {
@@ -145,9 +149,7 @@ func TestPoolFaultyHolders(t *testing.T) {
 				st := poolStats(t, drv)
 				return st.Deaths >= 1 && st.Free == 2 && len(now) == 2 && !slices.Contains(now, before[0])
 			})
-			if r.exists(t, before[0]) {
-				t.Errorf("killed holder %s not removed", before[0])
-			}
+			waitFor(t, 30*time.Second, "killed holder removed", func() bool { return !r.exists(t, before[0]) })
 			ctx := testContext(t, time.Minute)
 			wantSuccess(t, run(t, ctx, drv, r.task("after-kill", "true")))
 		})
@@ -155,14 +157,23 @@ func TestPoolFaultyHolders(t *testing.T) {
 			t.Parallel()
 			drv := r.open(t, drivers.Config{PreForkPoolSize: 2, PreForkImage: r.image(), PreForkCmd: "true"})
 			ctx := testContext(t, time.Minute)
-			for i := range 2 {
-				wantSuccess(t, run(t, ctx, drv, r.task("faulty", "true")))
-				if i == 0 {
-					time.Sleep(500 * time.Millisecond) // Fn's test waits as long between its two leases
+			succeeded := 0
+			for i := range 4 {
+				out, err := test.Lifecycle(ctx, drv, r.task("faulty", "true"))
+				if err == nil {
+					err = out.Result.Error()
 				}
+				switch {
+				case err == nil:
+					succeeded++
+				case !errors.Is(err, drivers.ErrContainerGone):
+					t.Errorf("call %d: %v, want success or ErrContainerGone", i, err)
+				}
+				time.Sleep(500 * time.Millisecond) // Fn's test waits as long between its leases
 			}
-			// A holder may look free for the moment between its start and
-			// its exit; the pool counts each that dies so soon.
+			if succeeded == 0 {
+				t.Error("no call succeeded: none fell back to a network of its own")
+			}
 			waitFor(t, 30*time.Second, "failing holders counted", func() bool { return poolStats(t, drv).Failures > 0 })
 		})
 	})
