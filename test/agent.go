@@ -5,6 +5,8 @@ import (
 	"errors"
 	"io"
 	"net"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -369,6 +371,82 @@ func testSyslogUnavailable(t *testing.T, s *suite) {
 		t.Fatal(err)
 	}
 	s.checkNoLeftovers(t, s.h)
+}
+
+// A task's output reaches its syslog endpoint as Docker's syslog log
+// driver sends it for Fn: one RFC 5424 message per line (the last one
+// without its newline too), facility user, severity info for stdout and
+// err for stderr, the task's tags as the APP-NAME; and the task's own
+// writers still get everything.
+func testSyslog(t *testing.T, s *suite) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	received := make(chan string, 16)
+	go func() {
+		buf := make([]byte, 64<<10)
+		for {
+			n, _, err := pc.ReadFrom(buf)
+			if err != nil {
+				close(received)
+				return
+			}
+			received <- string(buf[:n])
+		}
+	}()
+	ctx := testContext(t, time.Minute)
+	task := s.task(t, `sh -c 'echo out; echo err >&2; printf tail'`, Script{Stdout: "out\ntail", Stderr: "err\n"})
+	task.Logging = drivers.LoggerConfig{URL: "udp://" + pc.LocalAddr().String(), Tags: []drivers.LoggerTag{{Name: "fn", Value: "app"}}}
+	out := s.mustRun(t, ctx, task)
+	wantSuccess(t, out)
+	if out.Stdout != "out\ntail" || out.Stderr != "err\n" {
+		t.Errorf("task writers got %q, %q", out.Stdout, out.Stderr)
+	}
+	const user, info, errSeverity = 1, 6, 3
+	want := map[string]syslogRecord{
+		"out":  {priority: user*8 + info, appName: "fn=app"},
+		"err":  {priority: user*8 + errSeverity, appName: "fn=app"},
+		"tail": {priority: user*8 + info, appName: "fn=app"},
+	}
+	got := map[string]syslogRecord{}
+	timeout := time.After(10 * time.Second)
+	for len(got) < len(want) {
+		select {
+		case m := <-received:
+			text, r, ok := parseSyslog(m)
+			if !ok {
+				t.Fatalf("not an RFC 5424 message: %q", m)
+			}
+			got[text] = r
+		case <-timeout:
+			t.Fatalf("syslog messages %v, want %v", got, want)
+		}
+	}
+	for text, w := range want {
+		if got[text] != w {
+			t.Errorf("message %q: %+v, want %+v", text, got[text], w)
+		}
+	}
+}
+
+type syslogRecord struct {
+	priority int
+	appName  string
+}
+
+// syslogMessage matches RFC 5424 as Docker (PROCID and MSGID its own)
+// and the life cycle's sink (both "-") write it, without structured data.
+var syslogMessage = regexp.MustCompile(`^<(\d+)>1 \S+ \S+ (\S+) \S+ \S+ - (.*?)\n?$`)
+
+func parseSyslog(m string) (string, syslogRecord, bool) {
+	sub := syslogMessage.FindStringSubmatch(m)
+	if sub == nil {
+		return "", syslogRecord{}, false
+	}
+	p, _ := strconv.Atoi(sub[1])
+	return sub[3], syslogRecord{priority: p, appName: sub[2]}, true
 }
 
 // Tasks without a network may join holders without one

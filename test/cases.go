@@ -49,6 +49,7 @@ var cases = []testCase{
 	{name: "FailingWriter", run: testFailingWriter},
 	{name: "DuplicateID", run: testDuplicateID},
 	{name: "ChildOOMThenExitZero", needs: drivers.CapOOMDetection, run: testChildOOM},
+	{name: "Syslog", run: testSyslog},
 	{name: "SyslogUnavailable", run: testSyslogUnavailable},
 	{name: "NoNetworkPool", needs: drivers.CapRunsCommands, run: testNoNetworkPool},
 	{name: "ImageRemovedAfterValidate", needs: drivers.CapImagePull, run: testImageRemovedAfterValidate},

@@ -20,7 +20,7 @@
 // folder (WithStateDir) and tears down after the container; /etc/hosts,
 // /etc/resolv.conf and /etc/hostname are written as Docker writes them and
 // mounted read-only; a task's LoggerConfig sends each output line to syslog
-// as RFC 5424, as Docker's syslog log driver does; registry credentials
+// as Docker's syslog log driver does (package lifecycle); registry credentials
 // come from the task or a Docker config.json (WithDockerConfig), for the
 // exact registry host only. Without a CNI configuration, containers get
 // loopback only and a warning is logged; a broken one fails New.

@@ -126,7 +126,6 @@ func (c *container) callOpts(ctx context.Context, spec lifecycle.CreateSpec, img
 	}
 	copied := *o
 	o = &copied
-	c.syslog = task.Syslog
 	labels := map[string]string{}
 	switch {
 	case o.NetNSPath != "":
@@ -269,7 +268,6 @@ type container struct {
 	net        NetworkLease   // its own network, released after it is removed; nil when none
 	info       netInfo        // of its network, for its /etc files
 	etcDir     string         // "" when none were written or they are removed
-	syslog     *lifecycle.SyslogTarget
 	task       ctrd.Task
 	taskLeft   bool // a task may exist that task does not hold
 	p          *process
@@ -309,16 +307,6 @@ func (c *container) Start(ctx context.Context, sio lifecycle.IO) (lifecycle.Proc
 		stdin = &eofReader{r: sio.Stdin, done: p.inputDone}
 	}
 	outW, errW := sio.Stdout, sio.Stderr
-	if c.syslog != nil {
-		// Dialled before the task exists, so an unreachable endpoint
-		// leaves nothing to clean up, and Run fails as Docker's start
-		// does.
-		var err error
-		if p.syslog, err = dialSyslog(ctx, c.syslog, c.name, d.log.WithField("container", c.name)); err != nil {
-			return nil, err
-		}
-		outW, errW = p.syslog.lines(severityInfo, outW), p.syslog.lines(severityErr, errW)
-	}
 	creator := cio.NullIO
 	if stdin != nil || outW != nil || errW != nil {
 		// The shim opens every FIFO path it is given, and an empty one
@@ -343,7 +331,6 @@ func (c *container) Start(ctx context.Context, sio lifecycle.IO) (lifecycle.Proc
 	})
 	if err != nil {
 		c.taskLeft = true // the daemon may have made it before failing
-		p.syslog.close()
 		return nil, notFoundErr(err, drivers.ErrContainerGone, "create task of "+c.name)
 	}
 	p.task = task
@@ -372,7 +359,6 @@ func (c *container) Start(ctx context.Context, sio lifecycle.IO) (lifecycle.Proc
 		tio.Cancel()
 		_ = tio.Close()
 	}
-	p.syslog.close()
 	return nil, notFoundErr(err, drivers.ErrContainerGone, "start task of "+c.name)
 }
 
@@ -555,7 +541,6 @@ type process struct {
 	c         *container
 	task      ctrd.Task
 	inputDone chan struct{} // nil without input
-	syslog    *syslogSink   // nil without a log URL
 	oomSeen   <-chan struct{}
 	unwatch   func()
 	outDone   chan struct{}
@@ -675,14 +660,12 @@ func (p *process) CloseInput(ctx context.Context) error {
 	return err
 }
 
-// collectOutput closes outDone once the output copies have ended, then
-// flushes the syslog sink.
+// collectOutput closes outDone once the output copies have ended.
 func (p *process) collectOutput() {
 	if tio := p.task.IO(); tio != nil {
 		tio.Wait()
 		_ = tio.Close()
 	}
-	p.syslog.close()
 	close(p.outDone)
 }
 

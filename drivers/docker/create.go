@@ -190,8 +190,9 @@ func logConfig(target *lifecycle.SyslogTarget) docker.LogConfig {
 		return docker.LogConfig{Type: "none"}
 	}
 	conf := map[string]string{
-		"syslog-address": target.URL(),
-		"syslog-format":  "rfc5424",
+		"syslog-address":  target.URL(),
+		"syslog-facility": "user", // as Fn asks
+		"syslog-format":   "rfc5424",
 	}
 	if target.Tag != "" {
 		conf["tag"] = target.Tag

@@ -115,7 +115,7 @@ func TestCreateKnobs(t *testing.T) {
 	check("network", host.NetworkMode, net)
 	check("log type", host.LogConfig.Type, "syslog")
 	check("log config", host.LogConfig.Config, map[string]string{
-		"syslog-address": "udp://127.0.0.1:5514", "syslog-format": "rfc5424", "tag": "app=a1,fn=f1",
+		"syslog-address": "udp://127.0.0.1:5514", "syslog-facility": "user", "syslog-format": "rfc5424", "tag": "app=a1,fn=f1",
 	})
 	check("init", host.Init, true)
 	check("cap drop", host.CapDrop, []string{"ALL"})

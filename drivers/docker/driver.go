@@ -294,6 +294,12 @@ func (d *daemon) Capabilities() drivers.Capability {
 // store.
 func (d *daemon) ImageStore() images.Store { return d.store }
 
+var _ lifecycle.SyslogSender = (*daemon)(nil)
+
+// SendsSyslog implements lifecycle.SyslogSender: Docker's syslog log
+// driver sends the output (see logConfig).
+func (d *daemon) SendsSyslog() {}
+
 // Close implements lifecycle.Closer: no connection outlives the driver.
 func (d *daemon) Close() error {
 	d.api.closeIdle()

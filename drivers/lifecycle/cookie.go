@@ -260,6 +260,14 @@ func (c *cookie) Run(ctx context.Context) (drivers.WaitResult, error) {
 	}
 	stdout, stderr := c.task.Logger()
 	out, outW, errW := newOutput(stdout, stderr)
+	sink, err := c.dialSyslog(ctx)
+	if err != nil {
+		_ = out.shut()
+		return nil, fmt.Errorf("run %s: %w", c.name(), err)
+	}
+	if sink != nil {
+		outW, errW = sink.lines(severityInfo, outW), sink.lines(severityErr, errW)
+	}
 	// Detached, as a create is: a start the daemon completes after the
 	// caller gave up would leave a container running unwatched. A run
 	// whose context ended meanwhile is ended by its monitor at once, and
@@ -267,6 +275,7 @@ func (c *cookie) Run(ctx context.Context) (drivers.WaitResult, error) {
 	p, err := ctr.Start(Detached(ctx), IO{Stdin: c.task.Input(), Stdout: outW, Stderr: errW})
 	if err != nil {
 		_ = out.shut()
+		sink.close()
 		if lease != nil && (leaseDead(lease) || errors.Is(err, drivers.ErrContainerGone)) {
 			err = holderError(lease, err)
 		}
@@ -275,13 +284,14 @@ func (c *cookie) Run(ctx context.Context) (drivers.WaitResult, error) {
 		}
 		return nil, fmt.Errorf("run %s: %w", c.name(), err)
 	}
-	r = newRun(c, p, out, lease)
+	r = newRun(c, p, out, sink, lease)
 	if !c.d.spawn(func() { r.monitor(ctx) }) {
 		// The driver is closing and its Close will remove the container:
 		// only the streams and the watch of this run need ending here.
 		_ = out.shut()
 		p.StopOutput()
 		<-p.OutputDone()
+		sink.close()
 		return nil, fmt.Errorf("run %s: %w", c.name(), drivers.ErrClosed)
 	}
 	c.mu.Lock()
@@ -292,6 +302,17 @@ func (c *cookie) Run(ctx context.Context) (drivers.WaitResult, error) {
 		r.requestEnd(nil) // Close began while the container started
 	}
 	return r, nil
+}
+
+// dialSyslog connects to the task's syslog endpoint when the run is to
+// send the output there, before the container starts: an endpoint that
+// cannot be reached fails Run with drivers.ErrSyslogUnavailable and leaves
+// nothing running, as Docker's start does.
+func (c *cookie) dialSyslog(ctx context.Context) (*syslogSink, error) {
+	if _, ok := c.d.rt.(SyslogSender); ok || c.task.Syslog == nil {
+		return nil, nil
+	}
+	return dialSyslog(ctx, c.task.Syslog, c.name(), c.d.log.WithField("container", c.name()))
 }
 
 // recreateUnpooled replaces a container whose holder died before it

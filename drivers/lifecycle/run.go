@@ -21,6 +21,7 @@ type run struct {
 	c     *cookie
 	p     Process
 	out   *output
+	sink  *syslogSink // nil unless the run sends the output to syslog
 	lease *pool.Lease // the holder the container joined, or nil
 
 	done   chan struct{} // closed once result is set
@@ -35,8 +36,8 @@ type run struct {
 
 var _ drivers.WaitResult = (*run)(nil)
 
-func newRun(c *cookie, p Process, out *output, lease *pool.Lease) *run {
-	return &run{c: c, p: p, out: out, lease: lease, done: make(chan struct{}), endReq: make(chan struct{})}
+func newRun(c *cookie, p Process, out *output, sink *syslogSink, lease *pool.Lease) *run {
+	return &run{c: c, p: p, out: out, sink: sink, lease: lease, done: make(chan struct{}), endReq: make(chan struct{})}
 }
 
 // Wait implements drivers.WaitResult: when ctx ends first, the run is
@@ -183,6 +184,7 @@ watch:
 	outErr := r.out.shut()
 	r.p.StopOutput()
 	<-r.p.OutputDone()
+	r.sink.close()
 	if !drained && outErr == nil {
 		outErr = fmt.Errorf("output did not end within %v of the exit: %w", bound, drivers.ErrOutputLost)
 	}

@@ -145,6 +145,10 @@ type (
 		// getting a namespace of its own.
 		Joinable(t *Task, opts any) bool
 	}
+	// SyslogSender is a Runtime whose daemon sends a task's output to
+	// its syslog endpoint (Task.Syslog) itself, as Docker's syslog log
+	// driver does. For any other the run sends the output it is handed.
+	SyslogSender interface{ SendsSyslog() }
 	// Closer is a Runtime with resources of its own (a client, watchers),
 	// released when the driver closes, after everything else.
 	Closer interface{ Close() error }

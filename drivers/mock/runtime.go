@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"sync"
 	"syscall"
 	"time"
@@ -123,9 +122,6 @@ func (rt *runtime) Create(_ context.Context, spec lifecycle.CreateSpec) (lifecyc
 		return nil, fmt.Errorf("image %s is not present: %w", ref, drivers.ErrImageNotFound)
 	}
 	c := &container{rt: rt, name: spec.Name, image: ref, script: s, labels: spec.Labels, created: time.Now()}
-	if spec.Task != nil {
-		c.syslog = spec.Task.Syslog
-	}
 	if !daemon.claim(c) {
 		return nil, fmt.Errorf("container %s: %w", spec.Name, drivers.ErrAlreadyExists)
 	}
@@ -160,7 +156,6 @@ type container struct {
 	script  script
 	labels  map[string]string
 	created time.Time
-	syslog  *lifecycle.SyslogTarget
 
 	mu sync.Mutex
 	p  *process
@@ -175,9 +170,6 @@ func (c *container) Start(_ context.Context, io lifecycle.IO) (lifecycle.Process
 	defer c.mu.Unlock()
 	if c.p != nil {
 		return nil, fmt.Errorf("container %s: already started", c.name)
-	}
-	if err := dialSyslog(c.syslog); err != nil {
-		return nil, err
 	}
 	p := &process{
 		io:     io,
@@ -485,17 +477,4 @@ func (rt *runtime) Kill(ctx context.Context, info drivers.ContainerInfo) error {
 		return nil
 	}
 	return c.Remove(ctx)
-}
-
-// dialSyslog reaches a stream syslog endpoint as a real driver would
-// before it starts the container; a datagram one cannot refuse.
-func dialSyslog(t *lifecycle.SyslogTarget) error {
-	if t == nil || (t.Network != "tcp" && t.Network != "unix") {
-		return nil
-	}
-	conn, err := net.DialTimeout(t.Network, t.Address, 2*time.Second)
-	if err != nil {
-		return fmt.Errorf("syslog %s: %w: %w", t.URL(), drivers.ErrSyslogUnavailable, err)
-	}
-	return conn.Close()
 }

@@ -1,4 +1,4 @@
-package containerd
+package lifecycle
 
 import (
 	"bufio"
@@ -18,7 +18,6 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/fnrun/fnrun/drivers"
-	"github.com/fnrun/fnrun/drivers/lifecycle"
 )
 
 func TestSyslogMessage(t *testing.T) {
@@ -32,16 +31,16 @@ func TestSyslogMessage(t *testing.T) {
 		framed   bool
 		want     string
 	}{
-		{"stdout datagram", facilityDaemon*8 + severityInfo, "host1", "fn=app", "hello world", false,
-			"<30>1 2024-05-06T07:08:09.123456Z host1 fn=app - - - hello world"},
-		{"stderr stream", facilityDaemon*8 + severityErr, "host1", "fn=app,call=c1", "oops", true,
-			"65 <27>1 2024-05-06T07:08:09.123456Z host1 fn=app,call=c1 - - - oops"},
-		{"empty line", facilityDaemon*8 + severityInfo, "h", "id", "", true,
-			"45 <30>1 2024-05-06T07:08:09.123456Z h id - - - "},
-		{"unknown hostname, spaced tag", facilityDaemon*8 + severityInfo, headerField("", syslogMaxHostname), headerField("a b\tc", syslogMaxAppName), "x", false,
-			"<30>1 2024-05-06T07:08:09.123456Z - a_b_c - - - x"},
-		{"long tag cut to 48", facilityDaemon*8 + severityInfo, "h", headerField(strings.Repeat("t", 60), syslogMaxAppName), "x", false,
-			"<30>1 2024-05-06T07:08:09.123456Z h " + strings.Repeat("t", 48) + " - - - x"},
+		{"stdout datagram", facilityUser*8 + severityInfo, "host1", "fn=app", "hello world", false,
+			"<14>1 2024-05-06T07:08:09.123456Z host1 fn=app - - - hello world"},
+		{"stderr stream", facilityUser*8 + severityErr, "host1", "fn=app,call=c1", "oops", true,
+			"65 <11>1 2024-05-06T07:08:09.123456Z host1 fn=app,call=c1 - - - oops"},
+		{"empty line", facilityUser*8 + severityInfo, "h", "id", "", true,
+			"45 <14>1 2024-05-06T07:08:09.123456Z h id - - - "},
+		{"unknown hostname, spaced tag", facilityUser*8 + severityInfo, headerField("", syslogMaxHostname), headerField("a b\tc", syslogMaxAppName), "x", false,
+			"<14>1 2024-05-06T07:08:09.123456Z - a_b_c - - - x"},
+		{"long tag cut to 48", facilityUser*8 + severityInfo, "h", headerField(strings.Repeat("t", 60), syslogMaxAppName), "x", false,
+			"<14>1 2024-05-06T07:08:09.123456Z h " + strings.Repeat("t", 48) + " - - - x"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			msg := syslogMessage(tc.priority, at, tc.hostname, tc.appName, []byte(tc.line))
@@ -186,9 +185,9 @@ func quietLog() *logrus.Entry {
 	return logrus.NewEntry(l)
 }
 
-func mustTarget(t *testing.T, url string, tags ...drivers.LoggerTag) *lifecycle.SyslogTarget {
+func mustTarget(t *testing.T, url string, tags ...drivers.LoggerTag) *SyslogTarget {
 	t.Helper()
-	target, err := lifecycle.CheckLogger(drivers.LoggerConfig{URL: url, Tags: tags})
+	target, err := CheckLogger(drivers.LoggerConfig{URL: url, Tags: tags})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -232,7 +231,7 @@ func TestSyslogSinkLines(t *testing.T) {
 				}
 				got = append(got, fmt.Sprintf("%d:%s", r.priority, r.text))
 			}
-			want := []string{"30:one", "30:two", "30:", "30:three", "30:" + long[:syslogMaxLine], "30:" + long[syslogMaxLine:], "30:" + exact, "30:partial", "27:failed"}
+			want := []string{"14:one", "14:two", "14:", "14:three", "14:" + long[:syslogMaxLine], "14:" + long[syslogMaxLine:], "14:" + exact, "14:partial", "11:failed"}
 			// stdout and stderr are separate streams: only each one's order holds.
 			sort.SliceStable(got, func(i, j int) bool { return got[i][:2] > got[j][:2] })
 			if strings.Join(got, "|") != strings.Join(want, "|") {
@@ -272,7 +271,7 @@ func TestSyslogUnixFallback(t *testing.T) {
 	_, _ = sink.lines(severityInfo, nil).Write([]byte("hi\n"))
 	sink.close()
 	frames := <-got
-	if len(frames) != 1 || parseSyslog(t, frames[0]) != (syslogRecord{priority: 30, appName: "fn=app", text: "hi"}) {
+	if len(frames) != 1 || parseSyslog(t, frames[0]) != (syslogRecord{priority: 14, appName: "fn=app", text: "hi"}) {
 		t.Fatalf("frames %q", frames)
 	}
 }
@@ -384,108 +383,5 @@ func TestSyslogStalledServer(t *testing.T) {
 	}
 	if sink.dropped.Load() == 0 {
 		t.Fatal("nothing dropped with a stalled server")
-	}
-}
-
-// TestSyslogRun runs a task through the driver with each transport: both
-// streams reach syslog with their severity and the tag, and the task's own
-// writers still get everything.
-func TestSyslogRun(t *testing.T) {
-	env := requireEnv(t)
-	d := newTestDriver(t, env, drivers.Config{})
-	for _, network := range []string{"udp", "tcp"} {
-		t.Run(network, func(t *testing.T) {
-			srv := newSyslogServer(t, network)
-			var stdout, stderr syncBuf
-			task := &drivers.Task{
-				ID: "fnrun-syslog-" + randomID(), ImageRef: env.localImage, NoNetwork: true,
-				Cmd:    `sh -c 'echo out; echo err >&2; printf tail'`,
-				Stdout: &stdout, Stderr: &stderr,
-				Logging: drivers.LoggerConfig{URL: srv.url, Tags: []drivers.LoggerTag{{Name: "fn", Value: "app"}}},
-			}
-			runTask(t, d, task, drivers.StatusSuccess)
-			if stdout.String() != "out\ntail" || stderr.String() != "err\n" {
-				t.Fatalf("task writers got %q, %q", stdout.String(), stderr.String())
-			}
-			got := map[string]syslogRecord{}
-			for _, m := range srv.receive(t, 3) {
-				r := parseSyslog(t, m)
-				got[r.text] = r
-			}
-			want := map[string]syslogRecord{
-				"out":  {priority: facilityDaemon*8 + severityInfo, appName: "fn=app", text: "out"},
-				"err":  {priority: facilityDaemon*8 + severityErr, appName: "fn=app", text: "err"},
-				"tail": {priority: facilityDaemon*8 + severityInfo, appName: "fn=app", text: "tail"},
-			}
-			for k, w := range want {
-				if got[k] != w {
-					t.Errorf("message %q: %+v, want %+v", k, got[k], w)
-				}
-			}
-		})
-	}
-}
-
-// TestSyslogRefused: an endpoint that refuses the connection fails Run,
-// and the cookie's Close leaves nothing behind.
-func TestSyslogRefused(t *testing.T) {
-	env := requireEnv(t)
-	d := newTestDriver(t, env, drivers.Config{})
-	in := newInspector(t, env)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close() // nothing listens there now: connections are refused
-
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	task := &drivers.Task{
-		ID: "fnrun-syslog-" + randomID(), ImageRef: env.localImage, NoNetwork: true, Cmd: "echo hi",
-		Logging: drivers.LoggerConfig{URL: "tcp://" + addr},
-	}
-	c, err := d.CreateCookie(ctx, task)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close(context.Background())
-	if err := c.CreateContainer(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Run(ctx); err == nil || !strings.Contains(err.Error(), "refused") {
-		t.Fatalf("Run with a refused syslog endpoint: %v, want connection refused", err)
-	}
-	left, err := in.leftovers(ctx, d.Settings().Tag)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, l := range left {
-		if strings.HasPrefix(l, "task ") {
-			t.Fatalf("a task is left after the failed Run: %v", left)
-		}
-	}
-	if err := c.Close(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if left, err := in.leftovers(ctx, d.Settings().Tag); err != nil || len(left) != 0 {
-		t.Fatalf("leftovers: %v, %v", left, err)
-	}
-}
-
-// TestSyslogBadScheme: a log URL no driver can honour is refused at
-// CreateCookie, before any daemon call.
-func TestSyslogBadScheme(t *testing.T) {
-	env := requireEnv(t)
-	d := newTestDriver(t, env, drivers.Config{})
-	for _, url := range []string{"http://127.0.0.1:514", "unix://dev/log"} {
-		task := &drivers.Task{ID: "fnrun-syslog-" + randomID(), ImageRef: env.localImage,
-			Logging: drivers.LoggerConfig{URL: url}}
-		if c, err := d.CreateCookie(context.Background(), task); !errors.Is(err, drivers.ErrInvalidTask) {
-			if c != nil {
-				_ = c.Close(context.Background())
-			}
-			t.Fatalf("CreateCookie with log URL %q: %v, want ErrInvalidTask", url, err)
-		}
 	}
 }

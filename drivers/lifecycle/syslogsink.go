@@ -1,4 +1,4 @@
-package containerd
+package lifecycle
 
 import (
 	"bytes"
@@ -17,12 +17,11 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/fnrun/fnrun/drivers"
-	"github.com/fnrun/fnrun/drivers/lifecycle"
 )
 
-// containerd has no log driver of its own, so the run sends the output to
-// the task's syslog endpoint itself, the way Docker's syslog log driver
-// (format rfc5424micro) does.
+// A runtime without a log driver of its own (see SyslogSender) has the run
+// send the output to the task's syslog endpoint, the way Docker's syslog
+// log driver (format rfc5424micro, facility user as Fn asks it) does.
 const (
 	// syslogDialTimeout bounds the connect (and TLS handshake) at the start
 	// of a run: an endpoint that does not answer fails Run.
@@ -48,9 +47,9 @@ const (
 	syslogMaxHostname = 255
 	syslogMaxAppName  = 48
 
-	facilityDaemon = 3
-	severityErr    = 3 // stderr
-	severityInfo   = 6 // stdout
+	facilityUser = 1 // Fn's choice for Docker's syslog driver
+	severityErr  = 3 // stderr
+	severityInfo = 6 // stdout
 )
 
 // syslogTimestamp is RFC 3339 with microseconds, the most RFC 5424 allows.
@@ -60,7 +59,7 @@ const syslogTimestamp = "2006-01-02T15:04:05.000000Z07:00"
 // are queued, and one goroutine owned by the sink writes them, so the
 // container's output never waits on the network.
 type syslogSink struct {
-	target   *lifecycle.SyslogTarget
+	target   *SyslogTarget
 	framed   bool // stream transports need octet counting to delimit messages
 	hostname string
 	appName  string
@@ -84,7 +83,7 @@ type syslogSink struct {
 // dialSyslog connects to target and starts the sink's writer. The APP-NAME
 // of every message is the task's tag, or the container id without tags,
 // as Docker's default tag is.
-func dialSyslog(ctx context.Context, target *lifecycle.SyslogTarget, containerID string, log *logrus.Entry) (*syslogSink, error) {
+func dialSyslog(ctx context.Context, target *SyslogTarget, containerID string, log *logrus.Entry) (*syslogSink, error) {
 	ctx, cancel := context.WithTimeout(ctx, syslogDialTimeout)
 	defer cancel()
 	conn, framed, err := dialSyslogConn(ctx, target)
@@ -118,7 +117,7 @@ func dialSyslog(ctx context.Context, target *lifecycle.SyslogTarget, containerID
 
 // dialSyslogConn connects, and reports whether the connection is a
 // stream (whose messages need framing) rather than datagrams.
-func dialSyslogConn(ctx context.Context, target *lifecycle.SyslogTarget) (net.Conn, bool, error) {
+func dialSyslogConn(ctx context.Context, target *SyslogTarget) (net.Conn, bool, error) {
 	var d net.Dialer
 	switch target.Network {
 	case "udp", "unixgram":
@@ -161,7 +160,7 @@ func (s *syslogSink) lines(severity int, next io.Writer) io.Writer {
 // send queues one message, or drops it when the queue is full or the sink
 // closed.
 func (s *syslogSink) send(severity int, line []byte) {
-	msg := syslogMessage(facilityDaemon*8+severity, time.Now(), s.hostname, s.appName, line)
+	msg := syslogMessage(facilityUser*8+severity, time.Now(), s.hostname, s.appName, line)
 	if s.framed {
 		msg = octetFrame(msg)
 	}
