@@ -387,7 +387,7 @@ func TestPoolCloseLeavesNothing(t *testing.T) {
 
 // TestPoolHolderDiesWhileLeased: a running container whose holder is
 // killed ends at once with an error wrapping ErrContainerGone; a created
-// one refuses to run with that error.
+// one is made again with a network of its own and runs.
 func TestPoolHolderDiesWhileLeased(t *testing.T) {
 	env := requireEnv(t)
 	in := newInspector(t, env)
@@ -421,8 +421,15 @@ func TestPoolHolderDiesWhileLeased(t *testing.T) {
 	}
 	killTask(t, in, oneHolder(t, d).ID)
 	waitPool(t, d, func(s pool.Stats) bool { return s.Deaths == 2 })
-	if _, err := c2.Run(ctx); !errors.Is(err, drivers.ErrContainerGone) {
-		t.Fatalf("Run after the holder died: %v, want ErrContainerGone", err)
+	w2, err := c2.Run(ctx)
+	if err != nil {
+		t.Fatalf("Run after the holder died: %v, want the container made again", err)
+	}
+	if res := w2.Wait(ctx); res.Status() != drivers.StatusSuccess {
+		t.Fatalf("result %s (%v), want success", res.Status(), res.Error())
+	}
+	if st, _ := d.PoolStats(); st.Leased != 0 {
+		t.Errorf("%d leased, want the dead holder's lease returned", st.Leased)
 	}
 }
 
