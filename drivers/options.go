@@ -43,16 +43,14 @@ func WithCallTimeout(d time.Duration) Option { return func(s *Settings) { s.Call
 // WithPullTimeout bounds one pull attempt.
 func WithPullTimeout(d time.Duration) Option { return func(s *Settings) { s.PullTimeout = d } }
 
-// WithStopGrace sets the time between SIGTERM and SIGKILL when a container
-// is ended early; 0 sends SIGKILL at once.
+// WithStopGrace sets Settings.StopGrace; 0 sends SIGKILL at once.
 func WithStopGrace(d time.Duration) Option { return func(s *Settings) { s.StopGrace = d } }
 
 // WithDockerConfig reads registry credentials from a Docker config.json, or
 // from the config.json in the folder path names, as DOCKER_CONFIG does.
 func WithDockerConfig(path string) Option { return func(s *Settings) { s.DockerConfig = path } }
 
-// WithoutLeakReaper keeps the driver from removing other instances'
-// leftovers at start (see Settings.NoLeakReaper).
+// WithoutLeakReaper sets Settings.NoLeakReaper.
 func WithoutLeakReaper() Option { return func(s *Settings) { s.NoLeakReaper = true } }
 
 // WithExtra passes an option that only one runtime understands.

@@ -27,29 +27,15 @@ import (
 // A tmpfs is the right place: neither survives a reboot.
 const DefaultStateDir = "/run/fnrun/containerd"
 
-// cniInterfacePrefix names the interfaces CNI creates: eth0 for the first
-// (and only) network.
+// cniInterfacePrefix names CNI's interfaces: eth0 for the one network.
 const cniInterfacePrefix = "eth"
 
-// cniNetwork gives containers a network with CNI: a namespace per
-// container (and per pool holder), made and pinned by the driver before the
-// container exists (package netns), set up by the first network
-// configuration of the configuration folder. The pin's file name is the
-// CNI container id, so whoever finds the file (the cookie's Close, a
-// holder's stop, the leak reaper of a later instance) can tear the CNI
+// cniNetwork gives each container and pool holder a namespace of its own,
+// made and pinned by the driver before the container exists (package
+// netns) and set up by the first network of the configuration folder. The
+// pin's file name is the CNI container id, so whoever finds the file (a
+// Close, a holder's stop, a later instance's leak reaper) can tear the
 // attachment down with nothing else to go on.
-//
-// Networking is decided once, in New:
-//
-//   - CNIConfDir or CNIBinDir set: the configuration must load and every
-//     plugin it names must be in the plugin folder, or New fails with
-//     drivers.ErrInvalidConfig. Asking for networking and silently running
-//     without it would be worse than not starting.
-//   - Neither set, and no configuration in drivers.DefaultCNIConfDir: the
-//     host has no CNI networking, and containers get what they had before
-//     CNI existed here, a fresh namespace with loopback only. A warning is
-//     logged once. A configuration that is there but broken is still an
-//     error.
 type cniNetwork struct {
 	cni     gocni.CNI
 	network string // the configuration's network name, for logs
@@ -64,8 +50,11 @@ type cniNetwork struct {
 
 var cniConfExtensions = []string{".conf", ".conflist", ".json"}
 
-// newCNINetwork loads the CNI configuration as described on cniNetwork.
-// It returns nil, nil when the host has no CNI networking at all.
+// newCNINetwork loads the CNI configuration. Without one it returns nil,
+// nil, unless CNIConfDir or CNIBinDir is set; a broken one (unloadable, a
+// plugin missing) fails with drivers.ErrInvalidConfig: asking for
+// networking and silently running without it would be worse than not
+// starting.
 func newCNINetwork(cfg drivers.Config, stateDir, instance string, log *logrus.Entry) (*cniNetwork, error) {
 	explicit := cfg.CNIConfDir != "" || cfg.CNIBinDir != ""
 	confDir, binDir := cfg.CNIConfDir, cfg.CNIBinDir
@@ -145,8 +134,7 @@ func newCNINetwork(cfg drivers.Config, stateDir, instance string, log *logrus.En
 	return n, nil
 }
 
-// cniIDPrefix starts the CNI container ids of one containerd namespace and
-// label tag.
+// cniIDPrefix starts the CNI ids of one containerd namespace and label tag.
 func cniIDPrefix(namespace, tag string) string {
 	h := sha256.Sum256([]byte(namespace + "\x00" + tag))
 	return "fnrun-" + hex.EncodeToString(h[:4]) + "-"
@@ -154,8 +142,7 @@ func cniIDPrefix(namespace, tag string) string {
 
 var safeComponent = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
 
-// pathComponent makes s a safe, distinct file name: itself when it is
-// one, a hash otherwise.
+// pathComponent is s when it is a safe file name, else a distinct hash.
 func pathComponent(s string) string {
 	switch {
 	case s == "":
@@ -167,16 +154,15 @@ func pathComponent(s string) string {
 	return "h-" + hex.EncodeToString(h[:8])
 }
 
-// netNS is one pinned namespace with a CNI attachment. The file name of
-// path is id.
+// netNS is one pinned namespace with a CNI attachment, its file named id.
 type netNS struct {
 	id   string // the CNI container id
 	path string
 	info netInfo // of the setup; zero for a namespace found on disk
 }
 
-// attach creates a namespace and sets it up with CNI. On error nothing is
-// left behind (the attachment is torn down before the namespace goes).
+// attachNetwork creates a namespace and sets it up with CNI. On error nothing
+// is left behind (the attachment is torn down before the namespace goes).
 func (d *daemon) attachNetwork(ctx context.Context) (*netNS, error) {
 	n := d.cni
 	id := n.idPrefix + randomID()
@@ -218,11 +204,9 @@ func (d *daemon) attachNetwork(ctx context.Context) (*netNS, error) {
 func (d *daemon) detachNetwork(ctx context.Context, ns *netNS) error {
 	path := ns.path
 	if !netns.IsPinned(path) {
-		// The file is not (or no longer) a pinned namespace: a process
-		// that died between creating the file and pinning the namespace,
-		// or a namespace already unpinned. The plugins fail on a path
-		// that is not a namespace, and do their best-effort cleanup (the
-		// address lease, by id) with none.
+		// Not (or no longer) a pinned namespace, after a crash between file
+		// and pin or an earlier unpin: the plugins fail on such a path, and
+		// with none still do their best-effort cleanup (the address lease).
 		path = ""
 	}
 	err := d.call(ctx, "cni.Remove", func(ctx context.Context) error {

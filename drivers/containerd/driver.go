@@ -20,13 +20,11 @@ import (
 	"github.com/fnrun/fnrun/images"
 )
 
-// DriverName is the name the driver registers under and tags its metrics
-// with.
+// DriverName is the name the driver registers under and tags metrics with.
 const DriverName = "containerd"
 
 // Labels set on every container, snapshot, image and lease the driver
-// creates: the shared keys of package drivers, plus LabelLease. The driver
-// never removes an object without them.
+// creates: the shared keys of package drivers, plus LabelLease.
 const (
 	LabelLibrary  = drivers.LabelLibrary
 	LabelDriver   = drivers.LabelDriver
@@ -36,8 +34,7 @@ const (
 	LabelLease = "io.fnrun.lease"
 )
 
-// Driver runs tasks as containerd containers: the shared life cycle over
-// containerd. It is safe for concurrent use.
+// Driver runs tasks as containerd containers over the shared life cycle.
 type Driver struct {
 	*lifecycle.Driver
 	d *daemon
@@ -71,11 +68,9 @@ type daemon struct {
 }
 
 // New connects to the containerd daemon at cfg.Containerd (containerd's
-// default socket when empty) in namespace cfg.Namespace(), loads the CNI
-// configuration (see cniNetwork for a host without one), and starts the
-// image cleaner, the pre-fork pool and the leak reaper as cfg says. An
-// unreachable daemon gives an error wrapping drivers.ErrDaemonUnavailable;
-// unusable settings give drivers.ErrInvalidConfig.
+// default socket when empty) in namespace cfg.Namespace() and starts what
+// cfg asks for. An unreachable daemon gives an error wrapping
+// drivers.ErrDaemonUnavailable; unusable settings drivers.ErrInvalidConfig.
 func New(ctx context.Context, cfg drivers.Config, opts ...Option) (*Driver, error) {
 	s, err := lifecycle.Configure(DriverName, cfg, opts)
 	if err != nil {
@@ -170,8 +165,7 @@ func connect(ctx context.Context, cfg drivers.Config, s *lifecycle.Settings) (*d
 	return d, nil
 }
 
-// Close implements lifecycle.Closer: it stops the watchers, removes the
-// state folders when empty and closes the client.
+// Close implements lifecycle.Closer.
 func (d *daemon) Close() error {
 	d.stopBG()
 	d.wg.Wait()
@@ -211,14 +205,12 @@ func (dr *Driver) Client() *ctrd.Client { return dr.d.client }
 // Namespace is the containerd namespace of every object the driver makes.
 func (dr *Driver) Namespace() string { return dr.d.ns }
 
-// Labels returns the ownership labels the driver puts on everything it
-// creates.
+// Labels returns the ownership labels the driver puts on what it creates.
 func (dr *Driver) Labels() map[string]string { return dr.Settings().Labels("") }
 
 // RemoveImage deletes ref from the image store and waits for the garbage
-// collector, so its content and snapshots are gone when it returns. An
-// absent image is not an error. Containers of the image keep their
-// snapshots.
+// collector, so its content and snapshots are gone on return; an absent
+// image is no error. Containers of the image keep their snapshots.
 func (dr *Driver) RemoveImage(ctx context.Context, ref string) error {
 	return dr.d.removeImage(ctx, ref)
 }
@@ -245,8 +237,7 @@ func (d *daemon) nsCtx(ctx context.Context) context.Context {
 	return namespaces.WithNamespace(ctx, d.ns)
 }
 
-// call runs one daemon call bounded by ctx and the call timeout (see
-// lifecycle.Caller).
+// call runs one daemon call (see lifecycle.Caller).
 func (d *daemon) call(ctx context.Context, api string, f func(context.Context) error) error {
 	return d.caller.Call(ctx, api, f)
 }
@@ -255,9 +246,8 @@ func (d *daemon) callWithin(ctx context.Context, api string, limit time.Duration
 	return d.caller.CallWithin(ctx, api, limit, f)
 }
 
-// cleanupCtx is the context of work that must happen even when the
-// caller's context has ended: the namespace and values of ctx, none of its
-// cancellation, and the call timeout.
+// cleanupCtx is lifecycle.Detached(ctx) in our namespace, bounded by the
+// call timeout.
 func (d *daemon) cleanupCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(d.nsCtx(context.WithoutCancel(ctx)), d.s.CallTimeout)
 }

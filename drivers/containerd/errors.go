@@ -26,9 +26,8 @@ import (
 var ErrCredentialHelper = dockerconfig.ErrCredentialHelper
 
 // daemonErr translates a containerd error at the boundary: an unreachable or
-// silent daemon becomes drivers.ErrDaemonUnavailable, a context error stays
-// matchable with errors.Is, and the containerd class (errdefs) is kept as
-// well so nothing is lost. msg names the operation and the object.
+// silent daemon becomes drivers.ErrDaemonUnavailable, and the context and
+// errdefs classes stay matchable. msg names the operation and the object.
 func daemonErr(err error, msg string) error {
 	switch {
 	case err == nil:
@@ -60,10 +59,9 @@ func isUnavailable(err error) bool {
 	return false
 }
 
-// pullErr translates a pull failure: a missing repository, tag or digest is
-// drivers.ErrImageNotFound; a refused or missing login is
-// drivers.ErrUnauthorized. Registry errors carry the request URL, never the
-// credentials (they travel in headers).
+// pullErr translates a pull failure into the classes of package drivers.
+// Registry errors carry the request URL, never the credentials (they travel
+// in headers).
 func pullErr(err error, ref string) error {
 	msg := fmt.Sprintf("pull %s", ref)
 	var status remoteerrors.ErrUnexpectedStatus

@@ -21,12 +21,9 @@ import (
 )
 
 // Containerd, unlike Docker, gives a container no /etc/resolv.conf,
-// /etc/hosts or /etc/hostname: the image's own (usually none) are all it
-// sees, so names do not resolve inside. The driver writes the three files
-// per container, as Docker would, into
-// <state dir>/etc/<containerd namespace>/<label tag>/<instance>/<container>/
-// and bind-mounts them read-only; the cookie's Close removes the folder,
-// and the leak reaper of a later instance those of a dead one.
+// /etc/hosts or /etc/hostname, so names do not resolve inside: the driver
+// writes the three per container, as Docker would, under its state folder
+// (see DefaultStateDir) and bind-mounts them read-only.
 
 const (
 	hostResolvConfPath = "/etc/resolv.conf"
@@ -45,15 +42,13 @@ var defaultNameservers = []string{"8.8.8.8", "8.8.4.4"}
 // etcFileNames are the files written per container, mounted at /etc/<name>.
 var etcFileNames = []string{"resolv.conf", "hosts", "hostname"}
 
-// netInfo is what a container's /etc files take from its CNI network.
-// Zero for a container without one (DisableNet, no CNI, a namespace given
-// by the caller or a NetworkProvider).
+// netInfo is what a container's /etc files take from its CNI network; zero
+// for a container without one.
 type netInfo struct {
 	ips []string  // the container interface's addresses
 	dns types.DNS // what the network configuration's "dns" gives
 }
 
-// hasIPv6 reports whether the container has an IPv6 address.
 func (n netInfo) hasIPv6() bool { return slices.ContainsFunc(n.ips, isIPv6) }
 
 // isIPv6 takes zoned addresses (fe80::1%eth0) too, as resolv.conf may.
@@ -80,7 +75,6 @@ func netInfoOf(res *gocni.Result) netInfo {
 	return info
 }
 
-// etcDirs are the folders of the /etc files.
 type etcDirs struct {
 	// tagDir holds the instance folders of every driver with our label
 	// tag; dir is ours, with a folder per container.
@@ -122,10 +116,9 @@ func (d *daemon) writeEtcFiles(id, hostname string, info netInfo) (string, error
 	return dir, nil
 }
 
-// withEtcFiles mounts the files of dir read-only at /etc. A task volume
-// already mounted at one of them wins, as with Docker. A read-only root
-// is no obstacle: runc creates the mount points before making it
-// read-only.
+// withEtcFiles mounts the files of dir read-only at /etc, where a task
+// volume wins, as with Docker. A read-only root is no obstacle: runc creates
+// the mount points before making it read-only.
 func withEtcFiles(dir string) oci.SpecOpts {
 	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
 		taken := map[string]bool{}
@@ -149,8 +142,7 @@ func withEtcFiles(dir string) oci.SpecOpts {
 }
 
 // reapEtcFiles removes the /etc folders of other instances with our label
-// tag, whose containers the reaper has removed. Our own folder is never
-// touched.
+// tag, whose containers the reaper has removed; never our own.
 func (d *daemon) reapEtcFiles(log *logrus.Entry) int {
 	entries, err := os.ReadDir(d.etc.tagDir)
 	if err != nil {
@@ -174,10 +166,9 @@ func (d *daemon) reapEtcFiles(log *logrus.Entry) int {
 	return removed
 }
 
-// readHostResolvConf reads the host's resolv.conf the way Docker picks
-// it: when it names systemd-resolved's stub alone, the stub's upstream
-// list instead. A host without one gives an empty file (then the default
-// nameservers).
+// readHostResolvConf reads the host's resolv.conf the way Docker picks it:
+// systemd-resolved's upstream list when its stub is the only server; empty
+// when the host has none.
 func readHostResolvConf(path, systemdPath string) ([]byte, error) {
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
@@ -194,13 +185,11 @@ func readHostResolvConf(path, systemdPath string) ([]byte, error) {
 	return b, nil
 }
 
-// containerResolvConf is the container's resolv.conf: the host's without
-// loopback nameservers (nothing listens on them in the container's
-// namespace) and, for a container without an IPv6 address, without IPv6
-// ones (it cannot reach them), as Docker filters it; then what the CNI
-// network gives replacing the matching part, the way Docker's --dns,
-// --dns-search and --dns-option do; then Docker's default nameservers when
-// none is left.
+// containerResolvConf filters the host's resolv.conf as Docker does: no
+// loopback nameservers (nothing listens there in the container's
+// namespace), and no IPv6 ones for a container without an IPv6 address.
+// The CNI network's DNS replaces the matching parts, as Docker's --dns
+// flags do, and Docker's default nameservers fill an empty list.
 func containerResolvConf(host []byte, cniDNS types.DNS, ipv6 bool) []byte {
 	hostConf := parseResolvConf(host, true)
 	if !ipv6 {
@@ -269,10 +258,9 @@ func mergeDNS(base, over types.DNS) types.DNS {
 	return base
 }
 
-// hostsFile is Docker's /etc/hosts: the loopback and IPv6 names, then
-// the container's addresses with its host name. A container without an
-// address (loopback only) gets no line for its name, as with Docker's
-// --network none.
+// hostsFile is Docker's /etc/hosts: the loopback and IPv6 names, then the
+// container's addresses with its host name (none without an address, as
+// with Docker's --network none).
 func hostsFile(hostname string, ips []string) []byte {
 	var b bytes.Buffer
 	b.WriteString("127.0.0.1\tlocalhost\n" +

@@ -15,7 +15,6 @@ import (
 	"github.com/fnrun/fnrun/drivers"
 )
 
-// localImage is an image found in the store with its configuration.
 type localImage struct {
 	image  ctrd.Image
 	config ocispec.Image
@@ -23,12 +22,9 @@ type localImage struct {
 
 // findImage loads ref from the image store. It returns (nil, nil) when the
 // image is absent, or present but not usable for the snapshotter (content
-// collected, not unpacked and not unpackable): both mean "pull it".
-//
-// What an image digest was found to be (unpacked, with this configuration)
-// cannot change while a record points at it: the record holds its content
-// and snapshots against the garbage collector, and content is addressed by
-// digest. So after the first look, finding an image is one daemon call.
+// collected, not unpacked and not unpackable): both mean "pull it". What a
+// digest was found to be cannot change while a record holds its content and
+// snapshots, so after the first look (see imageCache) it is one daemon call.
 func (d *daemon) findImage(ctx context.Context, ref string) (*localImage, error) {
 	var img ctrd.Image
 	err := d.call(ctx, "images.Get", func(ctx context.Context) error {
@@ -125,7 +121,6 @@ func (d *daemon) unpack(ctx context.Context, img ctrd.Image) error {
 	})
 }
 
-// checkImageConfig refuses images the configuration does not allow.
 func (d *daemon) checkImageConfig(ref string, cfg ocispec.Image) error {
 	if len(cfg.Config.Volumes) > 0 && !d.s.Policy.ImageVolumes {
 		vols := make([]string, 0, len(cfg.Config.Volumes))

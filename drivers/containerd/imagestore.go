@@ -28,24 +28,15 @@ import (
 const LabelLastUse = "io.fnrun.last-use"
 
 // imageStore is the containerd image store of the driver's namespace, as
-// the image cleaner sees it (images.Store and images.LastUseStore).
+// the image cleaner sees it. An image is every record pointing at one target
+// digest, its ID that digest; it is in use when any container of the
+// namespace, ours or not, names one of its records.
 //
-// An image is every record pointing at one target digest; its ID is that
-// digest ("sha256:..."), and its references are the records' names.
-//
-// Sizes are bytes on disk, counted from the content store and the
-// snapshotter: the blobs the target reaches (index, manifests, configs,
-// compressed layers, for every platform present) and the committed
-// snapshots of the unpacked layers (their chain ids, for each config
-// present). A blob or snapshot reached from one image only counts in that
-// image's Size; one reached from several counts in each one's SharedSize.
-// What is approximated: a container's own writable snapshot belongs to the
-// container, not the image, and is not counted; content that no image
-// reaches any more (waiting for the garbage collector, or held by a lease)
-// is not counted either.
-//
-// InUse is true when any container of the namespace, ours or not, names
-// one of the image's references.
+// Sizes are bytes on disk: the blobs the target reaches (every platform
+// present) and the committed snapshots of its unpacked layers, in Size when
+// one image reaches them, else in each one's SharedSize. Not counted: a
+// container's writable snapshot (the container's, not the image's) and
+// content no image reaches any more (awaiting GC, or held by a lease).
 type imageStore struct {
 	d *daemon
 
@@ -123,7 +114,6 @@ func (s *imageStore) List(ctx context.Context) ([]images.Image, error) {
 		return nil, daemonErr(err, "list snapshots")
 	}
 
-	// Group the records by target.
 	groups := map[digest.Digest]*imageGroup{}
 	var order []digest.Digest
 	for _, r := range records {
@@ -211,8 +201,7 @@ func (s *imageStore) List(ctx context.Context) ([]images.Image, error) {
 	return out, nil
 }
 
-// usedNames is the set of image names that containers of the namespace
-// were created from.
+// usedNames is the set of image names the namespace's containers use.
 func (s *imageStore) usedNames(ctx context.Context) (map[string]bool, error) {
 	d := s.d
 	var ctrs []containers.Container
@@ -352,10 +341,8 @@ func (s *imageStore) prune(listed map[digest.Digest]*imageGroup, chains map[stri
 	}
 }
 
-// Remove implements images.Store: every record of the image is deleted,
-// the last one with a synchronous garbage collection, so its content and
-// snapshots are gone when Remove returns. An image a container names is
-// refused with images.ErrImageInUse.
+// Remove implements images.Store. The last record goes with a synchronous
+// garbage collection, so the content and snapshots are gone on return.
 func (s *imageStore) Remove(ctx context.Context, id string) error {
 	d := s.d
 	ctx = s.storeCtx(ctx)
@@ -415,7 +402,6 @@ func (s *imageStore) SetLastUse(ctx context.Context, id string, t time.Time) err
 	return errors.Join(errs...)
 }
 
-// recordsOf lists the records whose target is the digest id.
 func (s *imageStore) recordsOf(ctx context.Context, id string) ([]ctrdimages.Image, error) {
 	dg, err := digest.Parse(id)
 	if err != nil {

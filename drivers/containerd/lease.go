@@ -10,14 +10,10 @@ import (
 )
 
 // withLease takes a lease for an operation that writes content or
-// snapshots (a pull, a container's root snapshot), so containerd's garbage
-// collector cannot remove them before an image or container record holds
-// them. The lease carries the ownership labels and an expiry: if this
-// process dies mid-operation, what it wrote is collected once the lease
-// expires instead of staying forever.
-//
-// release deletes the lease whatever happened to ctx. With sync set the
-// daemon also runs its garbage collector before answering, so what only the
+// snapshots, so the garbage collector cannot remove them before an image or
+// container record holds them; its expiry bounds what a process that dies
+// mid-operation leaves. release deletes the lease whatever happened to ctx;
+// with sync the daemon collects garbage before answering, so what only the
 // lease held is gone when release returns.
 func (d *daemon) withLease(ctx context.Context, purpose string) (_ context.Context, release func(sync bool), _ error) {
 	if _, ok := leases.FromContext(ctx); ok {

@@ -33,11 +33,8 @@ func (d *daemon) ownedFilter() string {
 	return f
 }
 
-// List implements lifecycle.Lister. The state comes from the container's
-// task: created is starting, running, paused or pausing is paused, stopped
-// is exited. A container without a task was created and not run yet (a
-// cookie between CreateContainer and Run, or a holder being started), so it
-// is starting too; a task the daemon cannot tell about is unknown.
+// List implements lifecycle.Lister, the state from the container's task. A
+// container without a task is starting: created and not run yet.
 func (d *daemon) List(ctx context.Context) ([]drivers.ContainerInfo, error) {
 	ctx = d.nsCtx(ctx)
 	var recs []containers.Container
@@ -85,9 +82,8 @@ func taskState(st taskapi.Status) string {
 	return drivers.StateUnknown
 }
 
-// Kill implements lifecycle.Lister: the task is killed and deleted, then
-// the container with its snapshot; the CNI network of another instance's
-// container is torn down too (that instance would have, and may be gone).
+// Kill implements lifecycle.Lister. The CNI network of another instance's
+// container goes too: that instance would have torn it down, and may be gone.
 func (d *daemon) Kill(ctx context.Context, c drivers.ContainerInfo) error {
 	ctx = d.nsCtx(ctx)
 	var ctr ctrd.Container

@@ -111,13 +111,10 @@ func putV1(out map[string]uint64, v *v1.Metrics) (oomKills uint64) {
 	return oomKills
 }
 
-// putV2 fills out from cgroup v2 metrics, which the shim reads from the
-// container's cgroup files: cpu.stat (microseconds, scaled to the
-// nanoseconds of v1), memory.current less inactive_file of memory.stat,
-// memory.max ("max" reads as the largest uint64), pids.current, and io.stat
-// summed over the devices. The OOM-kill count is oom_kill of memory.events:
-// its "max" and "oom" lines count allocations that hit the limit, which
-// kill nothing by themselves.
+// putV2 fills out from cgroup v2 metrics (cpu.stat's microseconds scaled to
+// v1's nanoseconds) and returns the OOM-kill count: oom_kill of
+// memory.events, whose "max" and "oom" lines count allocations that hit the
+// limit and kill nothing by themselves.
 func putV2(out map[string]uint64, v *v2.Metrics) (oomKills uint64) {
 	if c := v.CPU; c != nil {
 		out[stats.MetricCPUTotal] = c.UsageUsec * 1000

@@ -12,11 +12,9 @@ import (
 	"github.com/containerd/typeurl/v2"
 )
 
-// oomWatcher follows containerd's TaskOOM events for the driver's
-// namespace on one shared stream, and tells each run whether the kernel's
-// OOM killer struck its container. The event can arrive after the exit, so
-// a run also reads the cgroup's OOM-kill counter (see sample); either
-// report is enough, exit code 137 alone never is.
+// oomWatcher follows containerd's TaskOOM events for the driver's namespace
+// on one shared stream, and tells each run whether the kernel's OOM killer
+// struck its container (see process.Wait).
 type oomWatcher struct {
 	d       *daemon
 	mu      sync.Mutex

@@ -118,8 +118,7 @@ func WithInit(path string) Option {
 // initCandidates are static builds of tini, which any image can run.
 var initCandidates = []string{"tini-static", "docker-init"}
 
-// findInit returns the first init candidate on the PATH, symlinks
-// resolved, or "".
+// findInit returns the first init candidate on the PATH, or "".
 func findInit() string {
 	for _, name := range initCandidates {
 		p, err := exec.LookPath(name)
@@ -141,14 +140,12 @@ func WithStateDir(dir string) Option {
 	return with(func(o *options) { o.stateDir = dir })
 }
 
-// WithPoolConfig adjusts the pre-fork pool's configuration, as derived
-// from the driver's, before the pool starts (idle shrink delay, retry
-// pacing, start concurrency...). It does nothing when the pool is off.
+// WithPoolConfig adjusts the pre-fork pool's configuration (see
+// lifecycle.PoolOption); it does nothing when the pool is off.
 func WithPoolConfig(f func(*pool.Config)) Option { return drivers.WithExtra(lifecycle.PoolOption(f)) }
 
-// WithImageCleanerConfig adjusts the image cleaner's configuration, as
-// derived from the driver's, before it starts (low-water mark, intervals).
-// It does nothing when the cleaner is off.
+// WithImageCleanerConfig adjusts the image cleaner's configuration (see
+// lifecycle.CleanerOption); it does nothing when the cleaner is off.
 func WithImageCleanerConfig(f func(*images.Config)) Option {
 	return drivers.WithExtra(lifecycle.CleanerOption(f))
 }

@@ -27,11 +27,10 @@ func (d *daemon) pullOnce(ctx context.Context, ref drivers.Reference, auth *driv
 	if err != nil {
 		return err
 	}
-	// The image record holds what the pull wrote once it exists; the
-	// lease only covered the time in between. A failed attempt's partial
-	// layers (ingests) are only the lease's: with the delete synchronous,
-	// the daemon collects them before answering, rather than at a later
-	// collection that nothing may trigger.
+	// The image record holds what the pull wrote once it exists. A failed
+	// attempt's partial layers (ingests) are only the lease's: a synchronous
+	// delete has the daemon collect them before answering, rather than at a
+	// later collection that nothing may trigger.
 	defer func() { release(err != nil) }()
 	ctx = log.WithLogger(ctx, d.log.WithField("image", ref.Normalized))
 	_, err = d.client.Pull(ctx, ref.Normalized,
@@ -80,9 +79,8 @@ func credentialsHost(ref drivers.Reference, auth *drivers.AuthConfig) string {
 
 // registryHost reduces a server address as people write it
 // ("https://index.docker.io/v1/", "127.0.0.1:5001", "docker.io") to the host
-// containerd sends requests to, which is what the authorizer is asked about:
-// Docker Hub's images, and its config.json key, live on another host than
-// the one references name.
+// containerd sends requests to: Docker Hub's images, and its config.json
+// key, live on another host than the one references name.
 func registryHost(addr string) string {
 	host := dockerconfig.RegistryHost(addr)
 	if host == "docker.io" {

@@ -9,11 +9,8 @@ import (
 	"github.com/containerd/containerd/snapshots"
 )
 
-// ReapLeaks implements lifecycle.Reaper: once the life cycle has removed
-// their containers, it removes what else other instances with our label
-// tag left behind: root snapshots whose container was never recorded,
-// leases, network namespaces with their CNI attachments, and the
-// containers' /etc files. Objects without our tag are never touched.
+// ReapLeaks implements lifecycle.Reaper. Objects without our tag are never
+// touched.
 func (d *daemon) ReapLeaks(ctx context.Context) {
 	tag := d.s.Tag
 	others := labelFilter(LabelLibrary, "==", "fnrun") + "," + labelFilter(LabelTag, "==", tag) + "," + labelFilter(LabelInstance, "!=", d.s.Instance)

@@ -27,9 +27,8 @@ import (
 // holderPidsLimit bounds a pool holder's processes: it runs one.
 const holderPidsLimit = 16
 
-// LabelNetNS, on a container or holder with a CNI network, is the path of
-// its pinned network namespace, so that whoever removes the container can
-// tear the network down too.
+// LabelNetNS is the path of the pinned namespace of a container with a CNI
+// network, so that whoever removes the container can tear the network down.
 const LabelNetNS = "io.fnrun.netns"
 
 var (
@@ -51,15 +50,13 @@ func (d *daemon) Options(t *lifecycle.Task) (any, error) {
 	return d.containerOptions(t), nil
 }
 
-// Joinable implements lifecycle.Joiner: a container joins a holder unless
-// its options name a namespace, or a NetworkProvider hands them out.
+// Joinable implements lifecycle.Joiner.
 func (d *daemon) Joinable(_ *lifecycle.Task, opts any) bool {
 	o, ok := opts.(*ContainerOptions)
 	return ok && o.NetNSPath == "" && d.opts.network == nil
 }
 
-// FindImage implements lifecycle.Runtime: present means present and
-// unpacked for the snapshotter (or unpackable locally).
+// FindImage implements lifecycle.Runtime.
 func (d *daemon) FindImage(ctx context.Context, ref drivers.Reference) (bool, error) {
 	img, err := d.findImage(d.nsCtx(ctx), ref.Normalized)
 	if err != nil || img == nil {
@@ -73,10 +70,7 @@ func (d *daemon) Pull(ctx context.Context, ref drivers.Reference, auth *drivers.
 	return d.pullOnce(d.nsCtx(ctx), ref, auth)
 }
 
-// Create implements lifecycle.Runtime: the container named after the task
-// (or the holder), with a fresh snapshot of the image, its network and
-// /etc files. A lease covers the snapshot until the container record
-// holds it.
+// Create implements lifecycle.Runtime.
 func (d *daemon) Create(ctx context.Context, spec lifecycle.CreateSpec) (lifecycle.Container, error) {
 	ctx = d.nsCtx(ctx)
 	var ref drivers.Reference
@@ -116,8 +110,7 @@ func (d *daemon) Create(ctx context.Context, spec lifecycle.CreateSpec) (lifecyc
 	return nil, err
 }
 
-// callOpts prepares a call's container: its network (the holder's it
-// joins, or one of its own), its /etc files and its spec.
+// callOpts prepares a call's container: its network, /etc files and spec.
 func (c *container) callOpts(ctx context.Context, spec lifecycle.CreateSpec, img *localImage) ([]ctrd.NewContainerOpts, error) {
 	d, task := c.d, spec.Task
 	o, ok := spec.Options.(*ContainerOptions)
@@ -130,8 +123,7 @@ func (c *container) callOpts(ctx context.Context, spec lifecycle.CreateSpec, img
 	switch {
 	case o.NetNSPath != "":
 	case spec.Join != nil:
-		// A holder with a network, or without one for a task with
-		// DisableNet.
+		// A holder with a network, or without one for a DisableNet task.
 		o.NetNSPath = spec.Join.NetNSPath
 		if h, ok := lifecycle.JoinedContainer(spec.Join).(*container); ok {
 			c.info = h.info
@@ -154,10 +146,8 @@ func (c *container) callOpts(ctx context.Context, spec lifecycle.CreateSpec, img
 	return append(o.newContainerOpts(c.name, img, specOpts), ctrd.WithAdditionalContainerLabels(labels)), nil
 }
 
-// holderOpts prepares a pool holder: the pool image running the pool
-// command, unprivileged, with a read-only root (its snapshot's writable
-// layer only receives the spec's mount points), in a CNI network of its
-// own, or, on a host without CNI, runc's fresh namespace.
+// holderOpts prepares a pool holder: a read-only root (its writable layer
+// only receives the spec's mount points) and a CNI network of its own.
 func (c *container) holderOpts(ctx context.Context, spec lifecycle.CreateSpec, img *localImage) ([]ctrd.NewContainerOpts, error) {
 	d := c.d
 	specOpts := holderSpecOpts(spec, img)
@@ -183,10 +173,8 @@ func (c *container) holderOpts(ctx context.Context, spec lifecycle.CreateSpec, i
 	}, nil
 }
 
-// holderSpecOpts build a holder's spec, its network namespace aside. On a
-// cgroup v2 host a holder, like a call's container, gets a cgroup namespace
-// of its own: it mounts no cgroup filesystem, but its /proc/self/cgroup
-// would otherwise name its place in the host's tree.
+// holderSpecOpts build a holder's spec, its network namespace aside; like a
+// call's container it gets a cgroup namespace (see withCgroupNamespace).
 func holderSpecOpts(spec lifecycle.CreateSpec, img *localImage) []oci.SpecOpts {
 	opts := []oci.SpecOpts{
 		withImageConfig(img.config.Config, spec.Holder.Args, false),
@@ -234,8 +222,7 @@ func (c *container) create(ctx context.Context, img *localImage, opts []ctrd.New
 }
 
 // acquireNetwork gives a call's container a network of its own: the
-// NetworkProvider's, else a fresh CNI network; none on a host without
-// CNI networking (runc's fresh namespace with loopback only).
+// NetworkProvider's, else a fresh CNI one, else none (loopback only).
 func (c *container) acquireNetwork(ctx context.Context, task drivers.ContainerTask) error {
 	d := c.d
 	if p := d.opts.network; p != nil {
@@ -275,8 +262,7 @@ type container struct {
 
 func (c *container) ID() string { return c.name }
 
-// NetNSPath implements lifecycle.NetNSHolder: its own network's namespace,
-// or its task's.
+// NetNSPath implements lifecycle.NetNSHolder.
 func (c *container) NetNSPath() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -289,9 +275,7 @@ func (c *container) NetNSPath() string {
 	return ""
 }
 
-// Start implements lifecycle.Container. The streams are wired through
-// FIFOs before the process starts, and its exit is awaited from before
-// Start, so neither output nor a quick exit can be missed.
+// Start implements lifecycle.Container, with the streams wired through FIFOs.
 func (c *container) Start(ctx context.Context, sio lifecycle.IO) (lifecycle.Process, error) {
 	d := c.d
 	ctx = d.nsCtx(ctx)
@@ -381,8 +365,7 @@ func (c *container) Pause(ctx context.Context) error {
 	return notFoundErr(err, drivers.ErrContainerGone, "freeze "+c.name)
 }
 
-// Resume implements lifecycle.Container; a task that is not paused is no
-// error.
+// Resume implements lifecycle.Container.
 func (c *container) Resume(ctx context.Context) error {
 	task, err := c.started()
 	if err != nil {
@@ -395,10 +378,7 @@ func (c *container) Resume(ctx context.Context) error {
 	return notFoundErr(err, drivers.ErrContainerGone, "unfreeze "+c.name)
 }
 
-// Remove implements lifecycle.Container: the task is deleted (killed if
-// it may still run), then the container with its snapshot, then the
-// container's /etc files and network. What is gone already is skipped;
-// after an error what is left is kept for the next try.
+// Remove implements lifecycle.Container.
 func (c *container) Remove(ctx context.Context) error {
 	d := c.d
 	ctx = d.nsCtx(ctx)
@@ -473,11 +453,10 @@ func (c *container) findInDoubt(ctx context.Context) error {
 	return nil
 }
 
-// deleteTask deletes the container's task; c.mu is held. A task whose
-// exit was seen is deleted as it is: none of its processes is left, and
-// the kill of WithProcessKill (runc kill --all, a process of its own)
-// would only add a third to Close. Any other task may still run, or be
-// frozen: it is thawed, then killed with the delete.
+// deleteTask deletes the container's task; c.mu is held. A task whose exit
+// was seen is deleted without WithProcessKill: no process is left, and its
+// runc kill --all would only add a third process to Close. Any other task
+// may still run or be frozen: it is thawed, then killed with the delete.
 func (c *container) deleteTask(ctx context.Context, task ctrd.Task) error {
 	d := c.d
 	if c.p != nil && c.p.exited.Load() {
@@ -518,8 +497,7 @@ func (c *container) deleteTask(ctx context.Context, task ctrd.Task) error {
 	return nil
 }
 
-// releaseHostState removes what the container used on the host once it is
-// gone: its /etc files and its network; c.mu is held.
+// releaseHostState removes the container's /etc files and network (c.mu held).
 func (c *container) releaseHostState(ctx context.Context) error {
 	if c.etcDir != "" {
 		if err := os.RemoveAll(c.etcDir); err != nil {
@@ -580,10 +558,8 @@ func (p *process) stopWaiting() {
 }
 
 // Wait implements lifecycle.Process. The OOM event can arrive after the
-// exit, so a non-zero exit also reads the cgroup's OOM-kill counter, as the
-// shim reports it: oom_kill of memory.oom_control on cgroup v1, of
-// memory.events on v2 (see statFromMetric). Either report is enough, exit
-// code 137 alone never is.
+// exit, so a non-zero exit also reads the cgroup's OOM-kill counter (see
+// statFromMetric).
 func (p *process) Wait(ctx context.Context) (lifecycle.Exit, error) {
 	p.mu.Lock()
 	statusC := p.statusC
@@ -629,7 +605,7 @@ func (p *process) oomReported() bool {
 	}
 }
 
-// Signal implements lifecycle.Process. A task that has exited is no error.
+// Signal implements lifecycle.Process.
 func (p *process) Signal(ctx context.Context, sig syscall.Signal, all bool) error {
 	var opts []ctrd.KillOpts
 	if all {
@@ -643,8 +619,7 @@ func (p *process) Signal(ctx context.Context, sig syscall.Signal, all bool) erro
 	return daemonErr(err, "signal "+p.c.name)
 }
 
-// InputDone implements lifecycle.Process: closed once the task's reader is
-// exhausted.
+// InputDone implements lifecycle.Process.
 func (p *process) InputDone() <-chan struct{} { return p.inputDone }
 
 // CloseInput implements lifecycle.Process: the shim closes the task's
@@ -660,7 +635,6 @@ func (p *process) CloseInput(ctx context.Context) error {
 	return err
 }
 
-// collectOutput closes outDone once the output copies have ended.
 func (p *process) collectOutput() {
 	if tio := p.task.IO(); tio != nil {
 		tio.Wait()
@@ -671,8 +645,7 @@ func (p *process) collectOutput() {
 
 func (p *process) OutputDone() <-chan struct{} { return p.outDone }
 
-// StopOutput implements lifecycle.Process: the copies end once their
-// FIFOs are closed.
+// StopOutput implements lifecycle.Process: closing the FIFOs ends the copies.
 func (p *process) StopOutput() {
 	p.stopOut.Do(func() {
 		if tio := p.task.IO(); tio != nil {
@@ -681,7 +654,7 @@ func (p *process) StopOutput() {
 	})
 }
 
-// Stats implements lifecycle.Process: a sample every stats interval.
+// Stats implements lifecycle.Process.
 func (p *process) Stats(ctx context.Context, write func(stats.Stat)) {
 	t := time.NewTicker(p.c.d.opts.statsInterval)
 	defer t.Stop()

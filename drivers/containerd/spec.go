@@ -23,8 +23,7 @@ const (
 	// Config.DisableUnprivilegedContainers is set.
 	UnprivilegedUID = 1000
 	UnprivilegedGID = 1000
-	// cpuPeriod is the CFS period in microseconds; milli-CPUs scale the
-	// quota against it (500 milli-CPUs: 50000us per 100000us).
+	// cpuPeriod is the CFS period in microseconds; milli-CPUs scale against it.
 	cpuPeriod = 100000
 	// defaultPath is containerd's PATH for images that set no environment.
 	defaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -32,8 +31,7 @@ const (
 	maxHostname = 64
 )
 
-// ContainerOptions is what ContainerOptions returns: the options
-// CreateContainer applies. Until then a caller may change them.
+// ContainerOptions is what Cookie.ContainerOptions returns for containerd.
 type ContainerOptions struct {
 	// SpecOpts build the OCI spec, in order, on top of containerd's default
 	// spec and the image configuration (entrypoint, command with the
@@ -47,16 +45,13 @@ type ContainerOptions struct {
 	// Snapshotter prepares the root filesystem; Runtime runs the task.
 	Snapshotter string
 	Runtime     string
-	// NetNSPath is the network namespace the container joins. Set by the
-	// caller, it is joined as is. Left empty, CreateContainer fills it in
-	// for a task that wants a network (a pool holder's namespace, a fresh
-	// CNI network, or a NetworkProvider's); a task with DisableNet, or
-	// any task on a host without CNI, gets a new namespace with loopback
-	// only.
+	// NetNSPath is the network namespace the container joins. Left empty,
+	// CreateContainer fills it in for a task that wants a network (a pool
+	// holder's, a fresh CNI one or a NetworkProvider's); without one the
+	// container gets a new namespace with loopback only.
 	NetNSPath string
-	// Init is the host path of a static init (tini) that runs as the
-	// container's process 1, mounted read-only at InitPath, with the
-	// task's command as its child; empty runs the command as process 1.
+	// Init is the host path of the init run as process 1 (see WithInit),
+	// mounted read-only at InitPath.
 	Init string
 }
 
@@ -64,7 +59,6 @@ type ContainerOptions struct {
 // /dev tmpfs, so nothing is written into the image's filesystem.
 const InitPath = "/dev/init"
 
-// containerOptions derives the create options of a checked task.
 func (d *daemon) containerOptions(task *lifecycle.Task) *ContainerOptions {
 	checked := task
 	labels := d.s.Labels(drivers.RoleCall)
@@ -93,7 +87,6 @@ func (d *daemon) containerOptions(task *lifecycle.Task) *ContainerOptions {
 		add(oci.WithUIDGID(UnprivilegedUID, UnprivilegedGID), oci.WithCapabilities(nil), withNoAmbientCaps, oci.WithNoNewPrivileges)
 	}
 
-	// Limits.
 	if m := task.Memory(); m > 0 {
 		// Swap equal to memory: the limit covers memory plus swap, so the
 		// container cannot swap at all.
@@ -119,7 +112,6 @@ func (d *daemon) containerOptions(task *lifecycle.Task) *ContainerOptions {
 		}
 	}
 
-	// Filesystems.
 	readOnly := d.s.Policy.ReadOnlyRoot
 	if readOnly {
 		add(oci.WithRootFSReadonly())
@@ -274,7 +266,6 @@ func bindMount(src, dst string) specs.Mount {
 	return specs.Mount{Destination: dst, Type: "bind", Source: src, Options: []string{"rbind", "rw"}}
 }
 
-// hostname is the container's host name: its id, cut to the kernel's limit.
 func hostname(id string) string {
 	if len(id) > maxHostname {
 		return id[:maxHostname]
@@ -282,7 +273,6 @@ func hostname(id string) string {
 	return id
 }
 
-// newContainerOpts is everything NewContainer needs for this cookie.
 func (o *ContainerOptions) newContainerOpts(id string, img *localImage, specOpts []oci.SpecOpts) []ctrd.NewContainerOpts {
 	opts := []ctrd.NewContainerOpts{
 		ctrd.WithSnapshotter(o.Snapshotter),
@@ -294,20 +284,15 @@ func (o *ContainerOptions) newContainerOpts(id string, img *localImage, specOpts
 	return append(opts, o.ContainerOpts...)
 }
 
-// hostCgroupMode is the cgroup mode of the host the daemon runs containers
-// on, which is this host: the network namespaces, FIFOs and /etc files the
-// driver makes already assume so. cgroups.Mode reads it once. A variable so
+// hostCgroupMode is the cgroup mode of this host, which is the daemon's (the
+// driver's namespaces, FIFOs and /etc files assume so too). A variable so
 // that tests build the spec of a cgroup v2 host on a v1 one.
 var hostCgroupMode = cgroups.Mode
 
-// cgroupMount is the read-only cgroup filesystem at /sys/fs/cgroup. On a
-// unified (v2) host it is a cgroup2 mount, which, made inside the
-// container's own cgroup namespace (withCgroupNamespace), shows the
-// container's cgroup as the root: its limits at /sys/fs/cgroup/memory.max
-// and nothing of the other containers. The type is named rather than left
-// to the runtime: "cgroup" means the v1 hierarchies to a runtime that does
-// not translate it. On v1 and hybrid hosts runc mounts each v1 hierarchy
-// at the container's own cgroup, as before.
+// cgroupMount is the read-only cgroup filesystem at /sys/fs/cgroup: cgroup2
+// on a unified host, where the cgroup namespace (withCgroupNamespace) shows
+// only the container's own cgroup. The type is named: to a runtime that does
+// not translate it, "cgroup" means the v1 hierarchies.
 func cgroupMount(mode cgroups.CGMode) specs.Mount {
 	typ := "cgroup"
 	if mode == cgroups.Unified {
@@ -321,13 +306,11 @@ func cgroupMount(mode cgroups.CGMode) specs.Mount {
 	}
 }
 
-// withCgroupNamespace gives the container a cgroup namespace of its own on
-// a unified (v2) host, as Docker and containerd's CRI do there. Without it
-// the cgroup2 mount would be the host's whole tree (every other call's
-// container id, its memory and CPU use) and /proc/self/cgroup would name
-// the container's place in it. v1 and hybrid hosts keep the host's
-// namespace, as Docker does by default on v1: runc already mounts only the
-// container's own cgroups there.
+// withCgroupNamespace gives the container a cgroup namespace of its own on a
+// unified host, as Docker and containerd's CRI do: else the cgroup2 mount is
+// the host's whole tree (every call's container id and use) and
+// /proc/self/cgroup names the container's place in it. On v1 and hybrid
+// hosts runc already mounts only the container's own cgroups.
 func withCgroupNamespace(mode cgroups.CGMode) []oci.SpecOpts {
 	if mode != cgroups.Unified {
 		return nil

@@ -18,8 +18,7 @@ import (
 	"github.com/fnrun/fnrun/drivers"
 )
 
-// do runs one daemon call bounded by ctx and the call timeout, translates
-// its error and records its latency and outcome.
+// do runs one daemon call bounded by the call timeout (see translate).
 func (d *daemon) do(ctx context.Context, api, what string, kind objectKind, call func(ctx context.Context) error) error {
 	return d.doWithin(ctx, api, what, kind, d.s.CallTimeout, call)
 }
@@ -31,9 +30,8 @@ func (d *daemon) doWithin(ctx context.Context, api, what string, kind objectKind
 	})
 }
 
-// rawCall sends one request to the daemon and decodes a JSON answer into
-// out, if non-nil. A status of 400 or more gives a *docker.Error, like
-// go-dockerclient's own calls.
+// rawCall sends one request and decodes a JSON answer into out, if non-nil;
+// a status of 400 or more gives a *docker.Error, like go-dockerclient's.
 func (a *rawAPI) rawCall(ctx context.Context, method, path string, out any) error {
 	req, err := http.NewRequestWithContext(ctx, method, a.baseURL+path, nil)
 	if err != nil {
@@ -67,7 +65,6 @@ func readAPIError(resp *http.Response) error {
 	return &docker.Error{Status: resp.StatusCode, Message: strings.TrimSpace(string(body))}
 }
 
-// info reads what the driver needs to know about the daemon.
 func (d *daemon) info(ctx context.Context) (hostInfo, error) {
 	var raw struct {
 		ServerVersion string
@@ -93,8 +90,7 @@ func (d *daemon) info(ctx context.Context) (hostInfo, error) {
 	return h, nil
 }
 
-// inspectImage inspects an image; a missing one gives an error wrapping
-// drivers.ErrImageNotFound.
+// inspectImage fails with drivers.ErrImageNotFound for a missing image.
 func (d *daemon) inspectImage(ctx context.Context, ref string) (*docker.Image, error) {
 	var img docker.Image
 	err := d.do(ctx, "inspect_image", fmt.Sprintf("image %q", ref), kindImage, func(ctx context.Context) error {
@@ -106,8 +102,7 @@ func (d *daemon) inspectImage(ctx context.Context, ref string) (*docker.Image, e
 	return &img, nil
 }
 
-// inspectContainer inspects a container; a missing one gives an error
-// wrapping drivers.ErrContainerGone.
+// inspectContainer fails with drivers.ErrContainerGone for a missing one.
 func (d *daemon) inspectContainer(ctx context.Context, id string) (*docker.Container, error) {
 	var ctr *docker.Container
 	err := d.do(ctx, "inspect_container", fmt.Sprintf("container %q", id), kindContainer, func(ctx context.Context) error {
@@ -118,27 +113,22 @@ func (d *daemon) inspectContainer(ctx context.Context, id string) (*docker.Conta
 	return ctr, err
 }
 
-// kill sends sig to a container's main process.
 func (d *daemon) kill(ctx context.Context, id string, sig docker.Signal) error {
 	return d.do(ctx, "kill", fmt.Sprintf("container %q", id), kindContainer, func(ctx context.Context) error {
 		return d.client.KillContainer(docker.KillContainerOptions{ID: id, Signal: sig, Context: ctx})
 	})
 }
 
-// startContainer starts a created container. It goes through the raw API:
-// go-dockerclient's start asks the daemon's version on its first use,
-// writing the client's version fields without a lock, which races when
-// the first starts are concurrent (the pool starts several holders at
-// once).
+// startContainer goes through the raw API: go-dockerclient's start asks the
+// daemon's version on first use and writes the client's version fields
+// without a lock, a race when the pool starts several holders at once.
 func (d *daemon) startContainer(ctx context.Context, id, what string) error {
 	return d.do(ctx, "start", what, kindContainer, func(ctx context.Context) error {
 		return d.api.rawCall(ctx, http.MethodPost, "/containers/"+id+"/start", nil)
 	})
 }
 
-// setPaused freezes or thaws every process of a container. A container
-// already in the wanted state is no error: the daemon's state, not a guess
-// of ours, says whether there is anything to do.
+// setPaused freezes or thaws a container; one already so is no error.
 func (d *daemon) setPaused(ctx context.Context, id string, paused bool) error {
 	api := "unpause"
 	if paused {
@@ -155,22 +145,18 @@ func (d *daemon) setPaused(ctx context.Context, id string, paused bool) error {
 	})
 }
 
-// pauseRaceRetries bounds how often a pause or unpause refused by a stale
-// daemon view is tried again.
+// pauseRaceRetries bounds the retries of a pause refused by a stale record.
 const pauseRaceRetries = 10
 
 // pauseSettle is how long dockerd's record must keep showing the state a
 // refused pause or unpause asked for before the driver believes it.
 const pauseSettle = 50 * time.Millisecond
 
-// retryPauseRace handles a pause or unpause that finds the container in
-// the wanted state already. containerd's refusal ("cannot pause a paused
-// container", "cannot resume a running process") is the truth: done.
-// dockerd's own ("already paused", "is not paused") comes from its record,
-// which follows containerd's events and lags them under load (20.10 shows a
-// container paused, or not, one event late), so it is believed only when
-// the record keeps that state for pauseSettle; else the record was stale
-// and the call is made again.
+// retryPauseRace handles a pause or unpause refused because the container
+// is in the wanted state already. containerd's refusal (isPauseDone) is the
+// truth. dockerd's (isPauseRace) comes from its record, which lags
+// containerd's events under load (20.10 shows a state one event late), so
+// it is believed only once the record keeps that state for pauseSettle.
 func retryPauseRace(ctx context.Context, paused bool, call func() error, state func() (bool, error)) error {
 	var err error
 	for attempt := 0; attempt < pauseRaceRetries; attempt++ {
@@ -211,8 +197,7 @@ func pauseSettled(ctx context.Context, paused bool, state func() (bool, error)) 
 	return err == nil && now == paused
 }
 
-// isPauseRace: dockerd's record says the container is in the state asked
-// for already.
+// isPauseRace: dockerd's record says the container is in that state already.
 func isPauseRace(err error) bool {
 	var apiErr *docker.Error
 	if !errors.As(err, &apiErr) {
@@ -222,8 +207,7 @@ func isPauseRace(err error) bool {
 		(apiErr.Status == http.StatusInternalServerError && strings.Contains(apiErr.Message, "is not paused"))
 }
 
-// isPauseDone: containerd refused a pause (paused) or unpause that dockerd
-// passed on, because the container's processes are in that state already.
+// isPauseDone: containerd says the processes are in that state already.
 func isPauseDone(err error, paused bool) bool {
 	var apiErr *docker.Error
 	if !errors.As(err, &apiErr) || apiErr.Status != http.StatusInternalServerError {
@@ -338,8 +322,7 @@ func newRawAPI(endpoint string, dialTimeout time.Duration, tlsConfig *tls.Config
 	return a, nil
 }
 
-// dial opens one connection to the daemon, over TLS when configured, with
-// the TLS handshake bounded by ctx.
+// dial opens one connection to the daemon, the TLS handshake bounded by ctx.
 func (a *rawAPI) dial(ctx context.Context) (net.Conn, error) {
 	if a.tls == nil {
 		return a.dialer.DialContext(ctx, a.network, a.address)
@@ -360,9 +343,8 @@ func (a *rawAPI) share(client *docker.Client) {
 	}
 }
 
-// clientEndpoint is the endpoint go-dockerclient is built on: https for
-// TLS, so that its URLs make the shared transport dial through
-// DialTLSContext.
+// clientEndpoint is go-dockerclient's endpoint: https with TLS, so that its
+// URLs make the shared transport dial through DialTLSContext.
 func (a *rawAPI) clientEndpoint() string {
 	if a.tls != nil {
 		return a.baseURL
@@ -373,9 +355,8 @@ func (a *rawAPI) clientEndpoint() string {
 // closeIdle closes pooled connections, so none outlives the driver.
 func (a *rawAPI) closeIdle() { a.transport.CloseIdleConnections() }
 
-// contextlessDialer is the Dialer go-dockerclient uses for its streams
-// (pull, load) on a unix socket: bounded by a dial timeout since it gets
-// no context.
+// contextlessDialer is go-dockerclient's Dialer for its streams (pull, load)
+// on a unix socket, bounded by a dial timeout since it gets no context.
 type contextlessDialer struct{ a *rawAPI }
 
 func (c contextlessDialer) Dial(string, string) (net.Conn, error) {

@@ -14,7 +14,6 @@ import (
 	"github.com/moby/moby/api/pkg/stdcopy"
 )
 
-// errOutputStuck: the output stream did not end after the container did.
 var errOutputStuck = errors.New("output stream did not end after the container exited")
 
 // attachment is a hijacked connection carrying a container's stdio.
@@ -28,10 +27,6 @@ type attachment struct {
 // attach connects the container's stdin (when in is non-nil), stdout and
 // stderr. The daemon has attached when it returns, so a container started
 // afterwards cannot write anything the copy misses.
-//
-// It is written against the Engine API instead of go-dockerclient's
-// AttachToContainerNonBlocking, which ignores the handshake's status and
-// cannot be interrupted while a hung daemon holds the handshake.
 func (d *daemon) attach(ctx context.Context, id string, in io.Reader, stdout, stderr io.Writer) (*attachment, error) {
 	var (
 		conn   net.Conn

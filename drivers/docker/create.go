@@ -20,11 +20,9 @@ const (
 	networkNone = "none"
 )
 
-// createOptions maps every knob of the task and the driver configuration to
-// Docker's create options. It makes no daemon call, so a bad task fails
-// before any (the storage driver was learnt at start). The network mode is
-// left empty, for Create to choose (a pool holder, a configured network),
-// unless the task has no network.
+// createOptions maps the task and the configuration to Docker's create
+// options without a daemon call (the storage driver was learnt at start).
+// The network mode is left for Create to choose, unless the task has none.
 func (d *daemon) createOptions(task *lifecycle.Task) (*docker.CreateContainerOptions, error) {
 	id := task.Id()
 	cfg := &docker.Config{
@@ -104,8 +102,7 @@ func ulimits(task drivers.ContainerTask) []docker.ULimit {
 }
 
 // tmpfsOptions are the mount options of the /tmp tmpfs, or "" for none. A
-// read-only root gets a /tmp even without a size, so that it stays
-// writable.
+// read-only root gets one even without a size, so that /tmp stays writable.
 func (d *daemon) tmpfsOptions(task drivers.ContainerTask) string {
 	size := task.TmpFsSize()
 	if size == 0 && !d.s.Policy.ReadOnlyRoot {
@@ -122,8 +119,7 @@ func (d *daemon) tmpfsOptions(task drivers.ContainerTask) string {
 	return strings.Join(opts, ",")
 }
 
-// supportsStorageSize reports whether the storage driver can honour the
-// "size" storage option.
+// supportsStorageSize reports whether the storage driver honours "size".
 func (h hostInfo) supportsStorageSize() bool {
 	switch h.storageDriver {
 	case "devicemapper", "btrfs", "zfs", "windowsfilter":
@@ -137,18 +133,14 @@ func (h hostInfo) supportsStorageSize() bool {
 	return false
 }
 
-// cgroupnsPrivate is Docker's cgroup namespace mode of a container with a
-// namespace of its own.
+// cgroupnsPrivate is Docker's mode for a cgroup namespace of the container's own.
 const cgroupnsPrivate = "private"
 
 // cgroupnsMode is the cgroup namespace mode of every container, call or
-// holder. On a cgroup v2 daemon it is "private", said explicitly: private
-// is only the daemon's default, which its default-cgroupns-mode setting
-// can turn to "host", and then a container would see the host's whole
-// cgroup tree (every other call's container, its memory and CPU use) and
-// not its own limits at /sys/fs/cgroup. On v1 it is left to the daemon
-// ("host" by default), under which runc mounts only the container's own
-// cgroups.
+// holder. On cgroup v2 it is "private" explicitly: that is only the daemon's
+// default, which default-cgroupns-mode can turn to "host", showing the
+// container the host's whole cgroup tree instead of its own limits. On v1
+// the daemon's "host" is fine: runc mounts only the container's cgroups.
 func (h hostInfo) cgroupnsMode() string {
 	if h.cgroupVersion == "2" {
 		return cgroupnsPrivate
@@ -156,8 +148,7 @@ func (h hostInfo) cgroupnsMode() string {
 	return ""
 }
 
-// unprivileged runs the container as uid 1000 with no capability that it
-// could gain, unless the configuration says otherwise.
+// unprivileged applies Policy.Unprivileged.
 func (d *daemon) unprivileged(cfg *docker.Config, host *docker.HostConfig) {
 	if d.s.Policy.Unprivileged {
 		cfg.User = unprivilegedUser
@@ -166,9 +157,8 @@ func (d *daemon) unprivileged(cfg *docker.Config, host *docker.HostConfig) {
 	}
 }
 
-// holderOptions are the create options of a pre-fork pool holder: the
-// pool image and command, no logging, unprivileged like calls, on the
-// pool's network ("" is the daemon's bridge).
+// holderOptions are the create options of a pre-fork pool holder: no
+// logging, unprivileged like calls, on the pool's network ("" is the bridge).
 func (d *daemon) holderOptions(spec lifecycle.CreateSpec) docker.CreateContainerOptions {
 	host := &docker.HostConfig{
 		NetworkMode: spec.Holder.Network,

@@ -21,9 +21,7 @@ const (
 	defaultEndpoint = "unix:///var/run/docker.sock"
 )
 
-// Labels put on every container the driver creates: the shared keys of
-// package drivers. The driver never touches a container that lacks
-// LabelLibrary.
+// Labels put on every container the driver creates: package drivers' keys.
 const (
 	LabelLibrary  = drivers.LabelLibrary
 	LabelTag      = drivers.LabelTag
@@ -81,8 +79,7 @@ func WithStatsDelay(d time.Duration) Option {
 	return drivers.WithExtra(option(func(o *options) { o.statsDelay = d }))
 }
 
-// Driver runs cookies as Docker containers: the shared life cycle over the
-// Docker Engine. It is safe for concurrent use.
+// Driver runs cookies as Docker containers over the shared life cycle.
 type Driver struct {
 	*lifecycle.Driver
 	d *daemon
@@ -91,13 +88,10 @@ type Driver struct {
 var _ drivers.Driver = (*Driver)(nil)
 
 // New connects to the daemon of cfg.Docker (DOCKER_HOST or the default
-// socket when empty), over TLS when WithTLS is given or DOCKER_TLS_VERIFY
-// is set (certificates from DOCKER_CERT_PATH, else ~/.docker), checks its
-// version against cfg.ServerVersion, loads cfg.DockerLoadFile, and starts
-// the image cleaner, the pre-fork pool and the leak reaper as cfg says.
-// ctx bounds the start-up. An unreachable daemon, or one whose TLS
-// handshake fails, gives an error wrapping drivers.ErrDaemonUnavailable;
-// unusable settings give drivers.ErrInvalidConfig.
+// socket when empty), checks its version against cfg.ServerVersion, loads
+// cfg.DockerLoadFile and starts what cfg asks for; ctx bounds the start-up.
+// An unreachable daemon, or a failed TLS handshake, gives an error wrapping
+// drivers.ErrDaemonUnavailable; unusable settings drivers.ErrInvalidConfig.
 func New(ctx context.Context, cfg drivers.Config, opts ...Option) (*Driver, error) {
 	s, err := lifecycle.Configure(driverName, cfg, opts)
 	if err != nil {
@@ -290,14 +284,12 @@ func (d *daemon) Capabilities() drivers.Capability {
 		drivers.CapFreeze | drivers.CapReadOnlyRoot | drivers.CapUnprivileged | drivers.CapImagePull
 }
 
-// ImageStore implements lifecycle.StoreProvider: the daemon's whole image
-// store.
+// ImageStore implements lifecycle.StoreProvider: the daemon's whole store.
 func (d *daemon) ImageStore() images.Store { return d.store }
 
 var _ lifecycle.SyslogSender = (*daemon)(nil)
 
-// SendsSyslog implements lifecycle.SyslogSender: Docker's syslog log
-// driver sends the output (see logConfig).
+// SendsSyslog implements lifecycle.SyslogSender (see logConfig).
 func (d *daemon) SendsSyslog() {}
 
 // Close implements lifecycle.Closer: no connection outlives the driver.

@@ -96,7 +96,6 @@ func translate(ctx context.Context, api, what string, kind objectKind, err error
 	return out
 }
 
-// classify maps an error of go-dockerclient or of the daemon to a class.
 func classify(kind objectKind, err error) error {
 	var (
 		apiErr  *docker.Error
@@ -202,7 +201,6 @@ func isUnavailable(err error) bool {
 	return errors.As(err, &opErr) && opErr.Op == "dial"
 }
 
-// isGone reports an error that means the container no longer exists.
 func isGone(err error) bool {
 	return errors.Is(err, drivers.ErrContainerGone)
 }

@@ -24,27 +24,17 @@ import (
 // images it has not seen before.
 const layerFetchConcurrency = 4
 
-// imageStore is the images.Store of the docker driver.
+// imageStore is the images.Store of the docker driver. An image is in use
+// when any container, ours or not, was created from it, or when another
+// image is built on it (the daemon refuses to remove a parent).
 //
-// Sizes. A daemon of API 1.42 or later reports each image's shared size
-// itself (GET /images/json?shared-size=1), and List uses it. Older daemons
-// (20.10 is API 1.41) report -1 there, and the only listing that counts
-// shared bytes, GET /system/df, also walks every container's and volume's
-// files and refuses to run twice at once; so List computes the split
-// itself: it reads each image's layers (inspect) and their sizes (history)
-// once per image id, names each layer by its chain id (the id the layer
-// store keeps it under, so equal layers on equal bases are one), and counts
-// how many images hold each. An image's Size is the sum of its layers no
-// other image holds, its SharedSize the sum of the others. When an image's
-// history does not tell which size belongs to which layer (zero-size
-// layers beside empty history entries, or sizes that do not add up), its
-// whole size is reported as its own: shared bytes are then counted twice,
-// which makes the cleaner evict early, never late.
-//
-// In use. An image is in use when any container of the daemon, running or
-// not, ours or not, was created from it, and when it is the parent of
-// another image (a local classic build), which the daemon refuses to
-// remove.
+// Daemons before API 1.42 (20.10 is 1.41) report no shared size, and
+// GET /system/df, the only listing that counts shared bytes, also walks
+// every container's and volume's files and refuses to run twice at once;
+// so List splits the sizes itself, from each image's layers and history.
+// When the history does not tell which size is which layer's, the whole
+// size counts as the image's own: shared bytes counted twice make the
+// cleaner evict early, never late.
 type imageStore struct {
 	d *daemon
 
@@ -70,14 +60,12 @@ type apiImage struct {
 	SharedSize  int64
 }
 
-// apiContainer is the part of an entry of GET /containers/json that the
-// store reads.
+// apiContainer is the part of an entry of GET /containers/json we read.
 type apiContainer struct {
 	ID      string `json:"Id"`
 	ImageID string
 }
 
-// layerInfo is what the store knows of one image's layers.
 type layerInfo struct {
 	chains []string // chain id of each layer, base first
 	sizes  []int64  // size of each layer; nil when the history did not tell
@@ -118,7 +106,6 @@ func (s *imageStore) List(ctx context.Context) ([]images.Image, error) {
 	return buildImages(list, used, layers, daemonShared), nil
 }
 
-// usedImages returns the ids of the images any container uses.
 func (s *imageStore) usedImages(ctx context.Context) (map[string]bool, error) {
 	var ctrs []apiContainer
 	if err := s.d.do(ctx, "list", "all containers", kindNone, func(ctx context.Context) error {
@@ -133,10 +120,9 @@ func (s *imageStore) usedImages(ctx context.Context) (map[string]bool, error) {
 	return used, nil
 }
 
-// buildImages turns the daemon's listing into the cleaner's view. layers
-// holds the layers of the listed images when the daemon did not split the
-// sizes itself; an image missing from it vanished during the listing and
-// is left out.
+// buildImages turns the daemon's listing into the cleaner's view. An image
+// missing from layers (used when the daemon did not split the sizes)
+// vanished during the listing and is left out.
 func buildImages(list []apiImage, used map[string]bool, layers map[string]layerInfo, daemonShared bool) []images.Image {
 	holders := map[string]int{} // chain id -> images holding the layer
 	if !daemonShared {
@@ -185,8 +171,7 @@ func nonNegative(n int64) uint64 {
 	return uint64(n)
 }
 
-// references are the image's tags and digest references, without the
-// "<none>" placeholders of untagged images.
+// references are the image's references without the "<none>" placeholders.
 func references(img apiImage) []string {
 	refs := make([]string, 0, len(img.RepoTags)+len(img.RepoDigests))
 	for _, r := range append(slices.Clip(img.RepoTags), img.RepoDigests...) {
@@ -261,7 +246,6 @@ func (s *imageStore) layersOf(ctx context.Context, list []apiImage) (map[string]
 	return known, nil
 }
 
-// readLayers reads one image's layers and their sizes.
 func (s *imageStore) readLayers(ctx context.Context, id string, total int64) (layerInfo, error) {
 	img, err := s.d.inspectImage(ctx, id)
 	if err != nil {
@@ -280,9 +264,8 @@ func (s *imageStore) readLayers(ctx context.Context, id string, total int64) (la
 	return layerInfo{chains: chainIDs(img.RootFS.Layers), sizes: layerSizes(len(img.RootFS.Layers), sizes, total)}, nil
 }
 
-// chainIDs turns the diff ids of an image's layers (base first) into the
-// chain ids the layer store names them by: a layer is the same only on the
-// same base.
+// chainIDs turns diff ids (base first) into the chain ids the layer store
+// names layers by: a layer is the same only on the same base.
 func chainIDs(diffIDs []string) []string {
 	out := make([]string, len(diffIDs))
 	for i, d := range diffIDs {
@@ -296,11 +279,10 @@ func chainIDs(diffIDs []string) []string {
 	return out
 }
 
-// layerSizes gives the size of each of n layers from the sizes of the
-// history entries (oldest first), where entries that made no layer (ENV,
-// CMD...) have size 0. It returns nil when that cannot be told: more
-// entries than layers with fewer positive sizes than layers (a zero-size
-// layer among empty entries), or sizes that do not add up to the image's.
+// layerSizes gives the size of each of n layers from the history's sizes
+// (oldest first), where entries that made no layer (ENV, CMD...) have size
+// 0. It returns nil when that cannot be told: a zero-size layer among empty
+// entries, or sizes that do not add up to total.
 func layerSizes(n int, hist []int64, total int64) []int64 {
 	var sizes []int64
 	switch {
@@ -328,9 +310,8 @@ func layerSizes(n int, hist []int64, total int64) []int64 {
 
 // Remove implements images.Store: the image and every reference to it go,
 // without forcing. The daemon removes an image by id with its references
-// only when they are at most one tag in one repository; otherwise the
-// other references are untagged first, after checking that no container
-// uses the image and no image is built on it, so that an image the daemon
+// only when they are at most one tag of one repository; the others are
+// untagged first, once checkUnused passed, so that an image the daemon
 // would refuse keeps its names.
 func (s *imageStore) Remove(ctx context.Context, id string) error {
 	img, err := s.d.inspectImage(ctx, id)
@@ -352,8 +333,7 @@ func (s *imageStore) Remove(ctx context.Context, id string) error {
 	return s.deleteImage(ctx, img.ID)
 }
 
-// checkUnused fails with images.ErrImageInUse when a container uses the
-// image or another image has it as parent.
+// checkUnused fails with images.ErrImageInUse when the image is in use.
 func (s *imageStore) checkUnused(ctx context.Context, id string) error {
 	used, err := s.usedImages(ctx)
 	if err != nil {
@@ -376,9 +356,8 @@ func (s *imageStore) checkUnused(ctx context.Context, id string) error {
 	return nil
 }
 
-// deleteImage is one DELETE /images/<name> without force. A conflict (a
-// container uses the image) wraps images.ErrImageInUse; a missing image
-// drivers.ErrImageNotFound.
+// deleteImage is one DELETE /images/<name> without force; a conflict wraps
+// images.ErrImageInUse.
 func (s *imageStore) deleteImage(ctx context.Context, name string) error {
 	err := s.d.do(ctx, "remove_image", fmt.Sprintf("image %q", name), kindImage, func(ctx context.Context) error {
 		return s.d.api.rawCall(ctx, http.MethodDelete, "/images/"+pathEscapeRef(name), nil)
@@ -397,9 +376,8 @@ func pathEscapeRef(ref string) string {
 }
 
 // extraReferences are the references to untag before the daemon removes an
-// image by id: all but one tag (the first in sorted order) and the digest
-// references of its repository. None when refs hold at most one tag and
-// all are of one repository, the case the daemon handles itself.
+// image by id: all tags but the first in sorted order, and the digest
+// references of other repositories.
 func extraReferences(refs []string) []string {
 	type named struct{ ref, repo string }
 	var tags, digests []named

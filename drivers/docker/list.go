@@ -44,7 +44,6 @@ func (d *daemon) List(ctx context.Context) ([]drivers.ContainerInfo, error) {
 	return out, err
 }
 
-// containerState maps Docker's container states to the drivers' ones.
 func containerState(s string) string {
 	switch s {
 	case "created":

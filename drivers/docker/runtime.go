@@ -20,13 +20,11 @@ var (
 	_ lifecycle.StoreProvider = (*daemon)(nil)
 )
 
-// Options implements lifecycle.Runtime: the *docker.CreateContainerOptions
-// that CreateContainer sends.
+// Options implements lifecycle.Runtime with *docker.CreateContainerOptions.
 func (d *daemon) Options(t *lifecycle.Task) (any, error) { return d.createOptions(t) }
 
-// Joinable implements lifecycle.Joiner: a container joins a holder unless
-// its options name a network mode of their own ("none", the mode of a task
-// with DisableNet, joins a holder without a network).
+// Joinable implements lifecycle.Joiner; network mode "none" (DisableNet)
+// joins a holder without a network.
 func (d *daemon) Joinable(t *lifecycle.Task, opts any) bool {
 	o, ok := opts.(*docker.CreateContainerOptions)
 	if !ok || o.HostConfig == nil {
@@ -75,9 +73,8 @@ func (d *daemon) Pull(ctx context.Context, ref drivers.Reference, auth *drivers.
 	})
 }
 
-// Create implements lifecycle.Runtime. A call's container joins the leased
-// holder with network mode "container:<holder id>", else gets the least
-// used of the configured networks (Docker's bridge by default).
+// Create implements lifecycle.Runtime. A container that joins no holder gets
+// the least used of the configured networks.
 func (d *daemon) Create(ctx context.Context, spec lifecycle.CreateSpec) (lifecycle.Container, error) {
 	c := &container{d: d, name: spec.Name}
 	var opts docker.CreateContainerOptions
@@ -133,7 +130,6 @@ func daemonAnswered(err error) bool {
 		errors.Is(err, docker.ErrNoSuchImage))
 }
 
-// container is one Docker container.
 type container struct {
 	d       *daemon
 	name    string
@@ -148,9 +144,7 @@ func (c *container) ID() string {
 	return c.id
 }
 
-// Start implements lifecycle.Container. The streams are attached before
-// the container starts, so output written at once is not lost; a task
-// that reads and keeps nothing is not attached at all.
+// Start implements lifecycle.Container, attaching the streams first.
 func (c *container) Start(ctx context.Context, io lifecycle.IO) (lifecycle.Process, error) {
 	d := c.d
 	p := &process{c: c, outDone: make(chan struct{})}
@@ -180,10 +174,8 @@ func (c *container) Pause(ctx context.Context) error { return c.d.setPaused(ctx,
 // Resume implements lifecycle.Container.
 func (c *container) Resume(ctx context.Context) error { return c.d.setPaused(ctx, c.ID(), false) }
 
-// Remove implements lifecycle.Container: a forced removal with the
-// container's anonymous volumes. A container whose create's answer was
-// lost is looked for by name, and removed only if it carries this driver
-// instance's labels.
+// Remove implements lifecycle.Container. A container whose create's answer
+// was lost is removed only if it carries this driver instance's labels.
 func (c *container) Remove(ctx context.Context) error {
 	d := c.d
 	id := c.id
@@ -239,7 +231,6 @@ func (d *daemon) findByName(ctx context.Context, name string) (*docker.Container
 // answer was lost before deciding there is none.
 const findByNameGrace = 2 * time.Second
 
-// process is a started container's main process.
 type process struct {
 	c       *container
 	att     *attachment // nil when not attached
@@ -294,8 +285,7 @@ func (p *process) StopOutput() {
 	}
 }
 
-// Stats implements lifecycle.Process: the daemon's stream of samples, once
-// the container has run for the stats delay.
+// Stats implements lifecycle.Process.
 func (p *process) Stats(ctx context.Context, write func(stats.Stat)) {
 	p.c.d.sampleStats(ctx, p.c, write)
 }

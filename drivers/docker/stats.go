@@ -64,12 +64,8 @@ func (d *daemon) sampleStats(ctx context.Context, c *container, write func(stats
 	}
 }
 
-// toStat converts a daemon sample. The daemon reads the container's cgroup
-// files and reports CPU times in nanoseconds on both cgroup versions (on v2
-// scaled from cpu.stat's microseconds), but memory and block I/O differ: on
-// v2 memory_stats.stats holds memory.stat's own keys (inactive_file, no
-// total_*), and io.stat comes as lower-case "read" and "write" entries.
-// cgroupV2 is the daemon's version, learnt from /info at start.
+// toStat converts a daemon sample. cgroupV2 is the daemon's version, learnt
+// from /info at start: memory and block I/O keys differ between versions.
 func toStat(s *docker.Stats, cgroupV2 bool) stats.Stat {
 	m := map[string]uint64{
 		stats.MetricCPUTotal:  s.CPUStats.CPUUsage.TotalUsage,

@@ -57,9 +57,7 @@ var maxOpenFiles = sync.OnceValue(func() uint64 {
 })
 
 // CheckTask validates everything about a task that can be checked without
-// a daemon. Every driver calls it before its first daemon call, so bad
-// input fails fast with an error wrapping drivers.ErrInvalidTask and leaves
-// nothing behind.
+// a daemon; every driver calls it before its first daemon call.
 func CheckTask(task drivers.ContainerTask) (*Task, error) {
 	if task == nil {
 		return nil, drivers.InvalidTaskf("nil task")

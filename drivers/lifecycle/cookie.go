@@ -42,7 +42,6 @@ var _ drivers.Cookie = (*cookie)(nil)
 
 func (c *cookie) name() string { return c.task.Id() }
 
-// usable fails when ctx has ended or the cookie is closed.
 func (c *cookie) usable(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -55,13 +54,11 @@ func (c *cookie) usable(ctx context.Context) error {
 	return nil
 }
 
-// ContainerOptions implements drivers.Cookie: the runtime's create options,
-// which a caller may change until CreateContainer.
+// ContainerOptions implements drivers.Cookie.
 func (c *cookie) ContainerOptions() interface{} { return c.opts }
 
-// ValidateImage implements drivers.Cookie: true when the image must be
-// pulled. With the image cleaner on, the image is busy from here (before
-// the lookup, so across a pull too) until Close.
+// ValidateImage implements drivers.Cookie. The image is busy in the cleaner
+// from before the lookup, so across a pull too.
 func (c *cookie) ValidateImage(ctx context.Context) (bool, error) {
 	if err := c.usable(ctx); err != nil {
 		return false, err
@@ -90,9 +87,7 @@ func (c *cookie) useImage() {
 	}
 }
 
-// PullImage implements drivers.Cookie: the task's credentials (when it
-// implements drivers.Auther), else those of the driver's Docker config for
-// the image's exact host, through the driver's shared pulls.
+// PullImage implements drivers.Cookie.
 func (c *cookie) PullImage(ctx context.Context) error {
 	if err := c.usable(ctx); err != nil {
 		return err
@@ -112,10 +107,8 @@ func (c *cookie) pull(ctx context.Context) error {
 	return d.pull(ctx, c.task.Ref, auth)
 }
 
-// CreateContainer implements drivers.Cookie. With the pre-fork pool on and
-// a network wanted, the container joins a free holder's network namespace;
-// when none is free it gets a network of its own, and the pool counts the
-// miss. The lease lasts as long as the container.
+// CreateContainer implements drivers.Cookie. The container joins a free pool
+// holder when it can, else it gets a network of its own (a pool miss).
 func (c *cookie) CreateContainer(ctx context.Context) error {
 	if err := c.usable(ctx); err != nil {
 		return err
@@ -156,9 +149,7 @@ func (c *cookie) CreateContainer(ctx context.Context) error {
 	return err
 }
 
-// reserveName claims the task's id among the driver's open cookies: a
-// second container of the same id fails here, before anything of the first
-// can be touched.
+// reserveName claims the task's id among the driver's open cookies.
 func (c *cookie) reserveName() error {
 	c.mu.Lock()
 	named := c.named
@@ -175,11 +166,8 @@ func (c *cookie) reserveName() error {
 	return nil
 }
 
-// create sends the create, detached from the caller's context and bounded
-// by the call timeout alone: a create the daemon completes after the
-// caller gave up would otherwise leave a container nobody knows of. With
-// pooled false, the container gets a network of its own whatever the pool
-// holds.
+// create sends the create detached from ctx (see the package doc). With
+// pooled false the container never joins a pool holder.
 func (c *cookie) create(ctx context.Context, pooled bool) (Container, *pool.Lease, error) {
 	d := c.d
 	spec := CreateSpec{Name: c.name(), Labels: d.s.Labels(drivers.RoleCall), Task: c.task, Options: c.opts}
@@ -231,13 +219,10 @@ func (c *cookie) foundImage() bool {
 	return c.imageFound
 }
 
-// Run implements drivers.Cookie. ctx bounds the whole run: when it ends,
-// the container is ended and the result is StatusTimeout or
-// StatusCancelled. A container whose pool holder died before it started
-// is made again with a network of its own; one whose holder dies as it
-// starts fails here with an error wrapping drivers.ErrContainerGone, and
-// one whose holder dies while it runs ends with StatusError and that
-// error.
+// Run implements drivers.Cookie. A container whose pool holder died before
+// it started is made again with a network of its own; if the holder dies as
+// it starts, Run fails with drivers.ErrContainerGone, and while it runs, the
+// result is StatusError with that error.
 func (c *cookie) Run(ctx context.Context) (drivers.WaitResult, error) {
 	if err := c.usable(ctx); err != nil {
 		return nil, err
@@ -268,10 +253,9 @@ func (c *cookie) Run(ctx context.Context) (drivers.WaitResult, error) {
 	if sink != nil {
 		outW, errW = sink.lines(severityInfo, outW), sink.lines(severityErr, errW)
 	}
-	// Detached, as a create is: a start the daemon completes after the
-	// caller gave up would leave a container running unwatched. A run
-	// whose context ended meanwhile is ended by its monitor at once, and
-	// reports StatusTimeout or StatusCancelled like any other.
+	// Detached, as a create is: a start completed after the caller gave up
+	// would leave a container running unwatched. The monitor ends at once a
+	// run whose context ended meanwhile.
 	p, err := ctr.Start(Detached(ctx), IO{Stdin: c.task.Input(), Stdout: outW, Stderr: errW})
 	if err != nil {
 		_ = out.shut()
@@ -304,10 +288,8 @@ func (c *cookie) Run(ctx context.Context) (drivers.WaitResult, error) {
 	return r, nil
 }
 
-// dialSyslog connects to the task's syslog endpoint when the run is to
-// send the output there, before the container starts: an endpoint that
-// cannot be reached fails Run with drivers.ErrSyslogUnavailable and leaves
-// nothing running, as Docker's start does.
+// dialSyslog connects to the task's syslog endpoint when the run, not the
+// runtime, sends the output there.
 func (c *cookie) dialSyslog(ctx context.Context) (*syslogSink, error) {
 	if _, ok := c.d.rt.(SyslogSender); ok || c.task.Syslog == nil {
 		return nil, nil
@@ -315,9 +297,8 @@ func (c *cookie) dialSyslog(ctx context.Context) (*syslogSink, error) {
 	return dialSyslog(ctx, c.task.Syslog, c.name(), c.d.log.WithField("container", c.name()))
 }
 
-// recreateUnpooled replaces a container whose holder died before it
-// started, nothing of the task having reached it yet, by one with a
-// network of its own: the call goes on as on a pool miss.
+// recreateUnpooled replaces a container whose holder died before it started
+// (nothing of the task reached it yet) by one with a network of its own.
 func (c *cookie) recreateUnpooled(ctx context.Context, ctr Container, lease *pool.Lease) (Container, *pool.Lease, error) {
 	if err := ctr.Remove(Detached(ctx)); err != nil {
 		return ctr, lease, fmt.Errorf("%w (removing the container to make it again: %v)", holderError(lease, nil), err)
@@ -381,13 +362,9 @@ func (c *cookie) mayBeFrozen() bool {
 	return c.frozen
 }
 
-// Close implements drivers.Cookie: it ends a running container (SIGTERM,
-// the stop grace, SIGKILL), removes it and what it used, returns the pool
-// lease and frees the image in the cleaner. It finishes even when ctx has
-// ended (the call's timed-out context is the usual one at hand): leaving a
-// container behind is worse than returning late, and every daemon call is
-// bounded by the call timeout. It is idempotent; after an error a later
-// Close, or the driver's, tries again.
+// Close implements drivers.Cookie. It finishes even when ctx has ended (the
+// call's timed-out context is the usual one at hand): leaving a container
+// behind is worse than returning late.
 func (c *cookie) Close(ctx context.Context) error {
 	c.mu.Lock()
 	if c.removed {

@@ -19,9 +19,7 @@ import (
 	"github.com/fnrun/fnrun/stats"
 )
 
-// Driver is a drivers.Driver over a Runtime. It owns its open cookies, the
-// pre-fork pool, the image cleaner, shared pulls and the leak reaper, and
-// its Close ends them all. It is safe for concurrent use.
+// Driver is a drivers.Driver over a Runtime.
 type Driver struct {
 	s       *Settings
 	rt      Runtime
@@ -59,10 +57,8 @@ var (
 // StoreProvider is a Runtime with an image store the cleaner can manage.
 type StoreProvider interface{ ImageStore() images.Store }
 
-// New builds a driver over rt with s (from Configure): it starts the image
-// cleaner when s asks for one (listing the store first), then the pre-fork
-// pool (which fills in the background), then the leak reaper. On error
-// nothing of them is left running; closing rt is the caller's.
+// New builds a driver over rt with s (from Configure), starting what s asks
+// for. On error nothing of it is left running; closing rt is the caller's.
 func New(ctx context.Context, s *Settings, rt Runtime) (*Driver, error) {
 	d := &Driver{
 		s:       s,
@@ -140,9 +136,7 @@ func (d *Driver) Capabilities() drivers.Capability {
 	return 0
 }
 
-// CreateCookie implements drivers.Driver. It checks the task and builds
-// the create options; it makes no daemon call, so bad input fails here with
-// an error wrapping drivers.ErrInvalidTask and leaves nothing behind.
+// CreateCookie implements drivers.Driver; it makes no daemon call.
 func (d *Driver) CreateCookie(ctx context.Context, task drivers.ContainerTask) (drivers.Cookie, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -209,8 +203,7 @@ func (d *Driver) SetPullImageRetryPolicy(policy drivers.BackOffConfig, checker d
 	return nil
 }
 
-// GetSlotKeyExtensions implements drivers.Driver: "" unless the runtime
-// says which extensions change what a container is.
+// GetSlotKeyExtensions implements drivers.Driver.
 func (d *Driver) GetSlotKeyExtensions(extn map[string]string) string {
 	if k, ok := d.rt.(SlotKeyer); ok {
 		return k.GetSlotKeyExtensions(extn)
@@ -239,11 +232,7 @@ func (d *Driver) ImageStore() images.Store { return d.store }
 // ImageCleaner implements images.Provider.
 func (d *Driver) ImageCleaner() (*images.Cleaner, bool) { return d.cleaner, d.cleaner != nil }
 
-// Close implements drivers.Driver. In the reverse order of starting, it
-// closes the cookies still open (ending and removing their containers, in
-// parallel), stops the background work and waits for it, closes the pool
-// (removing every holder), the cleaner (writing its last uses) and the
-// runtime. It is idempotent.
+// Close implements drivers.Driver, stopping things in the reverse order of New.
 func (d *Driver) Close() error {
 	d.closeOnce.Do(func() {
 		d.mu.Lock()
@@ -313,11 +302,9 @@ func (d *Driver) spawn(f func()) bool {
 	return true
 }
 
-// pull makes ref present. Concurrent pulls of one reference with the same
-// credentials share one, run under the driver's context with the retry
-// policy, each attempt bounded by the pull timeout: a caller that gives up
-// does not fail the others, and the image is most likely wanted again
-// soon. ctx bounds the caller's own wait.
+// pull makes ref present through a shared pull under the driver's context:
+// a caller that gives up (ctx) stops waiting but does not fail the others,
+// and the image is likely wanted again soon.
 func (d *Driver) pull(ctx context.Context, ref drivers.Reference, auth *drivers.AuthConfig) error {
 	key := pullKey(ref.Normalized, auth)
 	res := make(chan error, 1)

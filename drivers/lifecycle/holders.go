@@ -11,9 +11,8 @@ import (
 	"github.com/fnrun/fnrun/pool"
 )
 
-// holders is the pool.Adapter of every driver: a holder is a container of
-// the pre-fork image running the pre-fork command, made and removed
-// through the Runtime like a call's.
+// holders is the pool.Adapter of every driver: holders are made and removed
+// through the Runtime like a call's container.
 type holders struct{ d *Driver }
 
 var _ pool.Adapter = (*holders)(nil)
@@ -29,9 +28,7 @@ type holder struct {
 // and returning would make the pool replace it for nothing.
 var holderRewait = drivers.BackOffConfig{MaxRetries: 1 << 40, Interval: 100, MinDelay: 50, MaxDelay: 5000}
 
-// EnsureImage implements pool.Adapter: the image is pulled, through the
-// driver's shared pulls and with the Docker config's credentials for its
-// host, when it is absent.
+// EnsureImage implements pool.Adapter: the image is pulled when absent.
 func (a *holders) EnsureImage(ctx context.Context) error {
 	d := a.d
 	ref := d.s.PreFork.Image
@@ -47,8 +44,7 @@ func (a *holders) EnsureImage(ctx context.Context) error {
 	return d.pull(ctx, ref, auth)
 }
 
-// StartHolder implements pool.Adapter: create and start, and on any
-// failure remove what was made.
+// StartHolder implements pool.Adapter.
 func (a *holders) StartHolder(ctx context.Context, spec pool.HolderSpec) (pool.Holder, error) {
 	d := a.d
 	hs := d.s.PreFork
@@ -107,8 +103,7 @@ func (a *holders) StopHolder(ctx context.Context, h pool.Holder) error {
 	return hd.ctr.Remove(ctx)
 }
 
-// WaitHolder implements pool.Adapter: it returns once the holder has
-// exited or is gone, or ctx ends; a broken watch is set up again.
+// WaitHolder implements pool.Adapter; a broken watch is set up again.
 func (a *holders) WaitHolder(ctx context.Context, h pool.Holder) error {
 	hd, err := holderOf(h)
 	if err != nil {

@@ -14,8 +14,7 @@ import (
 // tag, of every instance, and removes one: what drivers.ContainerLister
 // and the leak reaper are made of.
 type Lister interface {
-	// List returns the containers carrying the library label and the
-	// driver's label tag, calls and holders, of every instance.
+	// List returns those containers, calls and holders.
 	List(ctx context.Context) ([]drivers.ContainerInfo, error)
 	// Kill ends and removes a container List returned, with what it used
 	// on the host.
@@ -24,9 +23,7 @@ type Lister interface {
 
 var _ drivers.ContainerLister = (*Driver)(nil)
 
-// Containers implements drivers.ContainerLister: the containers of the
-// driver's label tag, of every instance, calls and holders alike, oldest
-// first.
+// Containers implements drivers.ContainerLister, oldest first.
 func (d *Driver) Containers(ctx context.Context) ([]drivers.ContainerInfo, error) {
 	l, ok := d.rt.(Lister)
 	if !ok {

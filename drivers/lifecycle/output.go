@@ -10,17 +10,10 @@ import (
 	"github.com/fnrun/fnrun/drivers"
 )
 
-// output delivers a run's stdout and stderr to the task's writers from a
-// goroutine of its own, one write at a time (the two are often one
-// buffer). The runtime's copy hands each chunk over and waits for it to be
-// written, so a slow reader slows the container down as a pipe would; but
-// once the run is over (shut), nothing waits for a writer any more: a
-// writer that blocks holds up neither the runtime's copy, nor Wait, nor
-// Close. What could not be delivered makes the run's result an error
-// wrapping drivers.ErrOutputLost.
-//
-// The delivering goroutine ends at shut, or, when shut finds it inside a
-// writer's Write, as soon as that Write returns: a Write that never
+// output delivers a run's stdout and stderr to the task's writers (see the
+// package doc), one write at a time: the two are often one buffer. Until
+// shut, the runtime's copy waits for each chunk to be written, so a slow
+// reader slows the container down as a pipe would. A Write that never
 // returns is the one thing that can outlive the run, as with os/exec.
 type output struct {
 	chunks     chan chunk
@@ -102,8 +95,7 @@ func (o *output) markLost() {
 const stallTimeout = 250 * time.Millisecond
 
 // ending says the run is being ended: from now on a writer that does not
-// keep up is given up on (see stallTimeout) instead of slowing the
-// container down.
+// keep up is given up on (see stallTimeout).
 func (o *output) ending() { o.endingOnce.Do(func() { close(o.endingCh) }) }
 
 // shut ends delivery: writes from now on are dropped. It returns why

@@ -15,8 +15,7 @@ import (
 	"github.com/fnrun/fnrun/stats"
 )
 
-// run is one started container, watched by its monitor goroutine. It
-// implements drivers.WaitResult.
+// run is one started container, watched by its monitor goroutine.
 type run struct {
 	c     *cookie
 	p     Process
@@ -40,8 +39,7 @@ func newRun(c *cookie, p Process, out *output, sink *syslogSink, lease *pool.Lea
 	return &run{c: c, p: p, out: out, sink: sink, lease: lease, done: make(chan struct{}), endReq: make(chan struct{})}
 }
 
-// Wait implements drivers.WaitResult: when ctx ends first, the run is
-// ended with ctx as the cause, and Wait returns once it is over.
+// Wait implements drivers.WaitResult.
 func (r *run) Wait(ctx context.Context) drivers.RunResult {
 	select {
 	case <-r.done:
@@ -84,10 +82,7 @@ type exitStatus struct {
 	err error
 }
 
-// monitor follows the container to its end: it waits for the exit, ends
-// the container early when asked (the run's context, Close, the driver's
-// Close, the death of its pool holder), writes stats meanwhile, lets the
-// output drain and sets the result.
+// monitor follows the container to its end and sets the result.
 func (r *run) monitor(runCtx context.Context) {
 	d := r.c.d
 	var res drivers.RunResult
@@ -194,11 +189,9 @@ watch:
 	d.log.WithFields(logrus.Fields{"container": r.c.name(), "status": res.Status(), "took": time.Since(start)}).Debug("container ended")
 }
 
-// stop ends the container gracefully: a frozen one is thawed (it could act
-// on no signal), then SIGTERM, the stop grace, SIGKILL to every process. It
-// returns the exit if it was seen. A daemon that does not answer gets one
-// SIGKILL after its first silence: each further call would only wait out
-// the call timeout again.
+// stop ends the container as the package doc says, and returns the exit if
+// it was seen. A daemon that does not answer gets one SIGKILL after its
+// first silence: each further call would only wait out the call timeout.
 func (r *run) stop(exited <-chan exitStatus) (exitStatus, bool) {
 	d, c := r.c.d, r.c
 	ctx := context.Background()
@@ -243,7 +236,6 @@ func (r *run) stop(exited <-chan exitStatus) (exitStatus, bool) {
 	}
 }
 
-// outcome maps how the run ended to its result.
 func (r *run) outcome(ended bool, st exitStatus, seen bool, holderErr, outErr error) drivers.RunResult {
 	name := r.c.name()
 	switch {
@@ -295,7 +287,6 @@ func leaseDead(lease *pool.Lease) bool {
 	}
 }
 
-// result is a plain drivers.RunResult.
 type result struct {
 	status string
 	err    error
@@ -306,9 +297,7 @@ func (r *result) Error() error   { return r.err }
 
 func errorResult(err error) *result { return &result{status: drivers.StatusError, err: err} }
 
-// contextResult is the result of a run ended because ctx is done:
-// StatusTimeout for a deadline, StatusCancelled otherwise, with an error
-// wrapping ctx's.
+// contextResult is the result of a run ended because ctx is done.
 func contextResult(ctx context.Context) *result {
 	err := ctx.Err()
 	if err == nil {

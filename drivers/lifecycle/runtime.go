@@ -11,10 +11,8 @@ import (
 )
 
 // Runtime is one container runtime as the life cycle drives it: its daemon
-// calls and the building of its create options, nothing else. Everything
-// that is the same whatever the runtime (the cookie's state machine,
-// contexts, cleanup, leases, busy images, output delivery, the mapping of
-// an exit to a status, shared pulls with retries) is the life cycle's.
+// calls and the building of its create options, nothing else (see the
+// package doc).
 //
 // Each method bounds its own daemon calls (see Caller) and translates the
 // runtime's errors into the classes of package drivers; the life cycle
@@ -22,9 +20,8 @@ import (
 // happened to the caller (Close, ending a run).
 type Runtime interface {
 	// Options builds the create options of a checked task without a daemon
-	// call: what Cookie.ContainerOptions returns, which a caller may change
-	// until CreateContainer. A task the runtime cannot honour gives an
-	// error wrapping drivers.ErrInvalidTask.
+	// call (see Cookie.ContainerOptions); a task the runtime cannot honour
+	// gives an error wrapping drivers.ErrInvalidTask.
 	Options(t *Task) (any, error)
 
 	// FindImage reports whether ref is present and usable. An image the
@@ -32,9 +29,7 @@ type Runtime interface {
 	// drivers.ErrInvalidTask.
 	FindImage(ctx context.Context, ref drivers.Reference) (bool, error)
 
-	// Pull makes one attempt to pull ref with auth (nil is anonymous). The
-	// life cycle shares it between callers, bounds it by the pull timeout
-	// and retries it as the driver's policy says.
+	// Pull makes one attempt to pull ref with auth (nil is anonymous).
 	Pull(ctx context.Context, ref drivers.Reference, auth *drivers.AuthConfig) error
 
 	// Create creates the container spec describes. When the daemon answered
@@ -123,8 +118,7 @@ type Process interface {
 type Exit struct {
 	Code int
 	// OOM reports that the runtime saw the kernel's OOM killer strike in
-	// the container. With a non-zero Code it makes the run StatusKilled;
-	// exit code 137 alone never does.
+	// the container; with a non-zero Code it makes the run StatusKilled.
 	OOM bool
 }
 
@@ -139,9 +133,8 @@ type IO struct {
 type (
 	// Joiner is a Runtime whose call containers can join pool holders.
 	Joiner interface {
-		// Joinable reports whether t's container made with opts (as
-		// Runtime.Options returned them, maybe changed) may join a holder
-		// (one without a network for a task with DisableNet) instead of
+		// Joinable reports whether t's container made with opts may join a
+		// holder (one without a network for a DisableNet task) instead of
 		// getting a namespace of its own.
 		Joinable(t *Task, opts any) bool
 	}

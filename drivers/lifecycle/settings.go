@@ -36,10 +36,7 @@ const drainTimeout = 5 * time.Second
 // cancel, close): its caller has given up already.
 const endedDrainTimeout = time.Second
 
-// Settings are one driver instance's settings: the configuration and the
-// options turned, once, into what the life cycle, the pool and the cleaner
-// use. Runtimes read their own part of drivers.Config at their boundary and
-// never the rest.
+// Settings are one driver instance's settings, made by Configure.
 type Settings struct {
 	drivers.Settings
 	// Name is the driver's name, in labels, metrics and errors.

@@ -19,9 +19,6 @@ import (
 	"github.com/fnrun/fnrun/drivers"
 )
 
-// A runtime without a log driver of its own (see SyslogSender) has the run
-// send the output to the task's syslog endpoint, the way Docker's syslog
-// log driver (format rfc5424micro, facility user as Fn asks it) does.
 const (
 	// syslogDialTimeout bounds the connect (and TLS handshake) at the start
 	// of a run: an endpoint that does not answer fails Run.
@@ -29,15 +26,12 @@ const (
 	// syslogWriteTimeout bounds one write: a stalled server loses the
 	// rest of the run's messages instead of holding them up.
 	syslogWriteTimeout = time.Second
-	// syslogCloseTimeout bounds how long the end of a run waits for the
-	// queued messages to go out.
+	// syslogCloseTimeout bounds the wait for the queue at the end of a run.
 	syslogCloseTimeout = 2 * time.Second
 	// syslogQueueLen messages wait for the writer; more are dropped, so a
 	// slow server never slows the container's output.
 	syslogQueueLen = 1024
-	// syslogMaxReconnects bounds the dials again of a stream the server
-	// closed during one run (it restarted, say), as Docker's syslog driver
-	// dials again.
+	// syslogMaxReconnects bounds the dials again of streams closed in a run.
 	syslogMaxReconnects = 3
 	// syslogMaxLine is Docker's copier buffer: a longer line becomes
 	// several messages, and a UDP datagram stays well under its limit.
@@ -55,9 +49,7 @@ const (
 // syslogTimestamp is RFC 3339 with microseconds, the most RFC 5424 allows.
 const syslogTimestamp = "2006-01-02T15:04:05.000000Z07:00"
 
-// syslogSink sends one run's output lines to a syslog endpoint. The lines
-// are queued, and one goroutine owned by the sink writes them, so the
-// container's output never waits on the network.
+// syslogSink queues one run's output lines for a writer goroutine of its own.
 type syslogSink struct {
 	target   *SyslogTarget
 	framed   bool // stream transports need octet counting to delimit messages
@@ -157,8 +149,7 @@ func (s *syslogSink) lines(severity int, next io.Writer) io.Writer {
 	return w
 }
 
-// send queues one message, or drops it when the queue is full or the sink
-// closed.
+// send queues one message; a full queue or a closed sink drops it.
 func (s *syslogSink) send(severity int, line []byte) {
 	msg := syslogMessage(facilityUser*8+severity, time.Now(), s.hostname, s.appName, line)
 	if s.framed {
@@ -243,10 +234,8 @@ func (s *syslogSink) closeConn() {
 	_ = s.conn.Close()
 }
 
-// close sends the last partial lines, waits (boundedly) for the queue to
-// go out and closes the connection. It is called once the run's output
-// copies have ended; a line written afterwards is dropped. It is
-// idempotent, and a no-op on a nil sink (a run without a log URL).
+// close is called once the run's output copies have ended: later lines are
+// dropped. It is idempotent, and a no-op on a nil sink (no log URL).
 func (s *syslogSink) close() {
 	if s == nil {
 		return
@@ -338,10 +327,9 @@ func (w *syslogLines) emit() {
 	w.partial = w.partial[:0]
 }
 
-// syslogMessage formats an RFC 5424 message as Docker's rfc5424micro
-// format does, except that PROCID and MSGID are the nil value: the
-// container's process id is unknown here, and the tag is already the
-// APP-NAME.
+// syslogMessage formats an RFC 5424 message as Docker's rfc5424micro format
+// does, with nil PROCID and MSGID: the container's process id is unknown
+// here, and the tag is already the APP-NAME.
 func syslogMessage(priority int, now time.Time, hostname, appName string, line []byte) []byte {
 	msg := make([]byte, 0, 64+len(hostname)+len(appName)+len(line))
 	msg = append(msg, '<')

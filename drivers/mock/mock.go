@@ -2,15 +2,11 @@
 // for the tests of an agent built on fnrun. It registers as "mock".
 //
 // It is a runtime of the shared life cycle (package lifecycle), like the
-// docker and containerd drivers: contexts, Close, output delivery, shared
-// pulls with retries, duplicate ids and the mapping of an exit to a status
-// are theirs by construction. Only the container is simulated.
+// docker and containerd drivers: only the container is simulated.
 //
-// By default a run succeeds at once and writes nothing. Task extensions
-// script everything else (see the Ext constants): exit code, run time,
-// output, an echo of stdin, an OOM kill, pull failures, a missing image, a
-// create failure, or a run that hangs until it is ended. Freeze stops the
-// run's clock until Unfreeze.
+// By default a run succeeds at once and writes nothing; task extensions
+// script the rest (see the Ext constants). Freeze stops the run's clock
+// until Unfreeze.
 //
 // The mock keeps a small image store: an image must be pulled once before
 // a container of it can be created, and pulls are counted (Pulls). Fn's

@@ -18,8 +18,7 @@ import (
 // errTransientPull is the default error of a scripted pull failure.
 var errTransientPull = errors.New("mock: scripted pull failure")
 
-// runtime is the mock's lifecycle.Runtime: an image store and containers
-// in memory.
+// runtime is the mock's lifecycle.Runtime: images and containers in memory.
 type runtime struct {
 	mu           sync.Mutex
 	allPresent   bool
@@ -148,7 +147,6 @@ func (dm *names) claim(c *container) bool {
 	return true
 }
 
-// container is one simulated container.
 type container struct {
 	rt      *runtime
 	name    string
@@ -163,8 +161,7 @@ type container struct {
 
 func (c *container) ID() string { return c.name }
 
-// Start implements lifecycle.Container: the script plays in a goroutine
-// that ends with the run.
+// Start implements lifecycle.Container; the script plays in a goroutine.
 func (c *container) Start(_ context.Context, io lifecycle.IO) (lifecycle.Process, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -211,8 +208,7 @@ func (c *container) Resume(context.Context) error {
 	return err
 }
 
-// Remove implements lifecycle.Container: it kills a running simulation and
-// waits for it.
+// Remove implements lifecycle.Container.
 func (c *container) Remove(context.Context) error {
 	c.mu.Lock()
 	p := c.p
@@ -410,8 +406,7 @@ func (p *process) Stats(ctx context.Context, write func(stats.Stat)) {
 	}
 }
 
-// ImageStore implements lifecycle.StoreProvider: the mock's images, a
-// megabyte each, for the image cleaner.
+// ImageStore implements lifecycle.StoreProvider: a megabyte an image.
 func (rt *runtime) ImageStore() images.Store { return imageStore{rt} }
 
 type imageStore struct{ rt *runtime }
@@ -447,8 +442,7 @@ func (s imageStore) Remove(_ context.Context, id string) error {
 	return nil
 }
 
-// List implements lifecycle.Lister: the mock's containers, running while
-// started and not exited.
+// List implements lifecycle.Lister.
 func (rt *runtime) List(context.Context) ([]drivers.ContainerInfo, error) {
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
