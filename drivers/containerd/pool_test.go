@@ -2,12 +2,14 @@ package containerd
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -253,6 +255,63 @@ func startSleeperID(t *testing.T, d *Driver, env testEnv) (drivers.Cookie, drive
 		t.Fatal(err)
 	}
 	return c, w, id
+}
+
+// TestPoolSharesShim: a pooled call runs in its holder's shim (no shim of
+// its own), and the shim goes once the driver has closed, holder and call
+// removed.
+func TestPoolSharesShim(t *testing.T) {
+	env := requireEnv(t)
+	in := newInspector(t, env)
+	d := poolDriver(t, env, drivers.Config{PreForkPoolSize: 1})
+	holder := oneHolder(t, d)
+	c, _, id := startSleeperID(t, d, env)
+	holderShim, callShim := shimOf(t, in, holder.ID), shimOf(t, in, id)
+	if holderShim != callShim {
+		t.Fatalf("call in shim %d, holder in shim %d: want one shim", callShim, holderShim)
+	}
+	if err := c.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(holderShim, 0); err != nil {
+		t.Fatalf("the holder's shim went with the call: %v", err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for syscall.Kill(holderShim, 0) == nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("shim %d still runs after the driver closed", holderShim)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// shimOf returns the pid of the shim that runs a container's task: the
+// parent of its main process.
+func shimOf(t *testing.T, in *inspector, id string) int {
+	t.Helper()
+	ctx := in.ctx(context.Background())
+	ctr, err := in.client.LoadContainer(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	task, err := ctr.Task(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", task.Pid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// pid (comm) state ppid ...: comm may hold spaces, so read after ')'.
+	fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+	ppid, err := strconv.Atoi(fields[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ppid
 }
 
 // TestPoolExhausted: with every holder leased, a container falls back to a

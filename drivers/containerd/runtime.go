@@ -128,6 +128,7 @@ func (c *container) callOpts(ctx context.Context, spec lifecycle.CreateSpec, img
 		if h, ok := lifecycle.JoinedContainer(spec.Join).(*container); ok {
 			c.info = h.info
 		}
+		o.SpecOpts = append(o.SpecOpts[:len(o.SpecOpts):len(o.SpecOpts)], withShimGroup(spec.Join.ID))
 	case !task.DisableNet():
 		if err := c.acquireNetwork(ctx, task); err != nil {
 			return nil, err

@@ -311,6 +311,18 @@ func cgroupMount(mode cgroups.CGMode) specs.Mount {
 // the host's whole tree (every call's container id and use) and
 // /proc/self/cgroup names the container's place in it. On v1 and hybrid
 // hosts runc already mounts only the container's own cgroups.
+// ShimGroupAnnotation puts a container in the runc v2 shim of the
+// container it names instead of a shim of its own.
+const ShimGroupAnnotation = "io.containerd.runc.v2.group"
+
+// withShimGroup runs a call that joins a pool holder's network in the
+// holder's shim: no shim process starts, and none exits, per call. The
+// holder's death ends the call through its lease as before; the shim lives
+// until its last task is deleted.
+func withShimGroup(holderID string) oci.SpecOpts {
+	return oci.WithAnnotations(map[string]string{ShimGroupAnnotation: holderID})
+}
+
 func withCgroupNamespace(mode cgroups.CGMode) []oci.SpecOpts {
 	if mode != cgroups.Unified {
 		return nil

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"sync"
@@ -165,9 +166,19 @@ func (c *Containerd) withEtcFiles(spec *oci.Spec, id string) (*oci.Spec, error) 
 func removeEtcFiles(id string) { _ = os.RemoveAll(filepath.Join(EtcDir, id)) }
 
 // specFor copies proto for the container id: its own cgroup and host name,
-// and the network namespace netns, or a new one when netns is empty.
-func (c *Containerd) specFor(proto *oci.Spec, id, netns string) *oci.Spec {
+// and the network namespace netns, or a new one when netns is empty. A
+// container joining a holder (group, its id) runs in the holder's shim, as
+// the driver's pooled calls do.
+func (c *Containerd) specFor(proto *oci.Spec, id, netns, group string) *oci.Spec {
 	spec := *proto
+	spec.Annotations = maps.Clone(proto.Annotations)
+	delete(spec.Annotations, fncd.ShimGroupAnnotation)
+	if group != "" {
+		if spec.Annotations == nil {
+			spec.Annotations = map[string]string{}
+		}
+		spec.Annotations[fncd.ShimGroupAnnotation] = group
+	}
 	linux := *proto.Linux
 	linux.CgroupsPath = "/" + c.Namespace + "/" + id
 	linux.Namespaces = append([]specs.LinuxNamespace(nil), proto.Linux.Namespaces...)
@@ -268,7 +279,7 @@ func (t *ContainerdCall) Prepare(ctx context.Context, workers int) error {
 	ctx = t.c.ctx(ctx)
 	for w := 0; w < workers; w++ {
 		id := callID("bh")
-		spec := t.c.specFor(t.proto, id, "")
+		spec := t.c.specFor(t.proto, id, "", "")
 		proc := *spec.Process
 		proc.Args = holderArgs(proc.Args)
 		spec.Process = &proc
@@ -304,10 +315,10 @@ func holderArgs(args []string) []string {
 }
 
 func (t *ContainerdCall) Call(ctx context.Context, worker int) error {
-	netns := ""
+	netns, group := "", ""
 	if t.variant.Mode == Pooled {
 		t.mu.Lock()
-		netns = t.netns[worker]
+		netns, group = t.netns[worker], t.holders[worker].ID()
 		t.mu.Unlock()
 	}
 	id := callID("b")
@@ -316,13 +327,13 @@ func (t *ContainerdCall) Call(ctx context.Context, worker int) error {
 		if err != nil {
 			return err
 		}
-		err = t.c.lifecycle(t.c.ctx(ctx), t.c.specFor(t.proto, id, path), id)
+		err = t.c.lifecycle(t.c.ctx(ctx), t.c.specFor(t.proto, id, path, ""), id)
 		if derr := t.c.cni.detach(context.WithoutCancel(ctx), id, path); err == nil {
 			err = derr
 		}
 		return err
 	}
-	return t.c.lifecycle(t.c.ctx(ctx), t.c.specFor(t.proto, id, netns), id)
+	return t.c.lifecycle(t.c.ctx(ctx), t.c.specFor(t.proto, id, netns, group), id)
 }
 
 func (c *Containerd) lifecycle(ctx context.Context, spec *oci.Spec, id string) (err error) {
@@ -412,7 +423,7 @@ func (t *ContainerdWarm) Prepare(ctx context.Context, workers int) error {
 	ctx = t.c.ctx(ctx)
 	for w := 0; w < workers; w++ {
 		id := callID("bw")
-		ctr, err := t.c.newContainer(ctx, id, t.c.specFor(t.proto, id, ""), drivers.RoleCall)
+		ctr, err := t.c.newContainer(ctx, id, t.c.specFor(t.proto, id, "", ""), drivers.RoleCall)
 		if err != nil {
 			return err
 		}
