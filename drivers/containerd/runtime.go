@@ -167,7 +167,7 @@ func (c *container) holderOpts(ctx context.Context, spec lifecycle.CreateSpec, i
 	}
 	return []ctrd.NewContainerOpts{
 		ctrd.WithSnapshotter(d.opts.snapshotter),
-		ctrd.WithNewSnapshot(spec.Name, img.image, snapshots.WithLabels(spec.Labels)),
+		withSnapshot(spec.Name, img, snapshots.WithLabels(spec.Labels)),
 		ctrd.WithNewSpec(specOpts...),
 		ctrd.WithRuntime(d.opts.runtime, nil),
 		ctrd.WithContainerLabels(ctrLabels),

@@ -10,6 +10,7 @@ import (
 	"github.com/containerd/containerd/contrib/seccomp"
 	"github.com/containerd/containerd/oci"
 	"github.com/containerd/containerd/snapshots"
+	"github.com/opencontainers/image-spec/identity"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
@@ -276,12 +277,28 @@ func hostname(id string) string {
 func (o *ContainerOptions) newContainerOpts(id string, img *localImage, specOpts []oci.SpecOpts) []ctrd.NewContainerOpts {
 	opts := []ctrd.NewContainerOpts{
 		ctrd.WithSnapshotter(o.Snapshotter),
-		ctrd.WithNewSnapshot(id, img.image, snapshots.WithLabels(o.Labels)),
+		withSnapshot(id, img, snapshots.WithLabels(o.Labels)),
 		ctrd.WithNewSpec(specOpts...),
 		ctrd.WithRuntime(o.Runtime, nil),
 		ctrd.WithContainerLabels(o.Labels),
 	}
 	return append(opts, o.ContainerOpts...)
+}
+
+// withSnapshot prepares the container's root snapshot on the image's top
+// layer, named from the configuration already read (see imageCache), where
+// the client's WithNewSnapshot reads the manifest and the configuration
+// from the content store again on every create. The record names its image,
+// so the image store sees it in use.
+func withSnapshot(id string, img *localImage, opts ...snapshots.Opt) ctrd.NewContainerOpts {
+	return func(ctx context.Context, client *ctrd.Client, c *containers.Container) error {
+		parent := identity.ChainID(img.config.RootFS.DiffIDs).String()
+		if _, err := client.SnapshotService(c.Snapshotter).Prepare(ctx, id, parent, opts...); err != nil {
+			return err
+		}
+		c.SnapshotKey, c.Image = id, img.image.Name()
+		return nil
+	}
 }
 
 // hostCgroupMode is the cgroup mode of this host, which is the daemon's (the
