@@ -449,6 +449,72 @@ func parseSyslog(m string) (string, syslogRecord, bool) {
 	return sub[3], syslogRecord{priority: p, appName: sub[2]}, true
 }
 
+// A pool holder that dies between the create of a container joining it
+// and the container's start costs the call nothing: the container is made
+// again with a network of its own, the call succeeds, and the dead
+// holder's lease goes back.
+func testHolderDiesBeforeRun(t *testing.T, s *suite) {
+	h := s.newHarness(t, drivers.Config{PreForkPoolSize: 1, PreForkImage: s.h.Image})
+	pooled, _ := h.Driver.(interface{ Pool() *pool.Pool })
+	lister, _ := h.Driver.(drivers.ContainerLister)
+	if pooled == nil || pooled.Pool() == nil || lister == nil {
+		t.Skip("the driver has no pre-fork pool it lists")
+	}
+	p := pooled.Pool()
+	ctx := testContext(t, 2*time.Minute)
+	if err := p.Ready(ctx); err != nil {
+		t.Fatalf("holders not ready: %v (%+v)", err, p.Stats())
+	}
+	task := s.task(t, "true", Script{})
+	task.ImageRef = h.Image
+	cookie, err := h.Driver.CreateCookie(ctx, task)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cookie.Close(context.Background()) })
+	if err := Prepare(ctx, cookie); err != nil {
+		t.Fatal(err)
+	}
+	if st := p.Stats(); st.Leased != 1 {
+		t.Fatalf("pool %+v: the container joined no holder", st)
+	}
+	list, err := lister.Containers(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deaths := p.Stats().Deaths
+	for _, c := range list {
+		if c.Role == drivers.RoleHolder {
+			if err := lister.KillContainer(ctx, c.ID); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for p.Stats().Deaths == deaths {
+		if ctx.Err() != nil {
+			t.Fatalf("pool %+v: the holder's death never noticed", p.Stats())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	w, err := cookie.Run(ctx)
+	if err != nil {
+		t.Fatalf("Run after the holder died: %v, want the container made again", err)
+	}
+	if res := w.Wait(ctx); res.Status() != drivers.StatusSuccess {
+		t.Fatalf("result %s (%v), want success", res.Status(), res.Error())
+	}
+	if st := p.Stats(); st.Leased != 0 {
+		t.Errorf("pool %+v: want the dead holder's lease returned", st)
+	}
+	if err := cookie.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Driver.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s.checkNoLeftovers(t, h)
+}
+
 // Tasks without a network may join holders without one
 // (PreForkNoNetPoolSize): they still see loopback only, and everything,
 // holders included, goes with the driver.

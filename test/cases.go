@@ -51,6 +51,7 @@ var cases = []testCase{
 	{name: "ChildOOMThenExitZero", needs: drivers.CapOOMDetection, run: testChildOOM},
 	{name: "Syslog", run: testSyslog},
 	{name: "SyslogUnavailable", run: testSyslogUnavailable},
+	{name: "HolderDiesBeforeRun", run: testHolderDiesBeforeRun},
 	{name: "NoNetworkPool", needs: drivers.CapRunsCommands, run: testNoNetworkPool},
 	{name: "ImageRemovedAfterValidate", needs: drivers.CapImagePull, run: testImageRemovedAfterValidate},
 }

@@ -465,8 +465,8 @@ func TestPoolClose(t *testing.T) {
 }
 
 // TestPoolHolderDiesUnderCall: a running container whose holder dies gets
-// a clear error wrapping drivers.ErrContainerGone and never hangs; one
-// whose holder died before Run is made again with a network of its own.
+// a clear error wrapping drivers.ErrContainerGone and never hangs (one
+// whose holder died before Run: the suite's HolderDiesBeforeRun).
 func TestPoolHolderDiesUnderCall(t *testing.T) {
 	e := needEnv(t)
 	bare := e.bare(t)
@@ -497,39 +497,6 @@ func TestPoolHolderDiesUnderCall(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitPoolReady(t, d) // replaced
-	})
-	t.Run("before run", func(t *testing.T) {
-		d := newPooledDriver(t, drivers.Config{})
-		ctx := testCtx(t, time.Minute)
-		task := &drivers.Task{ID: "fnrun-dead-" + randomID(), ImageRef: e.localImage, Cmd: "true"}
-		ck, err := d.CreateCookie(ctx, task)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ck.Close(context.Background())
-		if err := ck.CreateContainer(ctx); err != nil {
-			t.Fatal(err)
-		}
-		killHolder(t, &call{Cookie: ck, bare: bare, id: task.ID})
-		// The pool marks the lease dead before it counts the death.
-		waitFor(t, 10*time.Second, "the death noticed", func() bool {
-			st, _ := d.PoolStats()
-			return st.Deaths == 1
-		})
-		// The container is made again with a network of its own.
-		w, err := ck.Run(ctx)
-		if err != nil {
-			t.Fatalf("Run after the holder died: %v, want the container made again", err)
-		}
-		if res := w.Wait(ctx); res.Status() != drivers.StatusSuccess {
-			t.Fatalf("result %s (%v), want success", res.Status(), res.Error())
-		}
-		if st, _ := d.PoolStats(); st.Leased != 0 {
-			t.Errorf("%d leased, want the dead holder's lease returned", st.Leased)
-		}
-		if err := ck.Close(ctx); err != nil {
-			t.Fatal(err)
-		}
 	})
 }
 

@@ -32,6 +32,7 @@ type runtime struct {
 
 var (
 	_ lifecycle.Runtime   = (*runtime)(nil)
+	_ lifecycle.Joiner    = (*runtime)(nil)
 	_ lifecycle.SlotKeyer = (*runtime)(nil)
 	_ drivers.Capable     = (*runtime)(nil)
 )
@@ -61,6 +62,11 @@ func (rt *runtime) hasImage(ref string) bool {
 	defer rt.mu.Unlock()
 	return rt.allPresent || rt.images[ref]
 }
+
+// Joinable implements lifecycle.Joiner: every call leases a pool holder
+// when one is free, as on the real drivers (the mock has no network to
+// share, but the leases, misses and deaths are the same).
+func (rt *runtime) Joinable(*lifecycle.Task, any) bool { return true }
 
 // FindImage implements lifecycle.Runtime.
 func (rt *runtime) FindImage(_ context.Context, ref drivers.Reference) (bool, error) {
