@@ -11,7 +11,10 @@
 // The mock keeps a small image store: an image must be pulled once before
 // a container of it can be created, and pulls are counted (Pulls). Fn's
 // mock driver never asks for a pull; WithImagesPresent behaves like it.
-// Nothing is random.
+// Nothing is random, and Fn's mock's every-hundredth failing Run is not
+// copied. What the life cycle does, the mock does too: a task's syslog
+// endpoint gets its output, calls lease pre-fork holders, the cleaner sees
+// the image store.
 package mock
 
 import (
