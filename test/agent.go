@@ -21,8 +21,9 @@ import (
 // with contexts that have already ended, writers that stop reading, ids
 // used twice, Close racing Wait.
 
-// start creates, prepares and runs a task on h's driver.
-func start(t *testing.T, ctx context.Context, h *Harness, task *drivers.Task) (drivers.Cookie, drivers.WaitResult) {
+// prepared creates a cookie for task on h's driver and prepares it up to
+// its container; the test's cleanup closes it.
+func prepared(t *testing.T, ctx context.Context, h *Harness, task *drivers.Task) drivers.Cookie {
 	t.Helper()
 	cookie, err := h.Driver.CreateCookie(ctx, task)
 	if err != nil {
@@ -32,6 +33,13 @@ func start(t *testing.T, ctx context.Context, h *Harness, task *drivers.Task) (d
 	if err := Prepare(ctx, cookie); err != nil {
 		t.Fatal(err)
 	}
+	return cookie
+}
+
+// start creates, prepares and runs a task on h's driver.
+func start(t *testing.T, ctx context.Context, h *Harness, task *drivers.Task) (drivers.Cookie, drivers.WaitResult) {
+	t.Helper()
+	cookie := prepared(t, ctx, h, task)
 	wait, err := cookie.Run(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -467,14 +475,7 @@ func testHolderDiesBeforeRun(t *testing.T, s *suite) {
 	}
 	task := s.task(t, "true", Script{})
 	task.ImageRef = h.Image
-	cookie, err := h.Driver.CreateCookie(ctx, task)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cookie.Close(context.Background()) })
-	if err := Prepare(ctx, cookie); err != nil {
-		t.Fatal(err)
-	}
+	cookie := prepared(t, ctx, h, task)
 	if st := p.Stats(); st.Leased != 1 {
 		t.Fatalf("pool %+v: the container joined no holder", st)
 	}
