@@ -112,10 +112,8 @@ func New(ctx context.Context, s *Settings, rt Runtime) (*Driver, error) {
 // abort undoes a New that failed half-way.
 func (d *Driver) abort() {
 	d.cancel()
-	for _, p := range []*pool.Pool{d.pool, d.noNet} {
-		if p != nil {
-			_ = p.Close()
-		}
+	for _, p := range d.pools() {
+		_ = p.Close()
 	}
 	if d.cleaner != nil {
 		_ = d.cleaner.Close()
@@ -225,6 +223,17 @@ func (d *Driver) Pool() *pool.Pool { return d.pool }
 // NoNetPool is the pool of holders without a network, or nil.
 func (d *Driver) NoNetPool() *pool.Pool { return d.noNet }
 
+// pools are the pre-fork pools the driver runs.
+func (d *Driver) pools() []*pool.Pool {
+	var out []*pool.Pool
+	for _, p := range []*pool.Pool{d.pool, d.noNet} {
+		if p != nil {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
 // ImageStore implements images.Provider: the runtime's image store, for a
 // one-shot cleanup job even when the driver runs no cleaner.
 func (d *Driver) ImageStore() images.Store { return d.store }
@@ -261,10 +270,7 @@ func (d *Driver) Close() error {
 		wg.Wait()
 		d.cancel()
 		d.wg.Wait()
-		for _, p := range []*pool.Pool{d.pool, d.noNet} {
-			if p == nil {
-				continue
-			}
+		for _, p := range d.pools() {
 			if err := p.Close(); err != nil {
 				errs = append(errs, fmt.Errorf("pre-fork pool: %w", err))
 			}

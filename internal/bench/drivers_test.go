@@ -12,6 +12,20 @@ import (
 	"github.com/fnrun/fnrun/test"
 )
 
+// benchConfig is the configuration of the daemons `make up` started, with
+// a label tag of the benchmark's own, and the test image.
+func benchConfig(b *testing.B) (drivers.Config, string) {
+	env := test.Env(b, "FNRUN_DOCKER_HOST", "FNRUN_CONTAINERD_ADDRESS", "FNRUN_CONTAINERD_NAMESPACE", "FNRUN_TEST_IMAGE")
+	return drivers.Config{
+		Docker:              env["FNRUN_DOCKER_HOST"],
+		Containerd:          env["FNRUN_CONTAINERD_ADDRESS"],
+		ContainerdNamespace: env["FNRUN_CONTAINERD_NAMESPACE"],
+		CNIConfDir:          os.Getenv("FNRUN_CNI_CONF"),
+		CNIBinDir:           os.Getenv("FNRUN_CNI_BIN"),
+		ContainerLabelTag:   "bench-" + randomID(),
+	}, env["FNRUN_TEST_IMAGE"]
+}
+
 // BenchmarkDrivers compares every driver with a daemon here with its bare
 // client, mode by mode, as `fnrun bench` does and with the same twins:
 // b.N calls per client, alternating in rounds. It reports each side's p50
@@ -19,21 +33,13 @@ import (
 //
 //	go test -run '^$' -bench Drivers -benchtime 30x ./internal/bench/
 func BenchmarkDrivers(b *testing.B) {
-	env := test.Env(b, "FNRUN_DOCKER_HOST", "FNRUN_CONTAINERD_ADDRESS", "FNRUN_CONTAINERD_NAMESPACE", "FNRUN_TEST_IMAGE")
-	cfg := drivers.Config{
-		Docker:              env["FNRUN_DOCKER_HOST"],
-		Containerd:          env["FNRUN_CONTAINERD_ADDRESS"],
-		ContainerdNamespace: env["FNRUN_CONTAINERD_NAMESPACE"],
-		CNIConfDir:          os.Getenv("FNRUN_CNI_CONF"),
-		CNIBinDir:           os.Getenv("FNRUN_CNI_BIN"),
-		ContainerLabelTag:   "bench-" + randomID(),
-	}
+	cfg, image := benchConfig(b)
 	for _, name := range []string{"docker", "containerd"} {
 		for _, mode := range []string{Cold, Pooled, Warm} {
 			b.Run(name+"/"+mode, func(b *testing.B) {
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 				defer cancel()
-				s := &Session{Driver: name, Config: cfg, Image: env["FNRUN_TEST_IMAGE"],
+				s := &Session{Driver: name, Config: cfg, Image: image,
 					Options: Options{N: b.N, Concurrency: 1, Rounds: min(b.N, 3), Warmup: 1}}
 				b.ResetTimer()
 				res, errs := s.Run(ctx, mode)
@@ -65,16 +71,7 @@ func BenchmarkDrivers(b *testing.B) {
 //
 //	go test -run '^$' -bench NoNetPool -benchtime 30x ./internal/bench/
 func BenchmarkNoNetPool(b *testing.B) {
-	env := test.Env(b, "FNRUN_DOCKER_HOST", "FNRUN_CONTAINERD_ADDRESS", "FNRUN_CONTAINERD_NAMESPACE", "FNRUN_TEST_IMAGE")
-	cfg := drivers.Config{
-		Docker:              env["FNRUN_DOCKER_HOST"],
-		Containerd:          env["FNRUN_CONTAINERD_ADDRESS"],
-		ContainerdNamespace: env["FNRUN_CONTAINERD_NAMESPACE"],
-		CNIConfDir:          os.Getenv("FNRUN_CNI_CONF"),
-		CNIBinDir:           os.Getenv("FNRUN_CNI_BIN"),
-		ContainerLabelTag:   "bench-" + randomID(),
-	}
-	image := env["FNRUN_TEST_IMAGE"]
+	cfg, image := benchConfig(b)
 	for _, name := range []string{"docker", "containerd"} {
 		b.Run(name, func(b *testing.B) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)

@@ -107,28 +107,20 @@ func (t *RuncCall) Call(ctx context.Context, _ int) error {
 	return nil
 }
 
-// spec is proto for container id, on the read-only view.
+// spec is proto for container id (see Containerd.specFor: a new network
+// namespace), on the read-only copy, without the /etc files, in a cgroup
+// outside containerd's namespace.
 func (t *RuncCall) spec(id string) *oci.Spec {
-	spec := *t.proto
+	spec := t.c.specFor(t.proto, id, "", "")
 	spec.Root = &specs.Root{Path: t.rootfs, Readonly: true}
-	spec.Hostname = id
 	spec.Mounts = nil
 	for _, m := range t.proto.Mounts {
 		if !isEtcFile(m.Destination) {
 			spec.Mounts = append(spec.Mounts, m)
 		}
 	}
-	linux := *t.proto.Linux
-	linux.CgroupsPath = "/fnrun-bench-runc/" + id
-	linux.Namespaces = nil
-	for _, ns := range t.proto.Linux.Namespaces {
-		if ns.Type == specs.NetworkNamespace {
-			ns.Path = ""
-		}
-		linux.Namespaces = append(linux.Namespaces, ns)
-	}
-	spec.Linux = &linux
-	return &spec
+	spec.Linux.CgroupsPath = "/fnrun-bench-runc/" + id
+	return spec
 }
 
 // Close removes the unpacked image.
