@@ -87,13 +87,7 @@ func testCloseWithEndedContext(t *testing.T, s *suite) {
 				task = s.task(t, "true", Script{})
 			}
 			task.ImageRef = h.Image
-			cookie, err := h.Driver.CreateCookie(ctx, task)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := Prepare(ctx, cookie); err != nil {
-				t.Fatal(err)
-			}
+			cookie := prepared(t, ctx, h, task)
 			if state != "created" {
 				wait, err := cookie.Run(ctx)
 				if err != nil {
@@ -143,14 +137,8 @@ func testDriverCloseEndsCookies(t *testing.T, s *suite) {
 			task = s.task(t, "true", Script{})
 		}
 		task.ImageRef = h.Image
-		cookie, err := h.Driver.CreateCookie(ctx, task)
-		if err != nil {
-			t.Fatal(err)
-		}
+		cookie := prepared(t, ctx, h, task)
 		cookies = append(cookies, cookie)
-		if err := Prepare(ctx, cookie); err != nil {
-			t.Fatal(err)
-		}
 		if state == "created" {
 			continue
 		}
@@ -365,13 +353,7 @@ func testSyslogUnavailable(t *testing.T, s *suite) {
 	ctx := testContext(t, time.Minute)
 	task := s.task(t, "echo hi", Script{Stdout: "hi\n"})
 	task.Logging = drivers.LoggerConfig{URL: "tcp://" + addr}
-	cookie, err := s.h.Driver.CreateCookie(ctx, task)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := Prepare(ctx, cookie); err != nil {
-		t.Fatal(err)
-	}
+	cookie := prepared(t, ctx, s.h, task)
 	if _, err := cookie.Run(ctx); !errors.Is(err, drivers.ErrSyslogUnavailable) {
 		t.Errorf("Run with a refused syslog endpoint: %v, want ErrSyslogUnavailable", err)
 	}

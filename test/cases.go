@@ -175,18 +175,7 @@ func testCancel(t *testing.T, s *suite) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	task := s.task(t, "sleep 120", Script{Hang: true})
-	cookie, err := s.h.Driver.CreateCookie(ctx, task)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cookie.Close(context.Background())
-	if err := Prepare(ctx, cookie); err != nil {
-		t.Fatal(err)
-	}
-	wait, err := cookie.Run(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cookie, wait := start(t, ctx, s.h, task)
 	time.AfterFunc(500*time.Millisecond, cancel)
 	res := wait.Wait(ctx)
 	if res.Status() != drivers.StatusCancelled {
@@ -238,18 +227,7 @@ func testFreeze(t *testing.T, s *suite) {
 	task := s.task(t, `sh -c 'sleep 2; echo done'`, Script{Delay: 2 * time.Second, Stdout: "done\n"})
 	var stdout SyncBuffer
 	task.Stdout = &stdout
-	cookie, err := s.h.Driver.CreateCookie(ctx, task)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cookie.Close(context.Background())
-	if err := Prepare(ctx, cookie); err != nil {
-		t.Fatal(err)
-	}
-	wait, err := cookie.Run(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cookie, wait := start(t, ctx, s.h, task)
 	if err := cookie.Freeze(ctx); err != nil {
 		t.Fatalf("Freeze: %v", err)
 	}
