@@ -16,6 +16,7 @@ import (
 	docker "github.com/fsouza/go-dockerclient"
 
 	"github.com/fnrun/fnrun/drivers"
+	"github.com/fnrun/fnrun/internal/dockerconfig/dockerconfigtest"
 )
 
 // authEnv are the variables of the loopback registry that asks for a
@@ -31,25 +32,45 @@ func credentialsEnv(t *testing.T, fnDockerAuth, dockerConfig, homeConfig string)
 	t.Setenv("FN_DOCKER_AUTH", fnDockerAuth)
 	dir := ""
 	if dockerConfig != "" {
-		dir = t.TempDir()
-		writeFile(t, filepath.Join(dir, "config.json"), dockerConfig)
+		dir = dockerconfigtest.WriteConfig(t, dockerConfig)
 	}
 	t.Setenv("DOCKER_CONFIG", dir)
 	home := t.TempDir()
 	if homeConfig != "" {
-		writeFile(t, filepath.Join(home, ".docker", "config.json"), homeConfig)
+		// HOME's .docker is a folder of its own, holding config.json.
+		if err := os.Symlink(dockerconfigtest.WriteConfig(t, homeConfig), filepath.Join(home, ".docker")); err != nil {
+			t.Fatal(err)
+		}
 	}
 	t.Setenv("HOME", home)
 }
 
-func writeFile(t *testing.T, path, content string) {
+// rigsOf makes a rig of every runtime, with the extra variables the test
+// needs.
+func rigsOf(t *testing.T, extra ...string) map[string]*rig {
 	t.Helper()
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		t.Fatal(err)
+	rigs := map[string]*rig{}
+	for _, name := range runtimes {
+		rigs[name] = newRig(t, name, extra...)
 	}
-	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
-		t.Fatal(err)
+	return rigs
+}
+
+// openAll opens the driver of every rig.
+func openAll(t *testing.T, rigs map[string]*rig) map[string]drivers.Driver {
+	t.Helper()
+	drvs := map[string]drivers.Driver{}
+	for _, name := range runtimes {
+		drvs[name] = rigs[name].open(t, drivers.Config{})
 	}
+	return drvs
+}
+
+// authRegistry is the loopback registry that asks for a login, with its
+// credentials.
+func authRegistry(t *testing.T, rigs map[string]*rig) *registry {
+	e := rigs[rtDocker].env
+	return newRegistry(t, e["FNRUN_AUTH_REGISTRY"], e["FNRUN_AUTH_USER"], e["FNRUN_AUTH_PASSWORD"])
 }
 
 // Fn's driver reads registry credentials at start from FN_DOCKER_AUTH (the
@@ -63,13 +84,9 @@ func writeFile(t *testing.T, path, content string) {
 // The environment is process-wide: the cases set it and open their
 // drivers one after the other, not in parallel.
 func TestCredentialsFromEnvironment(t *testing.T) {
-	rigs := map[string]*rig{}
-	for _, name := range runtimes {
-		rigs[name] = newRig(t, name, authEnv...)
-	}
-	e := rigs[rtDocker].env
-	host, user, password := e["FNRUN_AUTH_REGISTRY"], e["FNRUN_AUTH_USER"], e["FNRUN_AUTH_PASSWORD"]
-	reg := newRegistry(t, host, user, password)
+	rigs := rigsOf(t, authEnv...)
+	reg := authRegistry(t, rigs)
+	host, user, password := reg.host, reg.user, reg.password
 	entry := func(key string) string {
 		return fmt.Sprintf(`{%q:{"username":%q,"password":%q}}`, key, user, password)
 	}
@@ -92,10 +109,7 @@ func TestCredentialsFromEnvironment(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			credentialsEnv(t, tc.fnDockerAuth, tc.dockerConfig, tc.home)
-			drvs := map[string]drivers.Driver{}
-			for _, name := range runtimes {
-				drvs[name] = rigs[name].open(t, drivers.Config{})
-			}
+			drvs := openAll(t, rigs)
 			ref := reg.derive(t, "fnrun/fn-auth-"+randomID(), "v1", imageSpec{})
 			var wg sync.WaitGroup
 			for _, name := range runtimes {
@@ -122,10 +136,7 @@ func TestCredentialsFromEnvironment(t *testing.T) {
 // credentials; fnrun refuses to open, with an error that does not quote
 // the secret.
 func TestCredentialsMalformed(t *testing.T) {
-	rigs := map[string]*rig{}
-	for _, name := range runtimes {
-		rigs[name] = newRig(t, name)
-	}
+	rigs := rigsOf(t)
 	const secret = "fnrun-not-a-secret-really"
 	credentialsEnv(t, `{"127.0.0.1:5001":{"password":"`+secret+`"`, "", "")
 	for _, name := range runtimes {
@@ -195,18 +206,11 @@ func (f *fnTask) DockerAuth(_ context.Context, image string) (*docker.AuthConfig
 // it. fnrun's own drivers.Auther comes first; and, unlike Fn, credentials
 // a task gives for another registry are not sent to this one.
 func TestDockerAuthTask(t *testing.T) {
-	rigs := map[string]*rig{}
-	for _, name := range runtimes {
-		rigs[name] = newRig(t, name, authEnv...)
-	}
+	rigs := rigsOf(t, authEnv...)
 	credentialsEnv(t, "", "", "") // no credentials but the task's
-	e := rigs[rtDocker].env
-	host, user, password := e["FNRUN_AUTH_REGISTRY"], e["FNRUN_AUTH_USER"], e["FNRUN_AUTH_PASSWORD"]
-	reg := newRegistry(t, host, user, password)
-	drvs := map[string]drivers.Driver{}
-	for _, name := range runtimes {
-		drvs[name] = rigs[name].open(t, drivers.Config{})
-	}
+	reg := authRegistry(t, rigs)
+	host, user, password := reg.host, reg.user, reg.password
+	drvs := openAll(t, rigs)
 	refused := errors.New("no credentials for this image")
 	right := &docker.AuthConfiguration{Username: user, Password: password, ServerAddress: host}
 

@@ -53,12 +53,7 @@ func TestImageCleaner(t *testing.T) {
 		// A cookie holds its image busy from ValidateImage to Close (Fn's
 		// TestImageCleaner2, through the driver's cleaner).
 		own, _ := drv.(images.Provider).ImageCleaner()
-		task := r.task("busy", "true")
-		task.ImageRef = refs["img2"]
-		cookie, err := drv.CreateCookie(ctx, task)
-		if err != nil {
-			t.Fatal(err)
-		}
+		cookie := newCookie(t, ctx, drv, r.imageTask("busy", refs["img2"]))
 		if _, err := cookie.ValidateImage(ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -92,7 +87,7 @@ func TestImageCleaner(t *testing.T) {
 			total += img.Size
 			shared = max(shared, img.SharedSize)
 			for name, ref := range refs {
-				if hasRef(img, ref) {
+				if hasRef(img.References, ref) {
 					size[name] = img.Size
 				}
 			}
@@ -125,7 +120,7 @@ func TestImageCleaner(t *testing.T) {
 		var removed []string
 		for _, img := range rep.Removed {
 			for name, ref := range refs {
-				if slices.ContainsFunc(img.References, func(s string) bool { return sameRef(s, ref) }) {
+				if hasRef(img.References, ref) {
 					removed = append(removed, name)
 				}
 			}
@@ -184,8 +179,9 @@ func (s onlyUnder) List(ctx context.Context) ([]images.Image, error) {
 	return out, nil
 }
 
-func hasRef(img images.Image, ref string) bool {
-	return slices.ContainsFunc(img.References, func(s string) bool { return sameRef(s, ref) })
+// hasRef reports whether one of refs names the same image as ref.
+func hasRef(refs []string, ref string) bool {
+	return slices.ContainsFunc(refs, func(s string) bool { return sameRef(s, ref) })
 }
 
 // sameRef reports whether two references name the same image.
@@ -198,12 +194,7 @@ func sameRef(a, b string) bool {
 // pullWith pulls ref through a cookie of drv.
 func pullWith(t *testing.T, ctx context.Context, r *rig, drv drivers.Driver, ref string) {
 	t.Helper()
-	task := r.task("pull", "true")
-	task.ImageRef = ref
-	cookie, err := drv.CreateCookie(ctx, task)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cookie := newCookie(t, ctx, drv, r.imageTask("pull", ref))
 	defer cookie.Close(context.Background())
 	pull, err := cookie.ValidateImage(ctx)
 	if err == nil && pull {
@@ -217,12 +208,7 @@ func pullWith(t *testing.T, ctx context.Context, r *rig, drv drivers.Driver, ref
 // needsPull says whether a cookie of ref on drv asks for a pull.
 func needsPull(t *testing.T, ctx context.Context, r *rig, drv drivers.Driver, ref string) bool {
 	t.Helper()
-	task := r.task("check", "true")
-	task.ImageRef = ref
-	cookie, err := drv.CreateCookie(ctx, task)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cookie := newCookie(t, ctx, drv, r.imageTask("check", ref))
 	defer cookie.Close(context.Background())
 	pull, err := cookie.ValidateImage(ctx)
 	if err != nil {

@@ -284,6 +284,35 @@ func (r *rig) task(name, cmd string) *drivers.Task {
 	return &drivers.Task{ID: "fn-" + name + "-" + randomID(), ImageRef: r.image(), Cmd: cmd}
 }
 
+// imageTask is a task of ref with a unique id that runs true.
+func (r *rig) imageTask(name, ref string) *drivers.Task {
+	task := r.task(name, "true")
+	task.ImageRef = ref
+	return task
+}
+
+// newCookie creates a cookie of task on drv; the caller closes it.
+func newCookie(t *testing.T, ctx context.Context, drv drivers.Driver, task drivers.ContainerTask) drivers.Cookie {
+	t.Helper()
+	cookie, err := drv.CreateCookie(ctx, task)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cookie
+}
+
+// prepared creates a cookie of task on drv and prepares it up to its
+// container (test.Prepare); the test's end closes it.
+func prepared(t *testing.T, ctx context.Context, drv drivers.Driver, task *drivers.Task) drivers.Cookie {
+	t.Helper()
+	cookie := newCookie(t, ctx, drv, task)
+	t.Cleanup(func() { _ = cookie.Close(context.Background()) })
+	if err := test.Prepare(ctx, cookie); err != nil {
+		t.Fatal(err)
+	}
+	return cookie
+}
+
 // run takes task through the whole life cycle on drv.
 func run(t *testing.T, ctx context.Context, drv drivers.Driver, task *drivers.Task) test.Outcome {
 	t.Helper()
@@ -311,14 +340,7 @@ type started struct {
 // start creates, prepares and runs task; the test's end closes it.
 func start(t *testing.T, ctx context.Context, drv drivers.Driver, task *drivers.Task) started {
 	t.Helper()
-	cookie, err := drv.CreateCookie(ctx, task)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cookie.Close(context.Background()) })
-	if err := test.Prepare(ctx, cookie); err != nil {
-		t.Fatal(err)
-	}
+	cookie := prepared(t, ctx, drv, task)
 	wait, err := cookie.Run(ctx)
 	if err != nil {
 		t.Fatal(err)

@@ -217,12 +217,7 @@ func TestPoolImage(t *testing.T) {
 		drv := r.pooled(t, drivers.Config{PreForkPoolSize: 1, PreForkImage: ref, ImageCleanMaxSize: 1 << 50})
 
 		ctx := testContext(t, time.Minute)
-		task := r.task("poolimg", "true")
-		task.ImageRef = ref
-		cookie, err := drv.CreateCookie(ctx, task)
-		if err != nil {
-			t.Fatal(err)
-		}
+		cookie := newCookie(t, ctx, drv, r.imageTask("poolimg", ref))
 		defer cookie.Close(context.Background())
 		if pull, err := cookie.ValidateImage(ctx); err != nil || pull {
 			t.Fatalf("ValidateImage of the pool image: pull %v, %v; want it present", pull, err)
@@ -252,15 +247,9 @@ func TestPoolImage(t *testing.T) {
 
 // tracked finds the image with reference ref in a cleaner's snapshot.
 func tracked(s images.Snapshot, ref string) (images.ImageInfo, bool) {
-	n, err := drivers.NormalizeImage(ref)
-	if err != nil {
-		return images.ImageInfo{}, false
-	}
 	for _, img := range s.Images {
-		for _, r := range img.References {
-			if m, err := drivers.NormalizeImage(r); err == nil && m.Normalized == n.Normalized {
-				return img, true
-			}
+		if hasRef(img.References, ref) {
+			return img, true
 		}
 	}
 	return images.ImageInfo{}, false

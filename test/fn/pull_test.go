@@ -21,12 +21,7 @@ func concurrentPulls(t *testing.T, ctx context.Context, r *rig, drv drivers.Driv
 	var cookies []drivers.Cookie
 	for i := range n {
 		for _, ref := range refs {
-			task := r.task(fmt.Sprint("pull", i), "true")
-			task.ImageRef = ref
-			cookie, err := drv.CreateCookie(ctx, task)
-			if err != nil {
-				t.Fatal(err)
-			}
+			cookie := newCookie(t, ctx, drv, r.imageTask(fmt.Sprint("pull", i), ref))
 			t.Cleanup(func() { _ = cookie.Close(context.Background()) })
 			if pull, err := cookie.ValidateImage(ctx); err != nil || !pull {
 				t.Fatalf("ValidateImage of %s: pull %v, %v; want a pull asked for", ref, pull, err)
@@ -72,9 +67,7 @@ func TestPullsShared(t *testing.T) {
 			t.Errorf("manifest requests: %d for one tag, %d for the other; want one pull each", a, b)
 		}
 		for _, ref := range []string{one, two} {
-			task := r.task("pulled", "true")
-			task.ImageRef = ref
-			wantSuccess(t, run(t, ctx, drv, task))
+			wantSuccess(t, run(t, ctx, drv, r.imageTask("pulled", ref)))
 		}
 	})
 }
@@ -157,9 +150,7 @@ func TestPullsRetried(t *testing.T) {
 		}
 		// Once the registry is back, the next pull succeeds.
 		p.set(0, 0)
-		task := r.task("back", "true")
-		task.ImageRef = ref
 		t.Cleanup(func() { r.removeImage(ref) })
-		wantSuccess(t, run(t, ctx, drv, task))
+		wantSuccess(t, run(t, ctx, drv, r.imageTask("back", ref)))
 	})
 }

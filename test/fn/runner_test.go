@@ -1,7 +1,6 @@
 package fn
 
 import (
-	"context"
 	"errors"
 	"net"
 	"strings"
@@ -85,14 +84,7 @@ func TestRunnerDockerNetworks(t *testing.T) {
 	tally := map[string]int{}
 	for range 2 {
 		task := r.task("net", "true")
-		cookie, err := drv.CreateCookie(ctx, task)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = cookie.Close(context.Background()) })
-		if err := test.Prepare(ctx, cookie); err != nil {
-			t.Fatal(err)
-		}
+		prepared(t, ctx, drv, task)
 		ctr, err := bare.InspectContainerWithContext(task.ID, ctx)
 		if err != nil {
 			t.Fatal(err)
@@ -134,14 +126,7 @@ func TestRunnerNoNetwork(t *testing.T) {
 		task.NoNetwork = true
 		var stdout test.SyncBuffer
 		task.Stdout = &stdout
-		cookie, err := drv.CreateCookie(ctx, task)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer cookie.Close(context.Background())
-		if err := test.Prepare(ctx, cookie); err != nil {
-			t.Fatal(err)
-		}
+		cookie := prepared(t, ctx, drv, task)
 		if r.name == rtDocker {
 			ctr, err := r.docker().InspectContainerWithContext(task.ID, ctx)
 			if err != nil {
@@ -181,13 +166,7 @@ func TestRunnerSyslogUnavailable(t *testing.T) {
 		ctx := testContext(t, time.Minute)
 		task := r.task("syslog", "echo hi")
 		task.Logging = drivers.LoggerConfig{URL: "tcp://" + addr}
-		cookie, err := drv.CreateCookie(ctx, task)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := test.Prepare(ctx, cookie); err != nil {
-			t.Fatal(err)
-		}
+		cookie := prepared(t, ctx, drv, task)
 		if _, err := cookie.Run(ctx); !errors.Is(err, drivers.ErrSyslogUnavailable) {
 			t.Errorf("Run with an unreachable syslog: %v, want ErrSyslogUnavailable", err)
 		}

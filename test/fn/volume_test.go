@@ -79,22 +79,15 @@ func TestVolumeValidationImage(t *testing.T) {
 		ctx := testContext(t, time.Minute)
 
 		strict := r.open(t, drivers.Config{})
-		task := r.task("imgvol", "true")
-		task.ImageRef = ref
-		cookie, err := strict.CreateCookie(ctx, task)
-		if err != nil {
-			t.Fatal(err)
-		}
+		cookie := newCookie(t, ctx, strict, r.imageTask("imgvol", ref))
 		defer cookie.Close(context.Background())
-		err = test.Prepare(ctx, cookie)
+		err := test.Prepare(ctx, cookie)
 		if !errors.Is(err, drivers.ErrInvalidTask) || !strings.Contains(err.Error(), "/data") {
 			t.Fatalf("an image declaring /data: %v, want ErrInvalidTask naming the volume", err)
 		}
 
 		enabled := r.open(t, drivers.Config{ImageEnableVolume: true})
-		task = r.task("imgvol", "true")
-		task.ImageRef = ref
-		wantSuccess(t, run(t, ctx, enabled, task))
+		wantSuccess(t, run(t, ctx, enabled, r.imageTask("imgvol", ref)))
 	})
 }
 
