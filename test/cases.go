@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/fnrun/fnrun/drivers"
+	"github.com/fnrun/fnrun/stats"
 )
 
 // cases is the suite, in the order it runs.
@@ -520,15 +521,29 @@ func testUnprivileged(t *testing.T, s *suite) {
 	}
 }
 
+// testStats: the samples taken while the task runs carry its CPU time,
+// memory use and limit, process count and network figures. The last one may
+// be taken after the process has exited (no pids, no network namespace any
+// more), so the case looks for one complete sample, not at the last.
 func testStats(t *testing.T, s *suite) {
 	var rec statRecorder
-	task := s.task(t, "sleep 3", Script{Delay: 3 * time.Second})
+	task := s.task(t, `sh -c 'i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done; sleep 3'`, Script{Delay: 3 * time.Second})
+	task.MemoryBytes = 64 << 20
 	task.Stats = rec.write
 	out := s.mustRun(t, testContext(t, time.Minute), task)
 	wantSuccess(t, out)
-	if rec.count() == 0 {
+	samples := rec.all()
+	if len(samples) == 0 {
 		t.Fatal("no stat written for a 3s run")
 	}
+	for _, st := range samples {
+		m := st.Metrics
+		_, net := m[stats.MetricNetRx]
+		if m[stats.MetricCPUTotal] > 0 && m[stats.MetricMemUsage] > 0 && m[stats.MetricMemLimit] == 64<<20 && m[stats.MetricPids] > 0 && net {
+			return
+		}
+	}
+	t.Errorf("none of %d samples has CPU time, memory use, the 64 MiB limit, pids and network figures; last %v", len(samples), samples[len(samples)-1].Metrics)
 }
 
 func testCloseIdempotent(t *testing.T, s *suite) {

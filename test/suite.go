@@ -255,8 +255,8 @@ func (r *statRecorder) write(_ context.Context, s stats.Stat) {
 	r.stats = append(r.stats, s)
 }
 
-func (r *statRecorder) count() int {
+func (r *statRecorder) all() []stats.Stat {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return len(r.stats)
+	return append([]stats.Stat(nil), r.stats...)
 }

@@ -208,41 +208,24 @@ func TestTimeoutWhileFrozen(t *testing.T) {
 	}
 }
 
-// TestStatsSamples: a running container yields several samples with CPU
-// and memory figures and its memory limit.
-func TestStatsSamples(t *testing.T) {
+// TestStatsInterval: WithStatsInterval sets how often a running container
+// is sampled (what the samples carry is the suite's Stats case).
+func TestStatsInterval(t *testing.T) {
 	env := requireEnv(t)
 	d := newTestDriver(t, env, drivers.Config{}, WithStatsInterval(200*time.Millisecond))
 	var mu sync.Mutex
-	var got []stats.Stat
-	task := &drivers.Task{ID: "fnrun-stats-" + randomID(), ImageRef: env.localImage, MemoryBytes: 64 << 20,
-		Cmd: `sh -c 'i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; sleep 1'`,
-		Stats: func(_ context.Context, s stats.Stat) {
+	samples := 0
+	task := &drivers.Task{ID: "fnrun-stats-" + randomID(), ImageRef: env.localImage, Cmd: "sleep 2",
+		Stats: func(context.Context, stats.Stat) {
 			mu.Lock()
-			got = append(got, s)
+			samples++
 			mu.Unlock()
 		}}
 	runTask(t, d, task, drivers.StatusSuccess)
 	mu.Lock()
 	defer mu.Unlock()
-	if len(got) < 3 {
-		t.Fatalf("%d samples in more than a second at 200ms", len(got))
-	}
-	last := got[len(got)-1]
-	if last.Metrics[stats.MetricCPUTotal] == 0 || last.Metrics[stats.MetricMemLimit] != 64<<20 {
-		t.Errorf("last sample %v: want CPU time and the 64MiB limit", last.Metrics)
-	}
-	// Network figures come from the task's namespace, which is gone once
-	// the process has exited: the sample taken at the very end may lack
-	// them, the ones taken while it ran may not.
-	withNet := 0
-	for _, s := range got {
-		if _, ok := s.Metrics[stats.MetricNetRx]; ok {
-			withNet++
-		}
-	}
-	if withNet == 0 {
-		t.Errorf("none of %d samples has network figures", len(got))
+	if samples < 3 {
+		t.Fatalf("%d samples in more than a second at 200ms", samples)
 	}
 }
 

@@ -484,33 +484,6 @@ func tagValues(t *testing.T, viewName string, key tag.Key) map[string]bool {
 	return out
 }
 
-// TestStatsSamples: a running container's samples carry CPU and memory.
-func TestStatsSamples(t *testing.T) {
-	e := needEnv(t)
-	d := newDriver(t, drivers.Config{})
-	var mu sync.Mutex
-	var got []stats.Stat
-	task := &drivers.Task{ID: "fnrun-stats-" + randomID(), ImageRef: e.localImage, MemoryBytes: 64 << 20,
-		Cmd: `sh -c 'i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; sleep 3'`,
-		Stats: func(_ context.Context, s stats.Stat) {
-			mu.Lock()
-			got = append(got, s)
-			mu.Unlock()
-		}}
-	if res := runTask(testCtx(t, time.Minute), t, d, task); res.Status() != drivers.StatusSuccess {
-		t.Fatalf("status %s: %v", res.Status(), res.Error())
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	if len(got) == 0 {
-		t.Fatal("no stats")
-	}
-	last := got[len(got)-1].Metrics
-	if last[stats.MetricCPUTotal] == 0 || last[stats.MetricMemUsage] == 0 || last[stats.MetricMemLimit] != 64<<20 || last[stats.MetricPids] == 0 {
-		t.Errorf("last sample %v lacks CPU, memory, limit or pids", last)
-	}
-}
-
 func TestToStatCgroupVersions(t *testing.T) {
 	var s docker.Stats
 	s.Read = time.Now()

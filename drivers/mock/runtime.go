@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"sync"
 	"syscall"
 	"time"
@@ -126,7 +127,10 @@ func (rt *runtime) Create(_ context.Context, spec lifecycle.CreateSpec) (lifecyc
 	if !rt.allPresent && !rt.images[ref] {
 		return nil, fmt.Errorf("image %s is not present: %w", ref, drivers.ErrImageNotFound)
 	}
-	c := &container{rt: rt, name: spec.Name, image: ref, script: s, labels: spec.Labels, created: time.Now()}
+	c := &container{rt: rt, name: spec.Name, image: ref, script: s, labels: spec.Labels, created: time.Now(), memory: math.MaxUint64}
+	if spec.Task != nil && spec.Task.Memory() != 0 {
+		c.memory = spec.Task.Memory()
+	}
 	if !daemon.claim(c) {
 		return nil, fmt.Errorf("container %s: %w", spec.Name, drivers.ErrAlreadyExists)
 	}
@@ -160,6 +164,7 @@ type container struct {
 	script  script
 	labels  map[string]string
 	created time.Time
+	memory  uint64 // the limit its stats report
 
 	mu sync.Mutex
 	p  *process
@@ -181,6 +186,7 @@ func (c *container) Start(_ context.Context, io lifecycle.IO) (lifecycle.Process
 		signal: make(chan syscall.Signal, 1),
 		exited: make(chan struct{}),
 		output: make(chan struct{}),
+		memory: c.memory,
 	}
 	c.p = p
 	go p.simulate()
@@ -245,6 +251,7 @@ type process struct {
 	exited chan struct{}       // closed once exit is set
 	exit   lifecycle.Exit
 	output chan struct{} // closed once the output is written
+	memory uint64
 
 	mu      sync.Mutex
 	frozen  bool
@@ -394,15 +401,20 @@ func (p *process) StopOutput() {
 	p.mu.Unlock()
 }
 
-// Stats implements lifecycle.Process: a sample at once, then every 500ms.
+// Stats implements lifecycle.Process: a sample at once, then every 500ms,
+// shaped like a real one (a process using 1 MiB under the task's limit).
 func (p *process) Stats(ctx context.Context, write func(stats.Stat)) {
 	start := time.Now()
 	t := time.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
 	for {
 		write(stats.Stat{Timestamp: time.Now(), Metrics: map[string]uint64{
-			stats.MetricCPUTotal: uint64(time.Since(start)),
-			stats.MetricMemUsage: 0,
+			stats.MetricCPUTotal: uint64(time.Since(start)) + 1,
+			stats.MetricMemUsage: 1 << 20,
+			stats.MetricMemLimit: p.memory,
+			stats.MetricPids:     1,
+			stats.MetricNetRx:    0,
+			stats.MetricNetTx:    0,
 		}})
 		select {
 		case <-ctx.Done():
