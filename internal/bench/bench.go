@@ -57,13 +57,16 @@ const (
 
 	Fnrun = "fnrun"
 	Bare  = "bare"
+	// Minimal is a bare client asking for the least: containerd's default
+	// spec, none of the driver's extras (see Containerd.MinimalSpec).
+	Minimal = "minimal"
 )
 
 // Variant names what is measured.
 type Variant struct {
 	Driver string // docker, containerd, mock
 	Mode   string // Cold, Pooled or Warm
-	Client string // Fnrun or Bare
+	Client string // Fnrun, Bare, Minimal or Runc
 }
 
 func (v Variant) String() string { return v.Driver + " " + v.Mode + " " + v.Client }

@@ -155,6 +155,7 @@ func TestTableAndChart(t *testing.T) {
 	results := []*Result{
 		mk(Variant{"docker", Cold, Fnrun}, 220, 230, 240),
 		mk(Variant{"docker", Cold, Bare}, 200, 210, 220),
+		mk(Variant{"docker", Cold, Minimal}, 180, 200, 220),
 		mk(Variant{"docker", Warm, Fnrun}, 2, 3, 4),
 	}
 	results[0].Note = "pool misses 0"
@@ -163,8 +164,8 @@ func TestTableAndChart(t *testing.T) {
 		t.Fatal(err)
 	}
 	lines := strings.Split(strings.TrimRight(buf.String(), "\n"), "\n")
-	if len(lines) != 4 {
-		t.Fatalf("want a header and 3 rows:\n%s", buf.String())
+	if len(lines) != 5 {
+		t.Fatalf("want a header and 4 rows:\n%s", buf.String())
 	}
 	// Columns line up: P50 ends at the same place on every line.
 	end := strings.Index(lines[0], "P50") + len("P50")
@@ -173,8 +174,8 @@ func TestTableAndChart(t *testing.T) {
 			t.Errorf("P50 column misaligned in %q", l)
 		}
 	}
-	if !strings.Contains(lines[1], "1.10x") || !strings.Contains(lines[1], "pool misses 0") {
-		t.Errorf("want the ratio to bare (230/210) and the note:\n%s", buf.String())
+	if !strings.Contains(lines[1], "1.10x    1.15x") || !strings.Contains(lines[1], "pool misses 0") {
+		t.Errorf("want the ratios to bare (230/210) and minimal (230/200) and the note:\n%s", buf.String())
 	}
 	if strings.HasSuffix(lines[0], " ") {
 		t.Error("trailing blanks")

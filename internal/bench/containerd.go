@@ -8,12 +8,14 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
 
 	ctrd "github.com/containerd/containerd"
 	"github.com/containerd/containerd/cio"
+	"github.com/containerd/containerd/containers"
 	"github.com/containerd/containerd/errdefs"
 	"github.com/containerd/containerd/namespaces"
 	"github.com/containerd/containerd/oci"
@@ -126,6 +128,43 @@ func (c *Containerd) Spec(ctx context.Context, drv drivers.Driver, task *drivers
 	return spec, nil
 }
 
+// MinimalSpec is the spec of the minimal client: what containerd's own
+// defaults make of the image's configuration, run as the driver's
+// unprivileged user with no new privileges, with the driver's network
+// arrangement (proto's network namespace) and nothing else of the driver's:
+// no /etc files, no init, no seccomp profile or capability set of its own.
+// It is the least a user of bare containerd would ask for.
+func (c *Containerd) MinimalSpec(ctx context.Context, proto *oci.Spec) (*oci.Spec, error) {
+	ctx = c.ctx(ctx)
+	img, err := c.Client.GetImage(ctx, c.Image)
+	if err != nil {
+		return nil, err
+	}
+	spec, err := oci.GenerateSpec(ctx, c.Client, &containers.Container{ID: callID("minimal")},
+		oci.WithImageConfig(img), oci.WithProcessArgs(TrivialCommand),
+		oci.WithUIDGID(fncd.UnprivilegedUID, fncd.UnprivilegedGID), oci.WithNoNewPrivileges)
+	if err != nil {
+		return nil, err
+	}
+	for _, ns := range proto.Linux.Namespaces {
+		if ns.Type == specs.NetworkNamespace {
+			withNamespace(spec, ns)
+		}
+	}
+	return spec, nil
+}
+
+// withNamespace sets the spec's namespace of ns's type to ns.
+func withNamespace(spec *oci.Spec, ns specs.LinuxNamespace) {
+	for i, have := range spec.Linux.Namespaces {
+		if have.Type == ns.Type {
+			spec.Linux.Namespaces[i] = ns
+			return
+		}
+	}
+	spec.Linux.Namespaces = append(spec.Linux.Namespaces, ns)
+}
+
 func isEtcFile(dst string) bool {
 	switch dst {
 	case "/etc/resolv.conf", "/etc/hosts", "/etc/hostname":
@@ -137,7 +176,7 @@ func isEtcFile(dst string) bool {
 // withEtcFiles writes the container's /etc files, as the driver does, and
 // returns spec with its mounts pointing at them.
 func (c *Containerd) withEtcFiles(spec *oci.Spec, id string) (*oci.Spec, error) {
-	if len(c.etcFiles) == 0 {
+	if !slices.ContainsFunc(spec.Mounts, func(m specs.Mount) bool { return c.etcFiles[m.Destination] != nil }) {
 		return spec, nil
 	}
 	dir := filepath.Join(EtcDir, id)
@@ -182,17 +221,8 @@ func (c *Containerd) specFor(proto *oci.Spec, id, netns, group string) *oci.Spec
 	linux := *proto.Linux
 	linux.CgroupsPath = "/" + c.Namespace + "/" + id
 	linux.Namespaces = append([]specs.LinuxNamespace(nil), proto.Linux.Namespaces...)
-	found := false
-	for i, ns := range linux.Namespaces {
-		if ns.Type == specs.NetworkNamespace {
-			linux.Namespaces[i].Path = netns
-			found = true
-		}
-	}
-	if !found {
-		linux.Namespaces = append(linux.Namespaces, specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: netns})
-	}
 	spec.Linux = &linux
+	withNamespace(&spec, specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: netns})
 	spec.Hostname = id
 	if len(id) > 64 {
 		spec.Hostname = id[:64]
@@ -262,9 +292,10 @@ type ContainerdCall struct {
 }
 
 // NewContainerdCall returns the bare containerd target of mode (Cold or
-// Pooled); proto is the driver's spec for `true` (see Containerd.Spec).
-func NewContainerdCall(c *Containerd, proto *oci.Spec, driverName, mode string) *ContainerdCall {
-	return &ContainerdCall{c: c, proto: proto, variant: Variant{driverName, mode, Bare}}
+// Pooled); proto is the driver's spec for `true` (see Containerd.Spec), or
+// the minimal one (see MinimalSpec) for client Minimal.
+func NewContainerdCall(c *Containerd, proto *oci.Spec, driverName, mode, client string) *ContainerdCall {
+	return &ContainerdCall{c: c, proto: proto, variant: Variant{driverName, mode, client}}
 }
 
 func (t *ContainerdCall) Variant() Variant { return t.variant }

@@ -29,7 +29,7 @@ func benchConfig(b *testing.B) (drivers.Config, string) {
 // BenchmarkDrivers compares every driver with a daemon here with its bare
 // client, mode by mode, as `fnrun bench` does and with the same twins:
 // b.N calls per client, alternating in rounds. It reports each side's p50
-// and the fnrun/bare ratio of the p50s.
+// and the ratios of fnrun's p50 to the bare, minimal and runc ones.
 //
 //	go test -run '^$' -bench Drivers -benchtime 30x ./internal/bench/
 func BenchmarkDrivers(b *testing.B) {
@@ -47,18 +47,15 @@ func BenchmarkDrivers(b *testing.B) {
 				for _, err := range errs {
 					b.Fatal(err)
 				}
-				var fnrun, bare time.Duration
+				p50 := map[string]time.Duration{}
 				for _, r := range res {
-					p50 := r.Percentile(50)
-					b.ReportMetric(float64(p50)/float64(time.Millisecond), r.Variant.Client+"-p50-ms")
-					if r.Variant.Client == Fnrun {
-						fnrun = p50
-					} else {
-						bare = p50
-					}
+					p50[r.Variant.Client] = r.Percentile(50)
+					b.ReportMetric(float64(p50[r.Variant.Client])/float64(time.Millisecond), r.Variant.Client+"-p50-ms")
 				}
-				if fnrun > 0 && bare > 0 {
-					b.ReportMetric(float64(fnrun)/float64(bare), "fnrun/bare-p50")
+				for _, twin := range []string{Bare, Minimal, Runc} {
+					if p50[Fnrun] > 0 && p50[twin] > 0 {
+						b.ReportMetric(float64(p50[Fnrun])/float64(p50[twin]), "fnrun/"+twin+"-p50")
+					}
 				}
 			})
 		}

@@ -18,10 +18,11 @@ import (
 
 // WriteTable prints results as an aligned table: latency percentiles,
 // throughput at the run's concurrency, on fnrun rows the ratio of their
-// p50 to the bare twin's, and notes (pool misses, failed calls). Text columns are aligned left, figures
-// right.
+// p50 to the bare twin's and to the minimal client's, on every row but the
+// floor's the ratio of its time to result to the floor's, and notes (pool
+// misses, failed calls). Text columns are aligned left, figures right.
 func WriteTable(w io.Writer, results []*Result) error {
-	rows := [][]string{{"DRIVER", "MODE", "CLIENT", "CALLS", "CONC", "P50", "RESULT", "P90", "P99", "MEAN", "CALLS/S", "P50/BARE", "RESULT/RUNC", "NOTE"}}
+	rows := [][]string{{"DRIVER", "MODE", "CLIENT", "CALLS", "CONC", "P50", "RESULT", "P90", "P99", "MEAN", "CALLS/S", "P50/BARE", "P50/MIN", "RESULT/RUNC", "NOTE"}}
 	ratio := func(a, b time.Duration) string {
 		if a <= 0 || b <= 0 {
 			return "-"
@@ -29,9 +30,14 @@ func WriteTable(w io.Writer, results []*Result) error {
 		return fmt.Sprintf("%.2fx", float64(a)/float64(b))
 	}
 	for _, r := range results {
-		bare, floor := "-", "-"
-		if b := twin(results, r, Bare); b != nil && r.Client == Fnrun {
-			bare = ratio(r.Percentile(50), b.Percentile(50))
+		bare, minimal, floor := "-", "-", "-"
+		if r.Client == Fnrun {
+			if b := twin(results, r, Bare); b != nil {
+				bare = ratio(r.Percentile(50), b.Percentile(50))
+			}
+			if m := twin(results, r, Minimal); m != nil {
+				minimal = ratio(r.Percentile(50), m.Percentile(50))
+			}
 		}
 		if f := floorOf(results, r); f != nil && r.Client != Runc {
 			floor = ratio(r.ResultPercentile(50), f.ResultPercentile(50))
@@ -50,9 +56,9 @@ func WriteTable(w io.Writer, results []*Result) error {
 		rows = append(rows, []string{r.Driver, r.Mode, r.Client,
 			fmt.Sprint(len(r.Latencies)), fmt.Sprint(r.Concurrency),
 			ms(r.Percentile(50)), ms(r.ResultPercentile(50)), ms(r.Percentile(90)), ms(r.Percentile(99)), ms(r.Mean()),
-			fmt.Sprintf("%.1f", r.Throughput()), bare, floor, note})
+			fmt.Sprintf("%.1f", r.Throughput()), bare, minimal, floor, note})
 	}
-	right := func(col int) bool { return col >= 3 && col <= 12 }
+	right := func(col int) bool { return col >= 3 && col <= 13 }
 	widths := make([]int, len(rows[0]))
 	for _, row := range rows {
 		for i, cell := range row {
@@ -134,6 +140,9 @@ warm:   a hot container per worker, frozen between calls. A call unfreezes it, w
 bare:   the same daemon steps with go-dockerclient / the containerd client directly, with the container options or
         OCI spec the fnrun driver generated. P50/BARE is fnrun's p50 over the bare client's. Latencies are per call;
         CALLS/S is the throughput with CONC calls in flight.
+minimal: (containerd) the bare client asking for the least: containerd's default spec for the image, uid 1000, no new
+        privileges, the same network; no /etc files, no init, no seccomp profile or capability set of the driver's.
+        P50/MIN is fnrun's p50 over it: what the Docker-like extras cost.
 runc:   the floor: 'runc run' of the image's root filesystem with the containerd driver's spec, no daemon, no network
         beyond loopback, no /etc files. RESULT is the p50 from the start of a call to its result, before the clean-up
         the other columns include; RESULT/RUNC compares it with the floor's.`
@@ -198,7 +207,7 @@ func WriteChart(path, title string, results []*Result) error {
 	return p.Save(width, 4.5*vg.Inch, path)
 }
 
-// fill colours fnrun, bare and runc boxes apart, a shade per mode.
+// fill colours fnrun, bare, minimal and runc boxes apart, a shade per mode.
 func fill(v Variant) color.RGBA {
 	shade := map[string]uint8{Cold: 0, Pooled: 40, Warm: 80}[v.Mode]
 	switch v.Client {
@@ -206,6 +215,8 @@ func fill(v Variant) color.RGBA {
 		return color.RGBA{R: 40 + shade, G: 110 + shade, B: 200, A: 255}
 	case Runc:
 		return color.RGBA{R: 90 + shade, G: 160 + shade, B: 90 + shade, A: 255}
+	case Minimal:
+		return color.RGBA{R: 150 + shade/2, G: 90 + shade, B: 170, A: 255}
 	}
 	return color.RGBA{R: 200, G: 120 + shade, B: 40 + shade, A: 255}
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/defaults"
+	"github.com/containerd/containerd/oci"
 
 	"github.com/fnrun/fnrun/drivers"
 	"github.com/fnrun/fnrun/pool"
@@ -142,19 +143,16 @@ type skipError struct{ why string }
 func (e *skipError) Error() string { return "skipped: " + e.why }
 
 // bareSide builds the bare-client targets of one driver, with the options
-// its fnrun driver generates, and the runc floor where there is one.
+// its fnrun driver generates, and the minimal client and runc floor where
+// there are some. A maker returns a nil target for a mode it has none of.
 type bareSide struct {
-	target func(ctx context.Context, mode string) (Target, error)
-	floor  func(ctx context.Context, mode string) (Target, error) // nil: none
+	makers []func(ctx context.Context, mode string) (Target, error)
 	close  func()
 }
 
 func (b *bareSide) targets(ctx context.Context, mode string) ([]Target, error) {
 	var out []Target
-	for _, f := range []func(context.Context, string) (Target, error){b.target, b.floor} {
-		if f == nil {
-			continue
-		}
+	for _, f := range b.makers {
 		t, err := f(ctx, mode)
 		if err != nil {
 			return nil, err
@@ -180,7 +178,7 @@ func (s *Session) bareSide(drv drivers.Driver) (*bareSide, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &bareSide{close: closeIdle, target: func(ctx context.Context, mode string) (Target, error) {
+		return &bareSide{close: closeIdle, makers: []func(context.Context, string) (Target, error){func(ctx context.Context, mode string) (Target, error) {
 			if mode == Warm {
 				opts, err := DockerOptions(ctx, drv, probe(HotCommand, true))
 				if err != nil {
@@ -193,7 +191,7 @@ func (s *Session) bareSide(drv drivers.Driver) (*bareSide, error) {
 				return nil, err
 			}
 			return NewDockerCall(client, opts, s.Driver, mode), nil
-		}}, nil
+		}}}, nil
 	case "containerd":
 		address := s.Config.Containerd
 		if address == "" {
@@ -208,7 +206,56 @@ func (s *Session) bareSide(drv drivers.Driver) (*bareSide, error) {
 		if err != nil {
 			return nil, err
 		}
-		cniReady := false
+		var cniReady bool
+		// The spec the driver makes for `true`, with the bare side set up
+		// to network a container as the driver does.
+		coldSpec := func(ctx context.Context, mode string) (*oci.Spec, error) {
+			spec, err := c.Spec(ctx, drv, probe(TrivialCommand, false))
+			if err != nil || mode != Cold || !JoinsNetNS(spec) || cniReady {
+				return spec, err
+			}
+			// The driver gives each container a CNI network: so does the
+			// bare side, with the same configuration.
+			confDir, binDir := s.Config.CNIConfDir, s.Config.CNIBinDir
+			if confDir == "" {
+				confDir = drivers.DefaultCNIConfDir
+			}
+			if binDir == "" {
+				binDir = drivers.DefaultCNIBinDir
+			}
+			if err := c.UseCNI(confDir, binDir); err != nil {
+				return nil, err
+			}
+			cniReady = true
+			return spec, nil
+		}
+		bare := func(ctx context.Context, mode string) (Target, error) {
+			if mode == Warm {
+				spec, err := c.Spec(ctx, drv, probe(HotCommand, true))
+				if err != nil {
+					return nil, err
+				}
+				return NewContainerdWarm(c, spec, s.Driver), nil
+			}
+			spec, err := coldSpec(ctx, mode)
+			if err != nil {
+				return nil, err
+			}
+			return NewContainerdCall(c, spec, s.Driver, mode, Bare), nil
+		}
+		minimal := func(ctx context.Context, mode string) (Target, error) {
+			if mode == Warm {
+				return nil, nil
+			}
+			spec, err := coldSpec(ctx, mode)
+			if err == nil {
+				spec, err = c.MinimalSpec(ctx, spec)
+			}
+			if err != nil {
+				return nil, err
+			}
+			return NewContainerdCall(c, spec, s.Driver, mode, Minimal), nil
+		}
 		floor := func(ctx context.Context, mode string) (Target, error) {
 			if mode == Warm {
 				return nil, nil // no container is made per warm call
@@ -219,36 +266,8 @@ func (s *Session) bareSide(drv drivers.Driver) (*bareSide, error) {
 			}
 			return NewRuncCall(c, spec, s.Driver, mode), nil
 		}
-		return &bareSide{close: func() { _ = c.Close() }, floor: floor, target: func(ctx context.Context, mode string) (Target, error) {
-			if mode == Warm {
-				spec, err := c.Spec(ctx, drv, probe(HotCommand, true))
-				if err != nil {
-					return nil, err
-				}
-				return NewContainerdWarm(c, spec, s.Driver), nil
-			}
-			spec, err := c.Spec(ctx, drv, probe(TrivialCommand, false))
-			if err != nil {
-				return nil, err
-			}
-			if mode == Cold && JoinsNetNS(spec) && !cniReady {
-				// The driver gives each container a CNI network: so does
-				// the bare side, with the same configuration.
-				confDir, binDir := s.Config.CNIConfDir, s.Config.CNIBinDir
-				if confDir == "" {
-					confDir = drivers.DefaultCNIConfDir
-				}
-				if binDir == "" {
-					binDir = drivers.DefaultCNIBinDir
-				}
-				if err := c.UseCNI(confDir, binDir); err != nil {
-					return nil, err
-				}
-				cniReady = true
-			}
-			return NewContainerdCall(c, spec, s.Driver, mode), nil
-		}}, nil
+		return &bareSide{close: func() { _ = c.Close() }, makers: []func(context.Context, string) (Target, error){bare, minimal, floor}}, nil
 	}
 	s.Notes = append(s.Notes, fmt.Sprintf("%s: no bare client to compare with", s.Driver))
-	return &bareSide{close: func() {}, target: func(context.Context, string) (Target, error) { return nil, nil }}, nil
+	return &bareSide{close: func() {}}, nil
 }
