@@ -140,8 +140,18 @@ func (c *Containerd) MinimalSpec(ctx context.Context, proto *oci.Spec) (*oci.Spe
 	if err != nil {
 		return nil, err
 	}
+	config, err := img.Spec(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cwd := config.Config.WorkingDir
+	if cwd == "" {
+		cwd = "/"
+	}
+	// oci.WithImageConfig would also read the image's /etc/group, which
+	// needs the container's snapshot mounted: the user is set here anyway.
 	spec, err := oci.GenerateSpec(ctx, c.Client, &containers.Container{ID: callID("minimal")},
-		oci.WithImageConfig(img), oci.WithProcessArgs(TrivialCommand),
+		oci.WithEnv(config.Config.Env), oci.WithProcessCwd(cwd), oci.WithProcessArgs(TrivialCommand),
 		oci.WithUIDGID(fncd.UnprivilegedUID, fncd.UnprivilegedGID), oci.WithNoNewPrivileges)
 	if err != nil {
 		return nil, err
