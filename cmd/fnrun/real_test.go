@@ -367,8 +367,15 @@ func TestBenchQuick(t *testing.T) {
 	if res.code != 0 {
 		t.Fatalf("bench failed:\n%s", res)
 	}
-	if !strings.Contains(res.stdout, "DRIVER      MODE    CLIENT  CALLS  CONC") {
+	if !regexpLine(res.stdout, "DRIVER +MODE +CLIENT +CALLS +CONC +P50 +RESULT .* P50/BARE +P50/MIN +RESULT/RUNC +NOTE") {
 		t.Errorf("no table header:\n%s", res)
+	}
+	for _, mode := range []string{"cold", "pooled"} {
+		for _, client := range []string{"minimal", "runc"} {
+			if !regexpLine(res.stdout, fmt.Sprintf("containerd +%s +%s +3 +1 ", mode, client)) {
+				t.Errorf("no row containerd %s %s:\n%s", mode, client, res)
+			}
+		}
 	}
 	for _, d := range []string{"docker", "containerd"} {
 		for _, mode := range []string{"cold", "pooled", "warm"} {
