@@ -402,16 +402,31 @@ func (c *container) Remove(ctx context.Context) error {
 				return daemonErr(err, "remove "+c.name+": load task")
 			}
 		}
+		// Once no process of the container is left, its network and files
+		// go while the daemon deletes the task, the record and the
+		// snapshot. A seen exit means none is left already (the kernel
+		// kills a PID namespace with its first process); otherwise only
+		// the task's delete, which kills, makes sure of it.
+		var released chan error
+		release := func() {
+			released = make(chan error, 1)
+			go func() { released <- c.releaseHostState(ctx) }()
+		}
+		if c.p != nil && c.p.exited.Load() {
+			release()
+		}
 		if task != nil {
 			if err := c.deleteTask(ctx, task); err != nil {
+				if released != nil {
+					<-released // it uses c, which is not to change once c.mu is let go
+				}
 				return err
 			}
 		}
 		c.task, c.taskLeft = nil, false
-		// No process of the container is left: its network and files go
-		// while the daemon deletes the record and the snapshot.
-		released := make(chan error, 1)
-		go func() { released <- c.releaseHostState(ctx) }()
+		if released == nil {
+			release()
+		}
 		err := d.call(ctx, "containers.Delete", func(ctx context.Context) error {
 			return c.ctr.Delete(ctx, ctrd.WithSnapshotCleanup)
 		})
