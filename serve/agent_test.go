@@ -117,7 +117,7 @@ func TestQueueFullAnswers503(t *testing.T) {
 	}
 	// One runs, one waits, the third finds the queue full.
 	replies := make(chan reply, 3)
-	go func() { replies <- h.invoke(fn.ID, "", map[string]string{"Fnfunc-Sleep": "600ms"}) }()
+	go func() { replies <- h.invoke(fn.ID, "", map[string]string{"Fnfunc-Sleep": "5s"}) }()
 	eventually(t, 2*time.Second, "the first call runs", func() bool { return h.srv.Stats().Busy == 1 })
 	go func() { replies <- h.invoke(fn.ID, "", nil) }()
 	eventually(t, 2*time.Second, "the second call waits", func() bool { return h.srv.Stats().Waiting == 1 })
@@ -159,7 +159,7 @@ func TestDeadlines(t *testing.T) {
 	if waiting.code != 503 || waiting.message() != "Timed out - server too busy" {
 		t.Errorf("waiting call: want 503, got %d %s", waiting.code, waiting.body)
 	}
-	if waited < 1400*time.Millisecond || waited > 2400*time.Millisecond {
+	if waited < 1400*time.Millisecond || waited > 2900*time.Millisecond {
 		t.Errorf("the waiting call took %v, want its 1.5s bound", waited)
 	}
 	// The container that timed out is replaced.
@@ -323,7 +323,7 @@ func TestShutdownLetsCallsFinish(t *testing.T) {
 	fn := h.deploy("drain", Fn{Name: "f", Image: fakeImage})
 	replies := make(chan reply, 3)
 	for i := 0; i < 3; i++ {
-		go func() { replies <- h.invoke(fn.ID, "", map[string]string{"Fnfunc-Sleep": "700ms"}) }()
+		go func() { replies <- h.invoke(fn.ID, "", map[string]string{"Fnfunc-Sleep": "5s"}) }()
 	}
 	eventually(t, 3*time.Second, "three calls run", func() bool { return h.srv.Stats().Busy == 3 })
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -167,7 +167,7 @@ func TestRealDrivers(t *testing.T) {
 			h := e.server(t, nil, WithLimits(0, 1, 1))
 			fn := h.deploy("real", Fn{Name: "busy", Image: e.image})
 			replies := make(chan reply, 2)
-			go func() { replies <- h.invoke(fn.ID, "", map[string]string{"Fnfunc-Sleep": "1s"}) }()
+			go func() { replies <- h.invoke(fn.ID, "", map[string]string{"Fnfunc-Sleep": "10s"}) }()
 			eventually(t, 30*time.Second, "the first call runs", func() bool { return h.srv.Stats().Busy == 1 })
 			go func() { replies <- h.invoke(fn.ID, "", nil) }()
 			eventually(t, 5*time.Second, "the second call waits", func() bool { return h.srv.Stats().Waiting == 1 })
@@ -183,10 +183,12 @@ func TestRealDrivers(t *testing.T) {
 		})
 
 		t.Run("deadline", func(t *testing.T) {
-			h := e.server(t, nil)
-			fn := h.deploy("real", Fn{Name: "slow", Image: e.image, Timeout: 1})
+			// Not frozen between calls: the timeout is the call's, and a thaw
+			// on a slow daemon would take from it.
+			h := e.server(t, nil, WithFreezeIdle(time.Hour))
+			fn := h.deploy("real", Fn{Name: "slow", Image: e.image, Timeout: 3})
 			first := h.invoke(fn.ID, "", nil)
-			r := h.invoke(fn.ID, "", map[string]string{"Fnfunc-Sleep": "5s"})
+			r := h.invoke(fn.ID, "", map[string]string{"Fnfunc-Sleep": "10s"})
 			if r.code != 504 || r.message() != "Timed out" {
 				t.Fatalf("call past its timeout: %d %s", r.code, r.body)
 			}

@@ -197,10 +197,15 @@ func testBlockedWriter(t *testing.T, s *suite) {
 	task := s.task(t, `sh -c 'echo first; sleep 0.2; head -c 4000000 /dev/zero >&2; sleep 120'`,
 		Script{Stdout: "first\n", Stderr: strings.Repeat("x", 4000000)})
 	task.Stdout, task.Stderr = w, w
+	// The deadline is the run's, so that a slow create cannot use it up.
+	cookie := prepared(t, testContext(t, time.Minute), s.h, task)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	began := time.Now()
-	cookie, wait := start(t, ctx, s.h, task)
+	wait, err := cookie.Run(ctx)
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
 	res := wait.Wait(ctx)
 	if took := time.Since(began); took > 15*time.Second {
 		t.Errorf("Wait returned %v after the start, deadline 3s", took)

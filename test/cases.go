@@ -154,21 +154,28 @@ func testExitCode(t *testing.T, s *suite) {
 }
 
 func testTimeout(t *testing.T, s *suite) {
+	// The deadline is the run's: a create slowed down by a loaded host must
+	// not end the call before it has started.
+	cookie := prepared(t, testContext(t, time.Minute), s.h, s.task(t, "sleep 120", Script{Hang: true}))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	start := time.Now()
-	out, err := Lifecycle(ctx, s.h.Driver, s.task(t, "sleep 120", Script{Hang: true}))
+	began := time.Now()
+	wait, err := cookie.Run(ctx)
 	if err != nil {
-		t.Fatalf("life cycle: %v", err)
+		t.Fatalf("Run: %v", err)
 	}
-	if out.Result.Status() != drivers.StatusTimeout {
-		t.Fatalf("status %q (%v), want timeout", out.Result.Status(), out.Result.Error())
+	res := wait.Wait(ctx)
+	if res.Status() != drivers.StatusTimeout {
+		t.Fatalf("status %q (%v), want timeout", res.Status(), res.Error())
 	}
-	if !errors.Is(out.Result.Error(), context.DeadlineExceeded) {
-		t.Errorf("error %v does not wrap context.DeadlineExceeded", out.Result.Error())
+	if !errors.Is(res.Error(), context.DeadlineExceeded) {
+		t.Errorf("error %v does not wrap context.DeadlineExceeded", res.Error())
 	}
-	if took := time.Since(start); took > 30*time.Second {
+	if took := time.Since(began); took > 30*time.Second {
 		t.Errorf("timed-out run took %v to end", took)
+	}
+	if err := cookie.Close(ctx); err != nil {
+		t.Fatalf("Close with the ended context: %v", err)
 	}
 }
 
@@ -225,19 +232,21 @@ func testSIGKILL(t *testing.T, s *suite) {
 
 func testFreeze(t *testing.T, s *suite) {
 	ctx := testContext(t, 2*time.Minute)
-	task := s.task(t, `sh -c 'sleep 2; echo done'`, Script{Delay: 2 * time.Second, Stdout: "done\n"})
+	task := s.task(t, `sh -c 'sleep 5; echo done'`, Script{Delay: 5 * time.Second, Stdout: "done\n"})
 	var stdout SyncBuffer
 	task.Stdout = &stdout
 	cookie, wait := start(t, ctx, s.h, task)
+	ran := time.Now()
 	if err := cookie.Freeze(ctx); err != nil {
 		t.Fatalf("Freeze: %v", err)
 	}
 	done := make(chan drivers.RunResult, 1)
 	go func() { done <- wait.Wait(ctx) }()
+	// Unfrozen, it would have finished by then.
 	select {
 	case res := <-done:
 		t.Fatalf("a frozen container finished (%s, stdout %q)", res.Status(), stdout.String())
-	case <-time.After(3 * time.Second):
+	case <-time.After(time.Until(ran.Add(6 * time.Second))):
 	}
 	if got := stdout.String(); got != "" {
 		t.Fatalf("a frozen container wrote %q", got)

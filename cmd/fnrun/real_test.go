@@ -155,7 +155,7 @@ grep " /tmp " /proc/mounts`
 		})
 		t.Run("verbose", func(t *testing.T) {
 			t.Parallel()
-			res := runIt(t, cli{args: []string{"-v", "--no-network", "--memory", "32m", image, "--", "sleep", "2.5"}})
+			res := runIt(t, cli{args: []string{"-v", "--no-network", "--memory", "32m", image, "--", "sleep", "5"}})
 			if res.code != 0 {
 				t.Fatalf("run failed:\n%s", res)
 			}

@@ -254,11 +254,13 @@ func TestTLSEndpoint(t *testing.T) {
 	res := runTask(ctx, t, d, &drivers.Task{
 		ID:       "fnrun-tls-" + randomID(),
 		ImageRef: e.localImage,
-		Cmd:      `sh -c 'cat; echo to-stderr >&2; sleep 1.5'`,
-		Stdin:    strings.NewReader("hello over tls\n"),
-		Stdout:   &stdout,
-		Stderr:   &stderr,
-		Stats:    func(context.Context, stats.Stat) { samples.Add(1) },
+		// Long enough for the daemon's first sample (it publishes a second,
+		// later under load) to come over the TLS stats stream.
+		Cmd:    `sh -c 'cat; echo to-stderr >&2; sleep 5'`,
+		Stdin:  strings.NewReader("hello over tls\n"),
+		Stdout: &stdout,
+		Stderr: &stderr,
+		Stats:  func(context.Context, stats.Stat) { samples.Add(1) },
 	})
 	if res.Status() != drivers.StatusSuccess {
 		t.Fatalf("status %s (%v)", res.Status(), res.Error())

@@ -168,7 +168,9 @@ func TestLostPauseAnswerIsThawed(t *testing.T) {
 	f := newFake()
 	f.pauseLost = true
 	d := newFakeDriver(t, f, drivers.Config{}, drivers.WithStopGrace(0), drivers.WithCallTimeout(time.Second))
-	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	// The run must still be on when the Freeze is sent (its answer takes
+	// the call timeout, 1s), and end at its deadline while frozen.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	c, w := startFake(t, d, ctx)
 	if err := c.Freeze(context.Background()); !errors.Is(err, drivers.ErrDaemonUnavailable) {
@@ -309,12 +311,12 @@ func TestOutput(t *testing.T) {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			for i := 0; i < 6; i++ {
-				time.Sleep(30 * time.Millisecond)
+			for i := 0; i < 60; i++ { // 1.2 s in all, well past the bound
+				time.Sleep(20 * time.Millisecond)
 				_, _ = out.Write([]byte("x"))
 			}
 		}()
-		if !o.drain(done, 100*time.Millisecond) {
+		if !o.drain(done, 500*time.Millisecond) {
 			t.Fatal("drain gave up on output that kept moving")
 		}
 		_ = o.shut()

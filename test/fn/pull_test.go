@@ -100,7 +100,8 @@ func TestPullsFailTogether(t *testing.T) {
 	t.Parallel()
 	eachRuntime(t, func(t *testing.T, r *rig) {
 		p := newProxyRegistry(t, r.env["FNRUN_REGISTRY"])
-		p.set(300*time.Millisecond, http.StatusServiceUnavailable)
+		// Long enough for all ten callers to join the one pull in flight.
+		p.set(2*time.Second, http.StatusServiceUnavailable)
 		drv := r.open(t, drivers.Config{})
 		ctx := testContext(t, 2*time.Minute)
 		perPull := soloPull(t, ctx, r, drv, p)
