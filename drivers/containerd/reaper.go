@@ -2,6 +2,7 @@ package containerd
 
 import (
 	"context"
+	"time"
 
 	ctrd "github.com/containerd/containerd"
 	"github.com/containerd/containerd/errdefs"
@@ -80,7 +81,7 @@ func (d *daemon) removeContainer(ctx context.Context, c ctrd.Container) error {
 			_, err := task.Delete(ctx, ctrd.WithProcessKill)
 			return err
 		})
-		if err != nil && !errdefs.IsNotFound(err) {
+		if err != nil && !errdefs.IsNotFound(err) && !d.taskGone(ctx, c) {
 			return daemonErr(err, "delete task of "+c.ID())
 		}
 	case !errdefs.IsNotFound(err):
@@ -93,4 +94,30 @@ func (d *daemon) removeContainer(ctx context.Context, c ctrd.Container) error {
 		return daemonErr(err, "delete container "+c.ID())
 	}
 	return nil
+}
+
+// taskGone reports whether c has no task any more. Two deletes of one task
+// can race (a holder killed through the lister while its pool removes it on
+// seeing it die): the loser may fail with the shim's connection closed
+// under it ("ttrpc: closed") rather than "not found", and the record goes
+// a moment after the shim.
+func (d *daemon) taskGone(ctx context.Context, c ctrd.Container) bool {
+	for i := 0; i < 10; i++ {
+		err := d.call(ctx, "tasks.Get", func(ctx context.Context) error {
+			_, err := c.Task(ctx, nil)
+			return err
+		})
+		switch {
+		case errdefs.IsNotFound(err):
+			return true
+		case err != nil && !isUnavailable(err):
+			return false
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return false
 }

@@ -507,7 +507,7 @@ func (c *container) deleteTask(ctx context.Context, task ctrd.Task) error {
 		_, err := task.Delete(ctx, ctrd.WithProcessKill)
 		return err
 	})
-	if err != nil && !errdefs.IsNotFound(err) {
+	if err != nil && !errdefs.IsNotFound(err) && !d.taskGone(ctx, c.ctr) {
 		return daemonErr(err, "remove "+c.name+": delete task")
 	}
 	return nil

@@ -165,8 +165,7 @@ func TestSecurityForkBomb(t *testing.T) {
 	forEach(t, func(t *testing.T, tg *target) {
 		tag := "faults-bomb-" + randomID()
 		drv := tg.mustDriver(t, driverOpts{tag: tag})
-		ctx, cancel := context.WithTimeout(context.Background(), 7*time.Second)
-		defer cancel()
+		ctx := testCtx(t, 2*time.Minute)
 		// Every bomb process forks copies of itself forever: the
 		// population grows until the limit holds it (a shell that cannot
 		// fork exits, and another takes its place). The main process
@@ -186,6 +185,9 @@ func TestSecurityForkBomb(t *testing.T) {
 			t.Fatal(err)
 		}
 		id := tg.containerID(t, task.ID)
+		// The run's deadline, set once a slow create cannot use it up.
+		ctx, cancel := context.WithTimeout(ctx, 7*time.Second)
+		defer cancel()
 		w, err := c.Run(ctx)
 		if err != nil {
 			t.Fatal(err)
