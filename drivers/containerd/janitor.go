@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/containerd/containerd/errdefs"
@@ -28,6 +29,8 @@ const (
 type janitor struct {
 	d    *daemon
 	kick chan struct{}
+	// minDelay is the first retry delay (janitorMinDelay; tests widen it).
+	minDelay atomic.Int64
 
 	mu sync.Mutex
 	// leases maps each queued lease to the "not found" answers seen.
@@ -35,7 +38,9 @@ type janitor struct {
 }
 
 func newJanitor(d *daemon) *janitor {
-	return &janitor{d: d, kick: make(chan struct{}, 1), leases: make(map[string]int)}
+	j := &janitor{d: d, kick: make(chan struct{}, 1), leases: make(map[string]int)}
+	j.minDelay.Store(int64(janitorMinDelay))
+	return j
 }
 
 // deleteLeaseLater queues lease id for deletion; it never blocks.
@@ -62,7 +67,7 @@ func (j *janitor) pending() []string {
 // run retries the queued deletions with a growing delay until ctx ends,
 // then makes one last pass.
 func (j *janitor) run(ctx context.Context) {
-	delay := janitorMinDelay
+	delay := time.Duration(j.minDelay.Load())
 	t := time.NewTimer(time.Hour)
 	t.Stop()
 	defer t.Stop()
@@ -74,7 +79,7 @@ func (j *janitor) run(ctx context.Context) {
 			j.sweep(context.WithoutCancel(ctx), true)
 			return
 		case <-j.kick:
-			delay = janitorMinDelay
+			delay = time.Duration(j.minDelay.Load())
 		case <-t.C:
 		}
 		if j.sweep(ctx, false) {

@@ -138,14 +138,28 @@ func TestJanitorDeletesALeaseMadeLate(t *testing.T) {
 	ctx := d.d.nsCtx(context.Background())
 	tag := d.Settings().Tag
 
+	// The late create must land between the janitor's two "not found"
+	// answers: 3 s apart here, however slowly a loaded daemon creates.
+	j := d.d.janitor
+	j.minDelay.Store(int64(3 * time.Second))
 	id := "fnrun-test-" + randomID()
-	d.d.janitor.deleteLeaseLater(id)
-	time.Sleep(janitorMinDelay / 5) // the first sweep answers "not found"
+	j.deleteLeaseLater(id)
+	for first := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		j.mu.Lock()
+		seen := j.leases[id]
+		j.mu.Unlock()
+		if seen == 1 {
+			break // the first sweep answered "not found"
+		}
+		if time.Now().After(first) {
+			t.Fatal("the janitor never tried the lease")
+		}
+	}
 	labels := d.Labels()
 	if _, err := d.Client().LeasesService().Create(ctx, leases.WithID(id), leases.WithLabels(labels)); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
 	for {
 		ls, err := in.fnrunLeases(ctx, tag)
 		if err != nil {
@@ -155,7 +169,7 @@ func TestJanitorDeletesALeaseMadeLate(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("leases 5s after the late create: %+v", ls)
+			t.Fatalf("leases 10s after the late create: %+v", ls)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
