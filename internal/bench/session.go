@@ -206,13 +206,20 @@ func (s *Session) bareSide(drv drivers.Driver) (*bareSide, error) {
 		if err != nil {
 			return nil, err
 		}
-		var cniReady bool
-		// The spec the driver makes for `true`, with the bare side set up
-		// to network a container as the driver does.
-		coldSpec := func(ctx context.Context, mode string) (*oci.Spec, error) {
-			spec, err := c.Spec(ctx, drv, probe(TrivialCommand, false))
-			if err != nil || mode != Cold || !JoinsNetNS(spec) || cniReady {
-				return spec, err
+		// The driver's spec for `true`, made once (through a cookie of the
+		// driver) for every mode and client; for a cold mode, the bare side
+		// is first set up to network a container as the driver does.
+		var trueSpec *oci.Spec
+		callSpec := func(ctx context.Context, mode string) (*oci.Spec, error) {
+			if trueSpec == nil {
+				spec, err := c.Spec(ctx, drv, probe(TrivialCommand, false))
+				if err != nil {
+					return nil, err
+				}
+				trueSpec = spec
+			}
+			if mode != Cold || !JoinsNetNS(trueSpec) || c.cni != nil {
+				return trueSpec, nil
 			}
 			// The driver gives each container a CNI network: so does the
 			// bare side, with the same configuration.
@@ -223,11 +230,7 @@ func (s *Session) bareSide(drv drivers.Driver) (*bareSide, error) {
 			if binDir == "" {
 				binDir = drivers.DefaultCNIBinDir
 			}
-			if err := c.UseCNI(confDir, binDir); err != nil {
-				return nil, err
-			}
-			cniReady = true
-			return spec, nil
+			return trueSpec, c.UseCNI(confDir, binDir)
 		}
 		bare := func(ctx context.Context, mode string) (Target, error) {
 			if mode == Warm {
@@ -237,7 +240,7 @@ func (s *Session) bareSide(drv drivers.Driver) (*bareSide, error) {
 				}
 				return NewContainerdWarm(c, spec, s.Driver), nil
 			}
-			spec, err := coldSpec(ctx, mode)
+			spec, err := callSpec(ctx, mode)
 			if err != nil {
 				return nil, err
 			}
@@ -247,7 +250,7 @@ func (s *Session) bareSide(drv drivers.Driver) (*bareSide, error) {
 			if mode == Warm {
 				return nil, nil
 			}
-			spec, err := coldSpec(ctx, mode)
+			spec, err := callSpec(ctx, mode)
 			if err == nil {
 				spec, err = c.MinimalSpec(ctx, spec)
 			}
@@ -260,7 +263,7 @@ func (s *Session) bareSide(drv drivers.Driver) (*bareSide, error) {
 			if mode == Warm {
 				return nil, nil // no container is made per warm call
 			}
-			spec, err := c.Spec(ctx, drv, probe(TrivialCommand, false))
+			spec, err := callSpec(ctx, mode)
 			if err != nil {
 				return nil, err
 			}
