@@ -13,6 +13,7 @@ import (
 
 	"github.com/fnrun/fnrun/drivers"
 	"github.com/fnrun/fnrun/drivers/lifecycle"
+	"github.com/fnrun/fnrun/internal/syslog"
 )
 
 func u64(v uint64) *uint64 { return &v }
@@ -276,7 +277,7 @@ func TestLogConfig(t *testing.T) {
 		{in: drivers.LoggerConfig{URL: "http://x"}, invalid: true},
 		{in: drivers.LoggerConfig{URL: "udp://x:1", Tags: []drivers.LoggerTag{{Name: "a", Value: "{{.ID}}"}}}, invalid: true},
 	} {
-		target, err := lifecycle.CheckLogger(tc.in)
+		target, err := syslog.Parse(tc.in)
 		if tc.invalid {
 			if !errors.Is(err, drivers.ErrInvalidTask) {
 				t.Errorf("%+v: %v, want ErrInvalidTask", tc.in, err)

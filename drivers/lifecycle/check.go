@@ -2,7 +2,6 @@ package lifecycle
 
 import (
 	"fmt"
-	"github.com/fnrun/fnrun/drivers"
 	"math"
 	"os"
 	"path"
@@ -11,6 +10,9 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/fnrun/fnrun/drivers"
+	"github.com/fnrun/fnrun/internal/syslog"
 )
 
 // Task is a checked task as a Runtime sees it: the caller's task with what
@@ -25,7 +27,7 @@ type Task struct {
 	// Env holds "KEY=value" entries sorted by key.
 	Env []string
 	// Syslog is where the output also goes; nil means nowhere.
-	Syslog *SyslogTarget
+	Syslog *syslog.Target
 }
 
 // validID is the set of names Docker accepts for a container; containerd
@@ -93,7 +95,7 @@ func CheckTask(task drivers.ContainerTask) (*Task, error) {
 			return nil, drivers.InvalidTaskf("task %s: command argument %q contains NUL", id, arg)
 		}
 	}
-	if checked.Syslog, err = CheckLogger(task.LoggerConfig()); err != nil {
+	if checked.Syslog, err = syslog.Parse(task.LoggerConfig()); err != nil {
 		return nil, fmt.Errorf("task %s: %w", id, err)
 	}
 	return checked, nil

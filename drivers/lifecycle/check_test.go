@@ -57,3 +57,20 @@ func TestCheckTask(t *testing.T) {
 		})
 	}
 }
+
+// TestCheckTaskLogger: a bad log URL fails CheckTask, so every driver
+// refuses it before its first daemon call; a good one is handed on.
+func TestCheckTaskLogger(t *testing.T) {
+	task := &drivers.Task{ID: "log-1", ImageRef: "busybox", Logging: drivers.LoggerConfig{URL: "ftp://logs.example"}}
+	if _, err := CheckTask(task); !errors.Is(err, drivers.ErrInvalidTask) {
+		t.Fatalf("CheckTask = %v, want drivers.ErrInvalidTask", err)
+	}
+	task.Logging.URL = "tcp://logs.example:601"
+	checked, err := CheckTask(task)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if checked.Syslog == nil || checked.Syslog.URL() != "tcp://logs.example:601" {
+		t.Fatalf("Syslog = %+v", checked.Syslog)
+	}
+}

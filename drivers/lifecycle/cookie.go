@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/fnrun/fnrun/drivers"
+	"github.com/fnrun/fnrun/internal/syslog"
 	"github.com/fnrun/fnrun/pool"
 )
 
@@ -251,7 +252,7 @@ func (c *cookie) Run(ctx context.Context) (drivers.WaitResult, error) {
 		return nil, fmt.Errorf("run %s: %w", c.name(), err)
 	}
 	if sink != nil {
-		outW, errW = sink.lines(severityInfo, outW), sink.lines(severityErr, errW)
+		outW, errW = sink.Stdout(outW), sink.Stderr(errW)
 	}
 	// Detached, as a create is: a start completed after the caller gave up
 	// would leave a container running unwatched. The monitor ends at once a
@@ -259,7 +260,7 @@ func (c *cookie) Run(ctx context.Context) (drivers.WaitResult, error) {
 	p, err := ctr.Start(Detached(ctx), IO{Stdin: c.task.Input(), Stdout: outW, Stderr: errW})
 	if err != nil {
 		_ = out.shut()
-		sink.close()
+		sink.Close()
 		if lease != nil && (leaseDead(lease) || errors.Is(err, drivers.ErrContainerGone)) {
 			err = holderError(lease, err)
 		}
@@ -275,7 +276,7 @@ func (c *cookie) Run(ctx context.Context) (drivers.WaitResult, error) {
 		_ = out.shut()
 		p.StopOutput()
 		<-p.OutputDone()
-		sink.close()
+		sink.Close()
 		return nil, fmt.Errorf("run %s: %w", c.name(), drivers.ErrClosed)
 	}
 	c.mu.Lock()
@@ -290,11 +291,11 @@ func (c *cookie) Run(ctx context.Context) (drivers.WaitResult, error) {
 
 // dialSyslog connects to the task's syslog endpoint when the run, not the
 // runtime, sends the output there.
-func (c *cookie) dialSyslog(ctx context.Context) (*syslogSink, error) {
+func (c *cookie) dialSyslog(ctx context.Context) (*syslog.Sink, error) {
 	if _, ok := c.d.rt.(SyslogSender); ok || c.task.Syslog == nil {
 		return nil, nil
 	}
-	return dialSyslog(ctx, c.task.Syslog, c.name(), c.d.log.WithField("container", c.name()))
+	return syslog.Dial(ctx, c.task.Syslog, c.name(), c.d.log.WithField("container", c.name()))
 }
 
 // recreateUnpooled replaces a container whose holder died before it started

@@ -11,6 +11,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/fnrun/fnrun/drivers"
+	"github.com/fnrun/fnrun/internal/syslog"
 	"github.com/fnrun/fnrun/pool"
 	"github.com/fnrun/fnrun/stats"
 )
@@ -20,8 +21,8 @@ type run struct {
 	c     *cookie
 	p     Process
 	out   *output
-	sink  *syslogSink // nil unless the run sends the output to syslog
-	lease *pool.Lease // the holder the container joined, or nil
+	sink  *syslog.Sink // nil unless the run sends the output to syslog
+	lease *pool.Lease  // the holder the container joined, or nil
 
 	done   chan struct{} // closed once result is set
 	endReq chan struct{} // closed by the first RequestEnd
@@ -35,7 +36,7 @@ type run struct {
 
 var _ drivers.WaitResult = (*run)(nil)
 
-func newRun(c *cookie, p Process, out *output, sink *syslogSink, lease *pool.Lease) *run {
+func newRun(c *cookie, p Process, out *output, sink *syslog.Sink, lease *pool.Lease) *run {
 	return &run{c: c, p: p, out: out, sink: sink, lease: lease, done: make(chan struct{}), endReq: make(chan struct{})}
 }
 
@@ -179,7 +180,7 @@ watch:
 	outErr := r.out.shut()
 	r.p.StopOutput()
 	<-r.p.OutputDone()
-	r.sink.close()
+	r.sink.Close()
 	if !drained && outErr == nil {
 		outErr = fmt.Errorf("output did not end within %v of the exit: %w", bound, drivers.ErrOutputLost)
 	}

@@ -1,4 +1,21 @@
-package lifecycle
+// Package syslog sends a run's output lines to a syslog endpoint as RFC 5424
+// messages, the way Docker's syslog log driver (format rfc5424micro) does,
+// for the runtimes that have no log driver of their own (containerd, the
+// mock): package lifecycle dials it before a container starts.
+//
+// We write our own rather than use srslog, the client Docker's driver
+// uses: srslog writes with no deadline, so a stalled server blocks the
+// writer; it delimits messages on a stream with a newline unless told to
+// count octets; and it dials again after every failed write, with no
+// bound. Here the dial, each write and the wait at Close are bounded,
+// stream messages are always octet-counted, the queue is bounded (a slow
+// server loses messages rather than slow the container's output), and a
+// run dials again at most maxReconnects times.
+//
+// Target and Parse validate a task's drivers.LoggerConfig; the errors
+// wrap drivers.ErrInvalidTask, and an endpoint Dial cannot reach
+// drivers.ErrSyslogUnavailable, so callers see the contract's classes.
+package syslog
 
 import (
 	"bytes"
@@ -20,38 +37,38 @@ import (
 )
 
 const (
-	// syslogDialTimeout bounds the connect (and TLS handshake) at the start
+	// dialTimeout bounds the connect (and TLS handshake) at the start
 	// of a run: an endpoint that does not answer fails Run.
-	syslogDialTimeout = 5 * time.Second
-	// syslogWriteTimeout bounds one write: a stalled server loses the
+	dialTimeout = 5 * time.Second
+	// writeTimeout bounds one write: a stalled server loses the
 	// rest of the run's messages instead of holding them up.
-	syslogWriteTimeout = time.Second
-	// syslogCloseTimeout bounds the wait for the queue at the end of a run.
-	syslogCloseTimeout = 2 * time.Second
-	// syslogQueueLen messages wait for the writer; more are dropped, so a
+	writeTimeout = time.Second
+	// closeTimeout bounds the wait for the queue at the end of a run.
+	closeTimeout = 2 * time.Second
+	// queueLen messages wait for the writer; more are dropped, so a
 	// slow server never slows the container's output.
-	syslogQueueLen = 1024
-	// syslogMaxReconnects bounds the dials again of streams closed in a run.
-	syslogMaxReconnects = 3
-	// syslogMaxLine is Docker's copier buffer: a longer line becomes
+	queueLen = 1024
+	// maxReconnects bounds the dials again of streams closed in a run.
+	maxReconnects = 3
+	// maxLine is Docker's copier buffer: a longer line becomes
 	// several messages, and a UDP datagram stays well under its limit.
-	syslogMaxLine = 16 << 10
+	maxLine = 16 << 10
 
 	// RFC 5424 field limits.
-	syslogMaxHostname = 255
-	syslogMaxAppName  = 48
+	maxHostname = 255
+	maxAppName  = 48
 
 	facilityUser = 1 // Fn's choice for Docker's syslog driver
 	severityErr  = 3 // stderr
 	severityInfo = 6 // stdout
 )
 
-// syslogTimestamp is RFC 3339 with microseconds, the most RFC 5424 allows.
-const syslogTimestamp = "2006-01-02T15:04:05.000000Z07:00"
+// timestampFormat is RFC 3339 with microseconds, the most RFC 5424 allows.
+const timestampFormat = "2006-01-02T15:04:05.000000Z07:00"
 
-// syslogSink queues one run's output lines for a writer goroutine of its own.
-type syslogSink struct {
-	target   *SyslogTarget
+// Sink queues one run's output lines for a writer goroutine of its own.
+type Sink struct {
+	target   *Target
 	framed   bool // stream transports need octet counting to delimit messages
 	hostname string
 	appName  string
@@ -60,25 +77,26 @@ type syslogSink struct {
 	mu      sync.Mutex // orders sends against the close of queue
 	closed  bool
 	queue   chan []byte
-	streams []*syslogLines
+	streams []*lineWriter
 
 	done    chan struct{} // closed when the writer goroutine has ended
 	dropped atomic.Int64
 
-	// ctx ends a dial again of the writer when close stops waiting.
+	// ctx ends a dial again of the writer when Close stops waiting.
 	ctx    context.Context
 	cancel context.CancelFunc
-	connMu sync.Mutex // the writer replaces conn, close closes it
+	connMu sync.Mutex // the writer replaces conn, Close closes it
 	conn   net.Conn
 }
 
-// dialSyslog connects to target and starts the sink's writer. The APP-NAME
-// of every message is the task's tag, or the container id without tags,
-// as Docker's default tag is.
-func dialSyslog(ctx context.Context, target *SyslogTarget, containerID string, log *logrus.Entry) (*syslogSink, error) {
-	ctx, cancel := context.WithTimeout(ctx, syslogDialTimeout)
+// Dial connects to target and starts the sink's writer. The APP-NAME of
+// every message is the target's Tag, or containerID without tags, as
+// Docker's default tag is. An endpoint that cannot be reached within
+// dialTimeout gives an error wrapping drivers.ErrSyslogUnavailable.
+func Dial(ctx context.Context, target *Target, containerID string, log *logrus.Entry) (*Sink, error) {
+	ctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	defer cancel()
-	conn, framed, err := dialSyslogConn(ctx, target)
+	conn, framed, err := dialConn(ctx, target)
 	if err != nil {
 		if errors.Is(err, drivers.ErrInvalidTask) {
 			return nil, fmt.Errorf("syslog %s: %w", target.URL(), err)
@@ -91,25 +109,25 @@ func dialSyslog(ctx context.Context, target *SyslogTarget, containerID string, l
 		appName = containerID
 	}
 	sinkCtx, stop := context.WithCancel(context.Background())
-	s := &syslogSink{
+	s := &Sink{
 		target:   target,
 		ctx:      sinkCtx,
 		cancel:   stop,
 		conn:     conn,
 		framed:   framed,
-		hostname: headerField(hostname, syslogMaxHostname),
-		appName:  headerField(appName, syslogMaxAppName),
+		hostname: headerField(hostname, maxHostname),
+		appName:  headerField(appName, maxAppName),
 		log:      log.WithField("syslog", target.URL()),
-		queue:    make(chan []byte, syslogQueueLen),
+		queue:    make(chan []byte, queueLen),
 		done:     make(chan struct{}),
 	}
 	go s.writeLoop()
 	return s, nil
 }
 
-// dialSyslogConn connects, and reports whether the connection is a
+// dialConn connects, and reports whether the connection is a
 // stream (whose messages need framing) rather than datagrams.
-func dialSyslogConn(ctx context.Context, target *SyslogTarget) (net.Conn, bool, error) {
+func dialConn(ctx context.Context, target *Target) (net.Conn, bool, error) {
 	var d net.Dialer
 	switch target.Network {
 	case "udp", "unixgram":
@@ -139,10 +157,15 @@ func dialSyslogConn(ctx context.Context, target *SyslogTarget) (net.Conn, bool, 
 	return nil, false, drivers.InvalidTaskf("log network %q", target.Network)
 }
 
-// lines returns a writer that hands everything to next unchanged (nil
-// next: to no one) and sends each line to syslog with severity.
-func (s *syslogSink) lines(severity int, next io.Writer) io.Writer {
-	w := &syslogLines{sink: s, severity: severity, next: next}
+// Stdout returns a writer that hands everything to next unchanged (nil
+// next: to no one) and sends each line to syslog with severity info.
+func (s *Sink) Stdout(next io.Writer) io.Writer { return s.lines(severityInfo, next) }
+
+// Stderr is Stdout with severity err.
+func (s *Sink) Stderr(next io.Writer) io.Writer { return s.lines(severityErr, next) }
+
+func (s *Sink) lines(severity int, next io.Writer) io.Writer {
+	w := &lineWriter{sink: s, severity: severity, next: next}
 	s.mu.Lock()
 	s.streams = append(s.streams, w)
 	s.mu.Unlock()
@@ -150,8 +173,8 @@ func (s *syslogSink) lines(severity int, next io.Writer) io.Writer {
 }
 
 // send queues one message; a full queue or a closed sink drops it.
-func (s *syslogSink) send(severity int, line []byte) {
-	msg := syslogMessage(facilityUser*8+severity, time.Now(), s.hostname, s.appName, line)
+func (s *Sink) send(severity int, line []byte) {
+	msg := message(facilityUser*8+severity, time.Now(), s.hostname, s.appName, line)
 	if s.framed {
 		msg = octetFrame(msg)
 	}
@@ -167,7 +190,7 @@ func (s *syslogSink) send(severity int, line []byte) {
 	}
 }
 
-func (s *syslogSink) writeLoop() {
+func (s *Sink) writeLoop() {
 	defer close(s.done)
 	broken, reconnects := false, 0
 	for msg := range s.queue {
@@ -178,7 +201,7 @@ func (s *syslogSink) writeLoop() {
 		err := s.write(msg)
 		var ne net.Error
 		timedOut := errors.As(err, &ne) && ne.Timeout()
-		if err != nil && s.framed && !timedOut && reconnects < syslogMaxReconnects && s.ctx.Err() == nil {
+		if err != nil && s.framed && !timedOut && reconnects < maxReconnects && s.ctx.Err() == nil {
 			// The server closed the stream (it restarted, say): dial again,
 			// as Docker's syslog driver does, and send the message once
 			// more. A message written just before the close may be lost.
@@ -200,20 +223,20 @@ func (s *syslogSink) writeLoop() {
 	}
 }
 
-func (s *syslogSink) write(msg []byte) error {
+func (s *Sink) write(msg []byte) error {
 	s.connMu.Lock()
 	conn := s.conn
 	s.connMu.Unlock()
-	_ = conn.SetWriteDeadline(time.Now().Add(syslogWriteTimeout))
+	_ = conn.SetWriteDeadline(time.Now().Add(writeTimeout))
 	_, err := conn.Write(msg)
 	return err
 }
 
-// redial replaces the connection; close's cancel ends a dial under way.
-func (s *syslogSink) redial() error {
-	ctx, cancel := context.WithTimeout(s.ctx, syslogDialTimeout)
+// redial replaces the connection; Close's cancel ends a dial under way.
+func (s *Sink) redial() error {
+	ctx, cancel := context.WithTimeout(s.ctx, dialTimeout)
 	defer cancel()
-	conn, _, err := dialSyslogConn(ctx, s.target)
+	conn, _, err := dialConn(ctx, s.target)
 	if err != nil {
 		return err
 	}
@@ -223,20 +246,21 @@ func (s *syslogSink) redial() error {
 	s.connMu.Unlock()
 	_ = old.Close()
 	if s.ctx.Err() != nil {
-		_ = conn.Close() // close has given up waiting meanwhile
+		_ = conn.Close() // Close has given up waiting meanwhile
 	}
 	return nil
 }
 
-func (s *syslogSink) closeConn() {
+func (s *Sink) closeConn() {
 	s.connMu.Lock()
 	defer s.connMu.Unlock()
 	_ = s.conn.Close()
 }
 
-// close is called once the run's output copies have ended: later lines are
-// dropped. It is idempotent, and a no-op on a nil sink (no log URL).
-func (s *syslogSink) close() {
+// Close is called once the run's output copies have ended: it sends the
+// last partial lines, waits at most closeTimeout for the queue, and drops
+// later lines. It is idempotent, and a no-op on a nil sink (no log URL).
+func (s *Sink) Close() {
 	if s == nil {
 		return
 	}
@@ -255,7 +279,7 @@ func (s *syslogSink) close() {
 	close(s.queue)
 	s.mu.Unlock()
 
-	t := time.NewTimer(syslogCloseTimeout)
+	t := time.NewTimer(closeTimeout)
 	select {
 	case <-s.done:
 		t.Stop()
@@ -273,17 +297,17 @@ func (s *syslogSink) close() {
 	}
 }
 
-// syslogLines splits one stream into lines for the sink.
-type syslogLines struct {
-	sink     *syslogSink
+// lineWriter splits one stream into lines for the sink.
+type lineWriter struct {
+	sink     *Sink
 	severity int
 	next     io.Writer
 
-	mu      sync.Mutex // the stream's copy and the run's close both flush
+	mu      sync.Mutex // the stream's copy and Close both flush
 	partial []byte
 }
 
-func (w *syslogLines) Write(p []byte) (int, error) {
+func (w *lineWriter) Write(p []byte) (int, error) {
 	w.split(p)
 	if w.next == nil {
 		return len(p), nil
@@ -291,11 +315,11 @@ func (w *syslogLines) Write(p []byte) (int, error) {
 	return w.next.Write(p)
 }
 
-func (w *syslogLines) split(p []byte) {
+func (w *lineWriter) split(p []byte) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for len(p) > 0 {
-		room := syslogMaxLine - len(w.partial)
+		room := maxLine - len(w.partial)
 		// One byte past the room: a full line may still end right there.
 		if i := bytes.IndexByte(p[:min(len(p), room+1)], '\n'); i >= 0 {
 			w.partial = append(w.partial, p[:i]...)
@@ -314,7 +338,7 @@ func (w *syslogLines) split(p []byte) {
 }
 
 // flush sends a last line that had no newline.
-func (w *syslogLines) flush() {
+func (w *lineWriter) flush() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if len(w.partial) > 0 {
@@ -322,20 +346,20 @@ func (w *syslogLines) flush() {
 	}
 }
 
-func (w *syslogLines) emit() {
+func (w *lineWriter) emit() {
 	w.sink.send(w.severity, w.partial)
 	w.partial = w.partial[:0]
 }
 
-// syslogMessage formats an RFC 5424 message as Docker's rfc5424micro format
+// message formats an RFC 5424 message as Docker's rfc5424micro format
 // does, with nil PROCID and MSGID: the container's process id is unknown
 // here, and the tag is already the APP-NAME.
-func syslogMessage(priority int, now time.Time, hostname, appName string, line []byte) []byte {
+func message(priority int, now time.Time, hostname, appName string, line []byte) []byte {
 	msg := make([]byte, 0, 64+len(hostname)+len(appName)+len(line))
 	msg = append(msg, '<')
 	msg = strconv.AppendInt(msg, int64(priority), 10)
 	msg = append(msg, ">1 "...)
-	msg = now.AppendFormat(msg, syslogTimestamp)
+	msg = now.AppendFormat(msg, timestampFormat)
 	msg = append(msg, ' ')
 	msg = append(msg, hostname...)
 	msg = append(msg, ' ')

@@ -1,19 +1,20 @@
-package lifecycle
+package syslog
 
 import (
-	"github.com/fnrun/fnrun/drivers"
 	"net"
 	"net/url"
 	"strings"
+
+	"github.com/fnrun/fnrun/drivers"
 )
 
-// defaultSyslogPort is the port Docker's syslog driver assumes when the
+// defaultPort is the port Docker's syslog driver assumes when the
 // address names none.
-const defaultSyslogPort = "514"
+const defaultPort = "514"
 
-// SyslogTarget is where a task's output is sent, as CheckLogger derived it
-// from the task's drivers.LoggerConfig.
-type SyslogTarget struct {
+// Target is where a task's output is sent, as Parse derived it from the
+// task's drivers.LoggerConfig.
+type Target struct {
 	// Network is one of udp, tcp, tcp+tls, unix or unixgram; a syslog://
 	// URL is udp.
 	Network string
@@ -25,12 +26,12 @@ type SyslogTarget struct {
 }
 
 // URL spells the target the way Docker's syslog-address option wants it.
-func (t *SyslogTarget) URL() string { return t.Network + "://" + t.Address }
+func (t *Target) URL() string { return t.Network + "://" + t.Address }
 
-// CheckLogger validates a task's log configuration. It returns nil and no
-// error when lc asks for no logging, and an error wrapping ErrInvalidTask
+// Parse validates a task's log configuration. It returns nil and no error
+// when lc asks for no logging, and an error wrapping drivers.ErrInvalidTask
 // when the URL or a tag cannot be honoured by every driver.
-func CheckLogger(lc drivers.LoggerConfig) (*SyslogTarget, error) {
+func Parse(lc drivers.LoggerConfig) (*Target, error) {
 	if lc.URL == "" {
 		return nil, nil
 	}
@@ -38,7 +39,7 @@ func CheckLogger(lc drivers.LoggerConfig) (*SyslogTarget, error) {
 	if err != nil {
 		return nil, drivers.InvalidTaskf("log URL %q: %v", lc.URL, err)
 	}
-	target := &SyslogTarget{Network: u.Scheme}
+	target := &Target{Network: u.Scheme}
 	switch u.Scheme {
 	case "syslog", "udp", "tcp", "tcp+tls":
 		if u.Scheme == "syslog" {
@@ -50,7 +51,7 @@ func CheckLogger(lc drivers.LoggerConfig) (*SyslogTarget, error) {
 		}
 		target.Address = u.Host
 		if _, _, err := net.SplitHostPort(u.Host); err != nil {
-			target.Address = net.JoinHostPort(u.Hostname(), defaultSyslogPort)
+			target.Address = net.JoinHostPort(u.Hostname(), defaultPort)
 		}
 	case "unix", "unixgram":
 		// unix://dev/log would read as host "dev", path "/log".

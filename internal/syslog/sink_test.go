@@ -1,4 +1,4 @@
-package lifecycle
+package syslog
 
 import (
 	"bufio"
@@ -37,13 +37,13 @@ func TestSyslogMessage(t *testing.T) {
 			"65 <11>1 2024-05-06T07:08:09.123456Z host1 fn=app,call=c1 - - - oops"},
 		{"empty line", facilityUser*8 + severityInfo, "h", "id", "", true,
 			"45 <14>1 2024-05-06T07:08:09.123456Z h id - - - "},
-		{"unknown hostname, spaced tag", facilityUser*8 + severityInfo, headerField("", syslogMaxHostname), headerField("a b\tc", syslogMaxAppName), "x", false,
+		{"unknown hostname, spaced tag", facilityUser*8 + severityInfo, headerField("", maxHostname), headerField("a b\tc", maxAppName), "x", false,
 			"<14>1 2024-05-06T07:08:09.123456Z - a_b_c - - - x"},
-		{"long tag cut to 48", facilityUser*8 + severityInfo, "h", headerField(strings.Repeat("t", 60), syslogMaxAppName), "x", false,
+		{"long tag cut to 48", facilityUser*8 + severityInfo, "h", headerField(strings.Repeat("t", 60), maxAppName), "x", false,
 			"<14>1 2024-05-06T07:08:09.123456Z h " + strings.Repeat("t", 48) + " - - - x"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			msg := syslogMessage(tc.priority, at, tc.hostname, tc.appName, []byte(tc.line))
+			msg := message(tc.priority, at, tc.hostname, tc.appName, []byte(tc.line))
 			if tc.framed {
 				msg = octetFrame(msg)
 			}
@@ -52,24 +52,24 @@ func TestSyslogMessage(t *testing.T) {
 			}
 		})
 	}
-	local := syslogMessage(30, time.Date(2024, 5, 6, 7, 8, 9, 0, time.FixedZone("", 2*3600)), "h", "a", nil)
+	local := message(30, time.Date(2024, 5, 6, 7, 8, 9, 0, time.FixedZone("", 2*3600)), "h", "a", nil)
 	if !strings.Contains(string(local), " 2024-05-06T07:08:09.000000+02:00 ") {
 		t.Fatalf("timestamp with offset: %q", local)
 	}
 }
 
-// syslogLine matches a message as the sink writes it.
-var syslogLine = regexp.MustCompile(`^<(\d+)>1 (\S+) (\S+) (\S+) - - - (.*)$`)
+// messageLine matches a message as the sink writes it.
+var messageLine = regexp.MustCompile(`^<(\d+)>1 (\S+) (\S+) (\S+) - - - (.*)$`)
 
-type syslogRecord struct {
+type record struct {
 	priority int
 	appName  string
 	text     string
 }
 
-func parseSyslog(t testing.TB, msg string) syslogRecord {
+func parseMessage(t testing.TB, msg string) record {
 	t.Helper()
-	m := syslogLine.FindStringSubmatch(msg)
+	m := messageLine.FindStringSubmatch(msg)
 	if m == nil {
 		t.Fatalf("not an RFC 5424 message: %q", msg)
 	}
@@ -77,7 +77,7 @@ func parseSyslog(t testing.TB, msg string) syslogRecord {
 		t.Fatalf("timestamp of %q: %v", msg, err)
 	}
 	p, _ := strconv.Atoi(m[1])
-	return syslogRecord{priority: p, appName: m[4], text: m[5]}
+	return record{priority: p, appName: m[4], text: m[5]}
 }
 
 // readFrames reads octet-counted messages until EOF.
@@ -104,16 +104,16 @@ func readFrames(r io.Reader) ([]string, error) {
 	}
 }
 
-// syslogServer listens on 127.0.0.1 (udp or tcp) and collects what it
+// server listens on 127.0.0.1 (udp or tcp) and collects what it
 // receives.
-type syslogServer struct {
+type server struct {
 	url  string
 	msgs chan string
 }
 
-func newSyslogServer(t *testing.T, network string) *syslogServer {
+func newServer(t *testing.T, network string) *server {
 	t.Helper()
-	s := &syslogServer{msgs: make(chan string, 100)}
+	s := &server{msgs: make(chan string, 100)}
 	switch network {
 	case "udp":
 		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
@@ -164,7 +164,7 @@ func newSyslogServer(t *testing.T, network string) *syslogServer {
 }
 
 // receive waits for n messages.
-func (s *syslogServer) receive(t *testing.T, n int) []string {
+func (s *server) receive(t *testing.T, n int) []string {
 	t.Helper()
 	var out []string
 	timeout := time.After(10 * time.Second)
@@ -185,9 +185,9 @@ func quietLog() *logrus.Entry {
 	return logrus.NewEntry(l)
 }
 
-func mustTarget(t *testing.T, url string, tags ...drivers.LoggerTag) *SyslogTarget {
+func mustTarget(t *testing.T, url string, tags ...drivers.LoggerTag) *Target {
 	t.Helper()
-	target, err := CheckLogger(drivers.LoggerConfig{URL: url, Tags: tags})
+	target, err := Parse(drivers.LoggerConfig{URL: url, Tags: tags})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -200,15 +200,15 @@ func mustTarget(t *testing.T, url string, tags ...drivers.LoggerTag) *SyslogTarg
 func TestSyslogSinkLines(t *testing.T) {
 	for _, network := range []string{"udp", "tcp"} {
 		t.Run(network, func(t *testing.T) {
-			srv := newSyslogServer(t, network)
-			sink, err := dialSyslog(context.Background(), mustTarget(t, srv.url), "ctr-1", quietLog())
+			srv := newServer(t, network)
+			sink, err := Dial(context.Background(), mustTarget(t, srv.url), "ctr-1", quietLog())
 			if err != nil {
 				t.Fatal(err)
 			}
 			var stdout, stderr strings.Builder
-			out, errw := sink.lines(severityInfo, &stdout), sink.lines(severityErr, &stderr)
-			long := strings.Repeat("x", syslogMaxLine+10)
-			exact := strings.Repeat("z", syslogMaxLine)
+			out, errw := sink.Stdout(&stdout), sink.Stderr(&stderr)
+			long := strings.Repeat("x", maxLine+10)
+			exact := strings.Repeat("z", maxLine)
 			for _, p := range []string{"one\ntw", "o\n\nthree", "\n" + long + "\n" + exact, "\npartial"} {
 				if _, err := io.WriteString(out, p); err != nil {
 					t.Fatal(err)
@@ -217,21 +217,21 @@ func TestSyslogSinkLines(t *testing.T) {
 			if _, err := io.WriteString(errw, "failed\n"); err != nil {
 				t.Fatal(err)
 			}
-			sink.close()
-			sink.close()
+			sink.Close()
+			sink.Close()
 
 			if want := "one\ntwo\n\nthree\n" + long + "\n" + exact + "\npartial"; stdout.String() != want || stderr.String() != "failed\n" {
 				t.Fatalf("next writers got %q, %q", stdout.String(), stderr.String())
 			}
 			var got []string
 			for _, m := range srv.receive(t, 9) {
-				r := parseSyslog(t, m)
+				r := parseMessage(t, m)
 				if r.appName != "ctr-1" {
 					t.Errorf("app name %q, want the container id", r.appName)
 				}
 				got = append(got, fmt.Sprintf("%d:%s", r.priority, r.text))
 			}
-			want := []string{"14:one", "14:two", "14:", "14:three", "14:" + long[:syslogMaxLine], "14:" + long[syslogMaxLine:], "14:" + exact, "14:partial", "11:failed"}
+			want := []string{"14:one", "14:two", "14:", "14:three", "14:" + long[:maxLine], "14:" + long[maxLine:], "14:" + exact, "14:partial", "11:failed"}
 			// stdout and stderr are separate streams: only each one's order holds.
 			sort.SliceStable(got, func(i, j int) bool { return got[i][:2] > got[j][:2] })
 			if strings.Join(got, "|") != strings.Join(want, "|") {
@@ -261,17 +261,17 @@ func TestSyslogUnixFallback(t *testing.T) {
 		frames, _ := readFrames(conn)
 		got <- frames
 	}()
-	sink, err := dialSyslog(context.Background(), mustTarget(t, "unix://"+path, drivers.LoggerTag{Name: "fn", Value: "app"}), "ctr", quietLog())
+	sink, err := Dial(context.Background(), mustTarget(t, "unix://"+path, drivers.LoggerTag{Name: "fn", Value: "app"}), "ctr", quietLog())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !sink.framed {
 		t.Fatal("stream socket not framed")
 	}
-	_, _ = sink.lines(severityInfo, nil).Write([]byte("hi\n"))
-	sink.close()
+	_, _ = sink.Stdout(nil).Write([]byte("hi\n"))
+	sink.Close()
 	frames := <-got
-	if len(frames) != 1 || parseSyslog(t, frames[0]) != (syslogRecord{priority: 14, appName: "fn=app", text: "hi"}) {
+	if len(frames) != 1 || parseMessage(t, frames[0]) != (record{priority: 14, appName: "fn=app", text: "hi"}) {
 		t.Fatalf("frames %q", frames)
 	}
 }
@@ -310,11 +310,11 @@ func TestSyslogReconnect(t *testing.T) {
 		frames, _ := readFrames(conn)
 		second <- frames
 	}()
-	sink, err := dialSyslog(context.Background(), mustTarget(t, "tcp://"+l.Addr().String()), "ctr", quietLog())
+	sink, err := Dial(context.Background(), mustTarget(t, "tcp://"+l.Addr().String()), "ctr", quietLog())
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := sink.lines(severityInfo, nil)
+	w := sink.Stdout(nil)
 	_, _ = w.Write([]byte("first\n"))
 	select {
 	case <-firstRead:
@@ -327,7 +327,7 @@ func TestSyslogReconnect(t *testing.T) {
 		_, _ = fmt.Fprintf(w, "after %d\n", i)
 		time.Sleep(10 * time.Millisecond)
 	}
-	sink.close()
+	sink.Close()
 	var frames []string
 	select {
 	case frames = <-second:
@@ -337,7 +337,7 @@ func TestSyslogReconnect(t *testing.T) {
 	if len(frames) == 0 {
 		t.Fatal("nothing arrived on a second connection")
 	}
-	if last := parseSyslog(t, frames[len(frames)-1]).text; last != "after 49" {
+	if last := parseMessage(t, frames[len(frames)-1]).text; last != "after 49" {
 		t.Fatalf("last message on the new connection %q, want %q (frames %d)", last, "after 49", len(frames))
 	}
 	if sink.dropped.Load() > 2 {
@@ -360,7 +360,7 @@ func TestSyslogStalledServer(t *testing.T) {
 			accepted <- conn
 		}
 	}()
-	sink, err := dialSyslog(context.Background(), mustTarget(t, "tcp://"+l.Addr().String()), "ctr", quietLog())
+	sink, err := Dial(context.Background(), mustTarget(t, "tcp://"+l.Addr().String()), "ctr", quietLog())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -369,7 +369,7 @@ func TestSyslogStalledServer(t *testing.T) {
 			conn.Close()
 		}
 	}()
-	w := sink.lines(severityInfo, io.Discard)
+	w := sink.Stdout(io.Discard)
 	line := []byte(strings.Repeat("y", 8<<10) + "\n")
 	start := time.Now()
 	for i := 0; i < 2000; i++ { // 16 MB: far more than the socket buffers hold
@@ -377,8 +377,8 @@ func TestSyslogStalledServer(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	sink.close()
-	if took := time.Since(start); took > 2*syslogCloseTimeout+syslogWriteTimeout {
+	sink.Close()
+	if took := time.Since(start); took > 2*closeTimeout+writeTimeout {
 		t.Fatalf("writes and close took %v with a stalled server", took)
 	}
 	if sink.dropped.Load() == 0 {
