@@ -19,8 +19,8 @@ import (
 // holders).
 func (in *inspector) netLeftovers(env testEnv, tag string, keep map[string]bool) ([]string, error) {
 	var out []string
-	tagDir := filepath.Join(DefaultStateDir, "netns", pathComponent(env.namespace), pathComponent(tag))
-	err := filepath.WalkDir(tagDir, func(path string, e os.DirEntry, err error) error {
+	host := hostConfig(env.namespace, tag)
+	err := filepath.WalkDir(host.NetNSDir(), func(path string, e os.DirEntry, err error) error {
 		if err != nil {
 			if errors.Is(err, os.ErrNotExist) {
 				return nil
@@ -39,7 +39,7 @@ func (in *inspector) netLeftovers(env testEnv, tag string, keep map[string]bool)
 	for p := range keep {
 		keepIDs[filepath.Base(p)] = true
 	}
-	prefix := cniIDPrefix(env.namespace, tag)
+	prefix := host.IDPrefix()
 	leases, err := cniLeases(env)
 	if err != nil {
 		return nil, err
@@ -182,7 +182,7 @@ func TestCNIDisableNet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	prefix := cniIDPrefix(env.namespace, d.Settings().Tag)
+	prefix := hostConfig(env.namespace, d.Settings().Tag).IDPrefix()
 	task := &drivers.Task{ID: "fnrun-cni-" + randomID(), ImageRef: env.localImage, Cmd: "ls /sys/class/net", NoNetwork: true}
 	var out syncBuf
 	task.Stdout = &out
@@ -221,8 +221,8 @@ func TestCNIDisableNet(t *testing.T) {
 }
 
 // TestCNIConfiguration: networking asked for and unusable is an error at
-// New; a host with no CNI configuration at the default place runs with
-// loopback only.
+// New (package cninet tests each way it can be unusable); a host with no CNI
+// configuration at the default place runs with loopback only.
 func TestCNIConfiguration(t *testing.T) {
 	env := requireEnv(t)
 	newDriver := func(cfg drivers.Config) (*Driver, error) {
@@ -235,18 +235,6 @@ func TestCNIConfiguration(t *testing.T) {
 		}
 		return d, err
 	}
-	t.Run("EmptyConfDir", func(t *testing.T) {
-		_, err := newDriver(drivers.Config{CNIConfDir: t.TempDir(), CNIBinDir: env.cniBin})
-		if !errors.Is(err, drivers.ErrInvalidConfig) {
-			t.Fatalf("got %v, want ErrInvalidConfig", err)
-		}
-	})
-	t.Run("MissingPlugins", func(t *testing.T) {
-		_, err := newDriver(drivers.Config{CNIConfDir: env.cniConf, CNIBinDir: t.TempDir()})
-		if !errors.Is(err, drivers.ErrInvalidConfig) || !strings.Contains(err.Error(), "bridge") {
-			t.Fatalf("got %v, want ErrInvalidConfig naming the bridge plugin", err)
-		}
-	})
 	t.Run("BrokenConfig", func(t *testing.T) {
 		dir := t.TempDir()
 		if err := os.WriteFile(filepath.Join(dir, "10-bad.conflist"), []byte("{not json"), 0o644); err != nil {
@@ -287,26 +275,26 @@ func TestCNILeakReaped(t *testing.T) {
 	// A crashed instance: its attachments are made, then it goes away
 	// without tearing them down (its Close only sees cookies and holders).
 	crashed := newTestDriver(t, env, drivers.Config{ContainerLabelTag: tag, InstanceId: "crashed-" + randomID()})
-	var leaked []*netNS
+	var leaked []string
 	for i := 0; i < 2; i++ {
-		ns, err := crashed.d.attachNetwork(ctx)
+		ns, err := crashed.d.cni.Attach(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
-		leaked = append(leaked, ns)
+		leaked = append(leaked, ns.Path())
 	}
 	// A process killed between creating a namespace's file and pinning
 	// the namespace leaves a plain file.
-	unpinned := filepath.Join(crashed.d.cni.dir, crashed.d.cni.idPrefix+randomID())
+	unpinned := filepath.Join(filepath.Dir(leaked[0]), hostConfig(env.namespace, tag).IDPrefix()+randomID())
 	if err := os.WriteFile(unpinned, nil, 0o444); err != nil {
 		t.Fatal(err)
 	}
 	other := newTestDriver(t, env, drivers.Config{ContainerLabelTag: "other-" + tag})
-	kept, err := other.d.attachNetwork(ctx)
+	kept, err := other.d.cni.Attach(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = other.d.detachNetwork(context.Background(), kept) })
+	t.Cleanup(func() { _ = kept.Release(context.Background()) })
 	left, err := in.netLeftovers(env, tag, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -317,12 +305,12 @@ func TestCNILeakReaped(t *testing.T) {
 
 	newTestDriver(t, env, drivers.Config{ContainerLabelTag: tag})
 	waitNoNetLeftovers(t, in, env, tag)
-	for _, ns := range append(leaked, &netNS{path: unpinned}) {
-		if _, err := os.Stat(ns.path); !errors.Is(err, os.ErrNotExist) {
-			t.Errorf("namespace %s: %v, want removed", ns.path, err)
+	for _, path := range append(leaked, unpinned) {
+		if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("namespace %s: %v, want removed", path, err)
 		}
 	}
-	if _, err := os.Stat(kept.path); err != nil {
+	if _, err := os.Stat(kept.Path()); err != nil {
 		t.Errorf("another tag's namespace: %v", err)
 	}
 }

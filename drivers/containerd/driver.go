@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/http"
-	"os"
 	"sync"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 	"github.com/fnrun/fnrun/drivers"
 	"github.com/fnrun/fnrun/drivers/lifecycle"
 	"github.com/fnrun/fnrun/images"
+	"github.com/fnrun/fnrun/internal/cninet"
 )
 
 // DriverName is the name the driver registers under and tags metrics with.
@@ -56,8 +56,8 @@ type daemon struct {
 	images  imageCache
 	// cni gives containers and holders a network; nil on a host without
 	// CNI networking (loopback only).
-	cni   *cniNetwork
-	etc   etcDirs
+	cni   *cninet.Network
+	etc   *cninet.EtcFiles
 	store *imageStore
 
 	// bg ends the daemon's own watchers (OOM events, the janitor) when it
@@ -124,6 +124,10 @@ func connect(ctx context.Context, cfg drivers.Config, s *lifecycle.Settings) (*d
 			s.Logger.Warn("no static tini found (tini-static, docker-init): commands run as process 1, which ignores SIGTERM and SIGKILL from inside")
 		}
 	}
+	host := cninet.Config{
+		ConfDir: cfg.CNIConfDir, BinDir: cfg.CNIBinDir, StateDir: o.stateDir,
+		Namespace: cfg.Namespace(), Tag: s.Tag, Instance: s.Instance,
+	}
 	bg, stop := context.WithCancel(namespaces.WithNamespace(context.Background(), cfg.Namespace()))
 	d := &daemon{
 		s:      s,
@@ -132,7 +136,7 @@ func connect(ctx context.Context, cfg drivers.Config, s *lifecycle.Settings) (*d
 		caller: lifecycle.Caller{Driver: DriverName, Timeout: s.CallTimeout},
 		client: client,
 		ns:     cfg.Namespace(),
-		etc:    newEtcDirs(o.stateDir, cfg.Namespace(), s.Tag, s.Instance),
+		etc:    cninet.NewEtcFiles(host),
 		http:   newTransport(),
 		bg:     bg,
 		stopBG: stop,
@@ -149,9 +153,9 @@ func connect(ctx context.Context, cfg drivers.Config, s *lifecycle.Settings) (*d
 	}
 	d.store = &imageStore{d: d}
 	d.janitor = newJanitor(d)
-	if d.cni, err = newCNINetwork(cfg, o.stateDir, s.Instance, d.log); err != nil {
+	if d.cni, err = cninet.New(host, d.caller, d.log); err != nil {
 		_ = d.Close()
-		return nil, err
+		return nil, fmt.Errorf("containerd driver: %w", err)
 	}
 	if s.Pool != nil && len(s.Pool.Networks) > 0 {
 		// Holders get the CNI network every container gets; there is no
@@ -169,24 +173,15 @@ func connect(ctx context.Context, cfg drivers.Config, s *lifecycle.Settings) (*d
 func (d *daemon) Close() error {
 	d.stopBG()
 	d.wg.Wait()
-	d.removeStateDirs()
+	d.etc.RemoveDirs()
+	if d.cni != nil {
+		d.cni.RemoveDirs()
+	}
 	d.http.CloseIdleConnections()
 	if err := d.client.Close(); err != nil {
 		return fmt.Errorf("close containerd client: %w", err)
 	}
 	return nil
-}
-
-// removeStateDirs removes our namespace folder, and the tag's, when they
-// are empty: nothing of ours is left, and another instance of the tag may
-// still be using the tag's folder.
-func (d *daemon) removeStateDirs() {
-	_ = os.Remove(d.etc.dir)
-	_ = os.Remove(d.etc.tagDir)
-	if d.cni != nil {
-		_ = os.Remove(d.cni.dir)
-		_ = os.Remove(d.cni.tagDir)
-	}
 }
 
 // Capabilities implements drivers.Capable: everything the contract names.

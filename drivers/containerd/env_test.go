@@ -17,6 +17,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/fnrun/fnrun/drivers"
+	"github.com/fnrun/fnrun/internal/cninet"
 )
 
 // testEnv is the real environment test/env/up.sh starts, read from the
@@ -207,8 +208,7 @@ func (in *inspector) leftovers(ctx context.Context, tag string) ([]string, error
 // etcLeftovers lists the /etc file folders of the containers of tag, in
 // every instance's folder. An empty instance folder is a live driver's.
 func etcLeftovers(namespace, tag string) ([]string, error) {
-	tagDir := newEtcDirs(DefaultStateDir, namespace, tag, "").tagDir
-	dirs, err := filepath.Glob(filepath.Join(tagDir, "*", "*"))
+	dirs, err := filepath.Glob(filepath.Join(hostConfig(namespace, tag).EtcDir(), "*", "*"))
 	if err != nil {
 		return nil, err
 	}
@@ -217,6 +217,12 @@ func etcLeftovers(namespace, tag string) ([]string, error) {
 		out = append(out, "etc "+dir)
 	}
 	return out, nil
+}
+
+// hostConfig places the namespaces and /etc files of the drivers of tag
+// with the default state folder, as newTestDriver makes them.
+func hostConfig(namespace, tag string) cninet.Config {
+	return cninet.Config{StateDir: DefaultStateDir, Namespace: namespace, Tag: tag}
 }
 
 // fnrunLeases lists every lease of the library in the namespace.

@@ -4,159 +4,20 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"net"
 	"os"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	gocni "github.com/containerd/go-cni"
 	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/fnrun/fnrun/drivers"
+	"github.com/fnrun/fnrun/internal/cninet"
 )
 
-func TestContainerResolvConf(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		host string
-		cni  types.DNS
-		ipv6 bool
-		want string
-	}{{
-		name: "LoopbackRemoved",
-		host: "# a comment\nnameserver 127.0.0.53\nnameserver 10.0.0.2\nnameserver ::1\nnameserver 127.1.2.3\nnameserver 2001:db8::1\nsearch example.com corp.example.com\noptions ndots:2 timeout:1\nsortlist 10.0.0.0\n",
-		ipv6: true,
-		want: "nameserver 10.0.0.2\nnameserver 2001:db8::1\nsearch example.com corp.example.com\noptions ndots:2 timeout:1\n",
-	}, {
-		name: "IPv6RemovedWithoutIPv6",
-		host: "nameserver 2001:db8::1\nnameserver 10.0.0.2\nnameserver fe80::1%eth0\n",
-		want: "nameserver 10.0.0.2\n",
-	}, {
-		name: "OnlyIPv6Left",
-		host: "nameserver 2001:db8::1\n",
-		want: "nameserver 8.8.8.8\nnameserver 8.8.4.4\n",
-	}, {
-		name: "CNIIPv6NameserverKept",
-		host: "nameserver 10.0.0.2\n",
-		cni:  types.DNS{Nameservers: []string{"2001:db8::53"}},
-		want: "nameserver 2001:db8::53\n",
-	}, {
-		name: "DefaultsWhenNoneLeft",
-		host: "nameserver 127.0.0.1\nnameserver ::1\nsearch example.com\noptions edns0\n",
-		want: "nameserver 8.8.8.8\nnameserver 8.8.4.4\nsearch example.com\noptions edns0\n",
-	}, {
-		name: "EmptyHost",
-		want: "nameserver 8.8.8.8\nnameserver 8.8.4.4\n",
-	}, {
-		name: "LastOfDomainAndSearch",
-		host: "search a.example\ndomain b.example\nnameserver 10.0.0.2\noptions ndots:1\noptions rotate\n",
-		want: "nameserver 10.0.0.2\ndomain b.example\noptions ndots:1 rotate\n",
-	}, {
-		name: "CNINameserversKeepHostSearch",
-		host: "nameserver 10.0.0.2\nsearch example.com\noptions ndots:2\n",
-		cni:  types.DNS{Nameservers: []string{"10.88.0.53"}},
-		want: "nameserver 10.88.0.53\nsearch example.com\noptions ndots:2\n",
-	}, {
-		name: "CNIReplacesEverything",
-		host: "nameserver 127.0.0.53\ndomain example.com\noptions ndots:2\n",
-		cni:  types.DNS{Nameservers: []string{"10.88.0.53", "10.88.0.54"}, Search: []string{"fnrun.test"}, Options: []string{"ndots:5"}},
-		want: "nameserver 10.88.0.53\nnameserver 10.88.0.54\nsearch fnrun.test\noptions ndots:5\n",
-	}, {
-		name: "CNISearchOnly",
-		host: "nameserver 127.0.0.1\n",
-		cni:  types.DNS{Search: []string{"fnrun.test"}},
-		want: "nameserver 8.8.8.8\nnameserver 8.8.4.4\nsearch fnrun.test\n",
-	}} {
-		t.Run(tc.name, func(t *testing.T) {
-			if got := string(containerResolvConf([]byte(tc.host), tc.cni, tc.ipv6)); got != tc.want {
-				t.Errorf("got\n%s\nwant\n%s", got, tc.want)
-			}
-		})
-	}
-}
-
-func TestReadHostResolvConf(t *testing.T) {
-	const upstream = "nameserver 192.0.2.1\nsearch lan\n"
-	for _, tc := range []struct {
-		name     string
-		host     string // "" for no file
-		systemd  string // "" for no file
-		wantFrom string // "host", "systemd" or "" for nothing
-	}{
-		{name: "Plain", host: "nameserver 10.0.0.2\n", systemd: upstream, wantFrom: "host"},
-		{name: "SystemdStub", host: "nameserver 127.0.0.53\noptions edns0 trust-ad\nsearch lan\n", systemd: upstream, wantFrom: "systemd"},
-		{name: "StubWithoutUpstreamFile", host: "nameserver 127.0.0.53\n", wantFrom: "host"},
-		{name: "StubAmongOthers", host: "nameserver 127.0.0.53\nnameserver 10.0.0.2\n", systemd: upstream, wantFrom: "host"},
-		{name: "NoHostFile", systemd: upstream},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			dir := t.TempDir()
-			hostPath, systemdPath := filepath.Join(dir, "resolv.conf"), filepath.Join(dir, "systemd-resolv.conf")
-			for path, content := range map[string]string{hostPath: tc.host, systemdPath: tc.systemd} {
-				if content == "" {
-					continue
-				}
-				if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			got, err := readHostResolvConf(hostPath, systemdPath)
-			if err != nil {
-				t.Fatal(err)
-			}
-			want := map[string]string{"host": tc.host, "systemd": tc.systemd}[tc.wantFrom]
-			if string(got) != want {
-				t.Errorf("got %q, want %q (from %q)", got, want, tc.wantFrom)
-			}
-		})
-	}
-}
-
 const localhostLines = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n"
-
-func TestHostsFile(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		ips  []string
-		want string
-	}{
-		{name: "LoopbackOnly", want: localhostLines},
-		{name: "OneAddress", ips: []string{"10.88.0.7"}, want: localhostLines + "10.88.0.7\tcall-1\n"},
-		{name: "DualStack", ips: []string{"10.88.0.7", "fd00::7"}, want: localhostLines + "10.88.0.7\tcall-1\nfd00::7\tcall-1\n"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			if got := string(hostsFile("call-1", tc.ips)); got != tc.want {
-				t.Errorf("got\n%s\nwant\n%s", got, tc.want)
-			}
-		})
-	}
-}
-
-// TestNetInfoOf: the addresses are the container interface's, not the
-// bridge's; the DNS of every result is merged.
-func TestNetInfoOf(t *testing.T) {
-	res := &gocni.Result{
-		Interfaces: map[string]*gocni.Config{
-			"fnrun0": {IPConfigs: []*gocni.IPConfig{{IP: net.ParseIP("10.88.0.1")}}},
-			"eth0":   {Sandbox: "/run/netns/x", IPConfigs: []*gocni.IPConfig{{IP: net.ParseIP("10.88.0.9")}}},
-		},
-		DNS: []types.DNS{{Nameservers: []string{"10.88.0.53"}}, {Search: []string{"fnrun.test"}}},
-	}
-	info := netInfoOf(res)
-	if !slices.Equal(info.ips, []string{"10.88.0.9"}) {
-		t.Errorf("ips %q, want eth0's", info.ips)
-	}
-	if !slices.Equal(info.dns.Nameservers, []string{"10.88.0.53"}) || !slices.Equal(info.dns.Search, []string{"fnrun.test"}) {
-		t.Errorf("dns %+v", info.dns)
-	}
-	if got := netInfoOf(nil); got.ips != nil || !got.dns.IsEmpty() {
-		t.Errorf("nil result: %+v", got)
-	}
-}
 
 // etcCat prints the three files, separated, then eth0's IPv4 address
 // when there is an eth0.
@@ -190,7 +51,7 @@ func runEtcTask(t *testing.T, d *Driver, task *drivers.Task) etcView {
 	if res := w.Wait(ctx); res.Status() != drivers.StatusSuccess {
 		t.Fatalf("status %s (%v); stdout %q stderr %q", res.Status(), res.Error(), out.String(), errOut.String())
 	}
-	dir := filepath.Join(d.d.etc.dir, pathComponent(task.ID))
+	dir := d.d.etc.Dir(task.ID)
 	if _, err := os.Stat(filepath.Join(dir, "hosts")); err != nil {
 		t.Errorf("/etc files before Close: %v", err)
 	}
@@ -210,11 +71,11 @@ func runEtcTask(t *testing.T, d *Driver, task *drivers.Task) etcView {
 // hostResolvConf is what a container without CNI DNS must see.
 func hostResolvConf(t *testing.T) string {
 	t.Helper()
-	host, err := readHostResolvConf(hostResolvConfPath, systemdResolvConfPath)
+	host, err := cninet.HostResolvConf()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return string(containerResolvConf(host, types.DNS{}, false))
+	return string(cninet.ContainerResolvConf(host, types.DNS{}, false))
 }
 
 // withDNSConf copies the environment's CNI configuration with a "dns"
@@ -345,14 +206,14 @@ func TestEtcFilesLeakReaped(t *testing.T) {
 	crashed := newTestDriver(t, env, drivers.Config{ContainerLabelTag: tag, InstanceId: "crashed-" + randomID()})
 	var leaked []string
 	for i := 0; i < 2; i++ {
-		dir, err := crashed.d.writeEtcFiles("leak-"+randomID(), "leak", netInfo{ips: []string{"10.88.0.99"}})
+		dir, err := crashed.d.etc.Write("leak-"+randomID(), "leak", cninet.Info{IPs: []string{"10.88.0.99"}})
 		if err != nil {
 			t.Fatal(err)
 		}
 		leaked = append(leaked, dir)
 	}
 	other := newTestDriver(t, env, drivers.Config{ContainerLabelTag: "other-" + tag})
-	kept, err := other.d.writeEtcFiles("kept-"+randomID(), "kept", netInfo{})
+	kept, err := other.d.etc.Write("kept-"+randomID(), "kept", cninet.Info{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -383,21 +244,5 @@ func TestEtcFilesLeakReaped(t *testing.T) {
 	}
 	if _, err := os.Stat(kept); err != nil {
 		t.Errorf("another tag's /etc folder: %v", err)
-	}
-}
-
-func TestNetInfoHasIPv6(t *testing.T) {
-	for _, tc := range []struct {
-		ips  []string
-		want bool
-	}{
-		{nil, false},
-		{[]string{"10.88.0.5"}, false},
-		{[]string{"::ffff:10.88.0.5"}, false},
-		{[]string{"10.88.0.5", "fd00::5"}, true},
-	} {
-		if got := (netInfo{ips: tc.ips}).hasIPv6(); got != tc.want {
-			t.Errorf("hasIPv6(%v) = %v, want %v", tc.ips, got, tc.want)
-		}
 	}
 }

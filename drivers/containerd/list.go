@@ -101,9 +101,9 @@ func (d *daemon) Kill(ctx context.Context, c drivers.ContainerInfo) error {
 	if err := d.removeContainer(ctx, ctr); err != nil {
 		return err
 	}
-	if c.Labels[LabelInstance] != d.s.Instance {
-		if ns, ok := d.ownNetNSPath(c.Labels[LabelNetNS]); ok {
-			if err := d.detachNetwork(ctx, ns); err != nil {
+	if c.Labels[LabelInstance] != d.s.Instance && d.cni != nil {
+		if ns, ok := d.cni.OwnNS(c.Labels[LabelNetNS]); ok {
+			if err := ns.Release(ctx); err != nil {
 				return fmt.Errorf("kill container %s: %w", c.ID, err)
 			}
 		}

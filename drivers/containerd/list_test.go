@@ -112,7 +112,7 @@ func TestContainers(t *testing.T) {
 		t.Errorf("killed container still listed: %+v", got)
 	}
 	if netns != "" {
-		if _, ok := d.d.ownNetNSPath(netns); !ok {
+		if _, ok := d.d.cni.OwnNS(netns); !ok {
 			t.Errorf("namespace %s not recognised as the tag's", netns)
 		}
 	}

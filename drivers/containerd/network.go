@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/fnrun/fnrun/drivers"
+	"github.com/fnrun/fnrun/internal/cninet"
 )
 
 // NetworkProvider hands out the network namespace a container joins,
@@ -26,3 +27,7 @@ type NetworkLease interface {
 	// called any more.
 	Release(ctx context.Context) error
 }
+
+// The default network, when no NetworkProvider is given, is package
+// cninet's: a CNI network per container.
+var _ NetworkLease = (*cninet.NS)(nil)

@@ -21,6 +21,11 @@ const (
 	// DefaultLeaseExpiry bounds how long a lease of a crashed process keeps
 	// content from the garbage collector.
 	DefaultLeaseExpiry = time.Hour
+	// DefaultStateDir is where the driver keeps what it owns on the host:
+	// the pinned network namespaces and the /etc files of its containers
+	// (package cninet describes the layout). A tmpfs is the right place:
+	// neither survives a reboot.
+	DefaultStateDir = "/run/fnrun/containerd"
 )
 
 // Option configures a Driver: any drivers.Option (logger, timeouts, Docker

@@ -58,9 +58,9 @@ func (d *daemon) ReapLeaks(ctx context.Context) {
 	// runs in them any more.
 	nets := 0
 	if d.cni != nil {
-		nets = d.reapNetworks(ctx, log)
+		nets = d.cni.Reap(ctx, log)
 	}
-	etcs := d.reapEtcFiles(log)
+	etcs := d.etc.Reap(log)
 	if len(orphans)+len(stale)+nets+etcs > 0 {
 		log.WithFields(map[string]interface{}{"snapshots": len(orphans), "leases": len(stale), "netns": nets, "etc": etcs}).Info("removed leftovers of earlier instances")
 	}

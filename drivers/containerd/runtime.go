@@ -21,6 +21,7 @@ import (
 
 	"github.com/fnrun/fnrun/drivers"
 	"github.com/fnrun/fnrun/drivers/lifecycle"
+	"github.com/fnrun/fnrun/internal/cninet"
 	"github.com/fnrun/fnrun/stats"
 )
 
@@ -134,13 +135,13 @@ func (c *container) callOpts(ctx context.Context, spec lifecycle.CreateSpec, img
 			return nil, err
 		} else if c.net != nil {
 			o.NetNSPath = c.net.Path()
-			if cl, ok := c.net.(*cniLease); ok {
-				labels[LabelNetNS] = cl.ns.path
+			if ns, ok := c.net.(*cninet.NS); ok {
+				labels[LabelNetNS] = ns.Path()
 			}
 		}
 	}
 	var err error
-	if c.etcDir, err = d.writeEtcFiles(c.name, hostname(c.name), c.info); err != nil {
+	if c.etcDir, err = d.etc.Write(c.name, hostname(c.name), c.info); err != nil {
 		return nil, err
 	}
 	specOpts := append(o.specOpts(img, task.Args, !d.s.Policy.Unprivileged), withEtcFiles(c.etcDir))
@@ -157,13 +158,13 @@ func (c *container) holderOpts(ctx context.Context, spec lifecycle.CreateSpec, i
 		ctrLabels[k] = v
 	}
 	if d.cni != nil && spec.Holder.Network != lifecycle.NoNetwork {
-		ns, err := d.attachNetwork(ctx)
+		ns, err := d.cni.Attach(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("holder %s: %w", spec.Name, err)
 		}
-		c.net, c.info = &cniLease{d: d, ns: ns}, ns.info
-		specOpts = append(specOpts, oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: ns.path}))
-		ctrLabels[LabelNetNS] = ns.path
+		c.net, c.info = ns, ns.Info()
+		specOpts = append(specOpts, oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: ns.Path()}))
+		ctrLabels[LabelNetNS] = ns.Path()
 	}
 	return []ctrd.NewContainerOpts{
 		ctrd.WithSnapshotter(d.opts.snapshotter),
@@ -237,11 +238,11 @@ func (c *container) acquireNetwork(ctx context.Context, task drivers.ContainerTa
 	if d.cni == nil {
 		return nil
 	}
-	ns, err := d.attachNetwork(ctx)
+	ns, err := d.cni.Attach(ctx)
 	if err != nil {
 		return err
 	}
-	c.net, c.info = &cniLease{d: d, ns: ns}, ns.info
+	c.net, c.info = ns, ns.Info()
 	return nil
 }
 
@@ -254,7 +255,7 @@ type container struct {
 	ctr        ctrd.Container // nil until created, or when the create is in doubt
 	createSent bool           // a create whose answer was lost: the container may exist
 	net        NetworkLease   // its own network, released after it is removed; nil when none
-	info       netInfo        // of its network, for its /etc files
+	info       cninet.Info    // of its network, for its /etc files
 	etcDir     string         // "" when none were written or they are removed
 	task       ctrd.Task
 	taskLeft   bool // a task may exist that task does not hold

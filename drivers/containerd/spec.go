@@ -2,6 +2,7 @@ package containerd
 
 import (
 	"context"
+	"path/filepath"
 	"strconv"
 
 	"github.com/containerd/cgroups/v3"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/fnrun/fnrun/drivers"
 	"github.com/fnrun/fnrun/drivers/lifecycle"
+	"github.com/fnrun/fnrun/internal/cninet"
 )
 
 // Security and limit constants shared with the docker driver's behaviour.
@@ -265,6 +267,31 @@ func withMounts(mounts []specs.Mount) oci.SpecOpts {
 
 func bindMount(src, dst string) specs.Mount {
 	return specs.Mount{Destination: dst, Type: "bind", Source: src, Options: []string{"rbind", "rw"}}
+}
+
+// withEtcFiles mounts the files of dir (see cninet.EtcFiles) read-only at
+// /etc, where a task volume wins, as with Docker. A read-only root is no
+// obstacle: runc creates the mount points before making it read-only.
+func withEtcFiles(dir string) oci.SpecOpts {
+	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+		taken := map[string]bool{}
+		for _, m := range s.Mounts {
+			taken[m.Destination] = true
+		}
+		for _, name := range cninet.EtcFileNames() {
+			dst := "/etc/" + name
+			if taken[dst] {
+				continue
+			}
+			s.Mounts = append(s.Mounts, specs.Mount{
+				Destination: dst,
+				Type:        "bind",
+				Source:      filepath.Join(dir, name),
+				Options:     []string{"rbind", "ro", "nosuid", "nodev", "noexec"},
+			})
+		}
+		return nil
+	}
 }
 
 func hostname(id string) string {

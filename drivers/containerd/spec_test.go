@@ -198,7 +198,7 @@ func TestSpecEveryKnob(t *testing.T) {
 	}
 	if netns == nil {
 		t.Errorf("no network namespace")
-	} else if _, own := d.d.ownNetNSPath(netns.Path); !own || labels[LabelNetNS] != netns.Path {
+	} else if _, own := d.d.cni.OwnNS(netns.Path); !own || labels[LabelNetNS] != netns.Path {
 		t.Errorf("network namespace %+v (label %q), want one the driver pinned", netns, labels[LabelNetNS])
 	}
 

@@ -1,6 +1,6 @@
 //go:build race && !deadlocks
 
-package containerd
+package cninet
 
 import "github.com/sasha-s/go-deadlock"
 

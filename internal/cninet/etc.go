@@ -1,8 +1,7 @@
-package containerd
+package cninet
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -12,18 +11,14 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/containerd/containerd/containers"
-	"github.com/containerd/containerd/oci"
 	gocni "github.com/containerd/go-cni"
 	"github.com/containernetworking/cni/pkg/types"
-	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/sirupsen/logrus"
 )
 
 // Containerd, unlike Docker, gives a container no /etc/resolv.conf,
-// /etc/hosts or /etc/hostname, so names do not resolve inside: the driver
-// writes the three per container, as Docker would, under its state folder
-// (see DefaultStateDir) and bind-mounts them read-only.
+// /etc/hosts or /etc/hostname, so names do not resolve inside: EtcFiles
+// writes the three per container, as Docker would.
 
 const (
 	hostResolvConfPath = "/etc/resolv.conf"
@@ -39,17 +34,19 @@ const (
 // which CNI here does not give.
 var defaultNameservers = []string{"8.8.8.8", "8.8.4.4"}
 
-// etcFileNames are the files written per container, mounted at /etc/<name>.
-var etcFileNames = []string{"resolv.conf", "hosts", "hostname"}
+// EtcFileNames are the files written per container, to mount at
+// /etc/<name>.
+func EtcFileNames() []string { return []string{"resolv.conf", "hosts", "hostname"} }
 
-// netInfo is what a container's /etc files take from its CNI network; zero
-// for a container without one.
-type netInfo struct {
-	ips []string  // the container interface's addresses
-	dns types.DNS // what the network configuration's "dns" gives
+// Info is what a container's /etc files take from its network; zero for a
+// container without one.
+type Info struct {
+	IPs []string  // the container interface's addresses
+	DNS types.DNS // what the network configuration's "dns" gives
 }
 
-func (n netInfo) hasIPv6() bool { return slices.ContainsFunc(n.ips, isIPv6) }
+// HasIPv6 reports whether the container has an IPv6 address.
+func (i Info) HasIPv6() bool { return slices.ContainsFunc(i.IPs, isIPv6) }
 
 // isIPv6 takes zoned addresses (fe80::1%eth0) too, as resolv.conf may.
 func isIPv6(addr string) bool {
@@ -57,57 +54,61 @@ func isIPv6(addr string) bool {
 	return err == nil && ip.Is6() && !ip.Is4In6()
 }
 
-// netInfoOf reads a CNI result. The container's interface is always the
-// first one, eth0: the driver sets up a single network.
-func netInfoOf(res *gocni.Result) netInfo {
-	var info netInfo
+// infoOf reads a CNI result. The container's interface is always the
+// first one, eth0: a single network is set up.
+func infoOf(res *gocni.Result) Info {
+	var info Info
 	if res == nil {
 		return info
 	}
-	if iface := res.Interfaces[cniInterfacePrefix+"0"]; iface != nil {
+	if iface := res.Interfaces[interfacePrefix+"0"]; iface != nil {
 		for _, ip := range iface.IPConfigs {
-			info.ips = append(info.ips, ip.IP.String())
+			info.IPs = append(info.IPs, ip.IP.String())
 		}
 	}
 	for _, dns := range res.DNS {
-		info.dns = mergeDNS(info.dns, dns)
+		info.DNS = mergeDNS(info.DNS, dns)
 	}
 	return info
 }
 
-type etcDirs struct {
+// EtcFiles writes the /etc files of one driver instance's containers.
+type EtcFiles struct {
 	// tagDir holds the instance folders of every driver with our label
 	// tag; dir is ours, with a folder per container.
 	tagDir string
 	dir    string
 }
 
-func newEtcDirs(stateDir, namespace, tag, instance string) etcDirs {
-	if stateDir == "" {
-		stateDir = DefaultStateDir
-	}
-	tagDir := filepath.Join(stateDir, "etc", pathComponent(namespace), pathComponent(tag))
-	return etcDirs{tagDir: tagDir, dir: filepath.Join(tagDir, pathComponent(instance))}
+// NewEtcFiles places the files by cfg's StateDir, Namespace, Tag and
+// Instance; it touches nothing yet.
+func NewEtcFiles(cfg Config) *EtcFiles {
+	tagDir := cfg.EtcDir()
+	return &EtcFiles{tagDir: tagDir, dir: filepath.Join(tagDir, pathComponent(cfg.Instance))}
 }
 
-// writeEtcFiles writes the /etc files of container id and returns their
-// folder. The host's resolv.conf is read each time, as Docker does, so a
-// change on the host reaches the next container.
-func (d *daemon) writeEtcFiles(id, hostname string, info netInfo) (string, error) {
-	hostConf, err := readHostResolvConf(hostResolvConfPath, systemdResolvConfPath)
+// Dir is the folder of container id's files.
+func (e *EtcFiles) Dir(id string) string { return filepath.Join(e.dir, pathComponent(id)) }
+
+// Write writes the files of container id and returns their folder, which
+// the caller removes with the container. The host's resolv.conf is read
+// each time, as Docker does, so that a change on the host reaches the next
+// container.
+func (e *EtcFiles) Write(id, hostname string, info Info) (string, error) {
+	hostConf, err := HostResolvConf()
 	if err != nil {
 		return "", fmt.Errorf("/etc files of %s: %w", id, err)
 	}
 	contents := map[string][]byte{
-		"resolv.conf": containerResolvConf(hostConf, info.dns, info.hasIPv6()),
-		"hosts":       hostsFile(hostname, info.ips),
+		"resolv.conf": ContainerResolvConf(hostConf, info.DNS, info.HasIPv6()),
+		"hosts":       hostsFile(hostname, info.IPs),
 		"hostname":    []byte(hostname + "\n"),
 	}
-	dir := filepath.Join(d.etc.dir, pathComponent(id))
+	dir := e.Dir(id)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", fmt.Errorf("/etc files of %s: %w", id, err)
 	}
-	for _, name := range etcFileNames {
+	for _, name := range EtcFileNames() {
 		if err := os.WriteFile(filepath.Join(dir, name), contents[name], 0o644); err != nil {
 			_ = os.RemoveAll(dir)
 			return "", fmt.Errorf("/etc files of %s: %w", id, err)
@@ -116,35 +117,10 @@ func (d *daemon) writeEtcFiles(id, hostname string, info netInfo) (string, error
 	return dir, nil
 }
 
-// withEtcFiles mounts the files of dir read-only at /etc, where a task
-// volume wins, as with Docker. A read-only root is no obstacle: runc creates
-// the mount points before making it read-only.
-func withEtcFiles(dir string) oci.SpecOpts {
-	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
-		taken := map[string]bool{}
-		for _, m := range s.Mounts {
-			taken[m.Destination] = true
-		}
-		for _, name := range etcFileNames {
-			dst := "/etc/" + name
-			if taken[dst] {
-				continue
-			}
-			s.Mounts = append(s.Mounts, specs.Mount{
-				Destination: dst,
-				Type:        "bind",
-				Source:      filepath.Join(dir, name),
-				Options:     []string{"rbind", "ro", "nosuid", "nodev", "noexec"},
-			})
-		}
-		return nil
-	}
-}
-
-// reapEtcFiles removes the /etc folders of other instances with our label
-// tag, whose containers the reaper has removed; never our own.
-func (d *daemon) reapEtcFiles(log *logrus.Entry) int {
-	entries, err := os.ReadDir(d.etc.tagDir)
+// Reap removes the folders of other instances with our label tag, whose
+// containers are gone, and returns how many went; never our own.
+func (e *EtcFiles) Reap(log *logrus.Entry) int {
+	entries, err := os.ReadDir(e.tagDir)
 	if err != nil {
 		if !errors.Is(err, os.ErrNotExist) {
 			log.WithError(err).Warn("leak reaper: cannot list /etc file folders")
@@ -152,9 +128,9 @@ func (d *daemon) reapEtcFiles(log *logrus.Entry) int {
 		return 0
 	}
 	removed := 0
-	for _, e := range entries {
-		dir := filepath.Join(d.etc.tagDir, e.Name())
-		if dir == d.etc.dir {
+	for _, entry := range entries {
+		dir := filepath.Join(e.tagDir, entry.Name())
+		if dir == e.dir {
 			continue
 		}
 		if err := os.RemoveAll(dir); err != nil {
@@ -166,9 +142,19 @@ func (d *daemon) reapEtcFiles(log *logrus.Entry) int {
 	return removed
 }
 
-// readHostResolvConf reads the host's resolv.conf the way Docker picks it:
+// RemoveDirs removes our folder, and the tag's, when they are empty.
+func (e *EtcFiles) RemoveDirs() {
+	_ = os.Remove(e.dir)
+	_ = os.Remove(e.tagDir)
+}
+
+// HostResolvConf reads the host's resolv.conf the way Docker picks it:
 // systemd-resolved's upstream list when its stub is the only server; empty
 // when the host has none.
+func HostResolvConf() ([]byte, error) {
+	return readHostResolvConf(hostResolvConfPath, systemdResolvConfPath)
+}
+
 func readHostResolvConf(path, systemdPath string) ([]byte, error) {
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
@@ -185,17 +171,17 @@ func readHostResolvConf(path, systemdPath string) ([]byte, error) {
 	return b, nil
 }
 
-// containerResolvConf filters the host's resolv.conf as Docker does: no
+// ContainerResolvConf filters the host's resolv.conf as Docker does: no
 // loopback nameservers (nothing listens there in the container's
 // namespace), and no IPv6 ones for a container without an IPv6 address.
-// The CNI network's DNS replaces the matching parts, as Docker's --dns
-// flags do, and Docker's default nameservers fill an empty list.
-func containerResolvConf(host []byte, cniDNS types.DNS, ipv6 bool) []byte {
+// The network's DNS replaces the matching parts, as Docker's --dns flags
+// do, and Docker's default nameservers fill an empty list.
+func ContainerResolvConf(host []byte, netDNS types.DNS, ipv6 bool) []byte {
 	hostConf := parseResolvConf(host, true)
 	if !ipv6 {
 		hostConf.Nameservers = slices.DeleteFunc(hostConf.Nameservers, isIPv6)
 	}
-	conf := mergeDNS(hostConf, cniDNS)
+	conf := mergeDNS(hostConf, netDNS)
 	if len(conf.Nameservers) == 0 {
 		conf.Nameservers = defaultNameservers
 	}
