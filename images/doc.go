@@ -1,7 +1,7 @@
 // Package images keeps a runtime's image store under a byte budget: a
 // size-budgeted LRU of images with busy counts and exempt references, and
 // the background job that evicts idle images through a small Store
-// interface that each driver implements.
+// interface, implemented once per runtime.
 //
 // The package holds the policy; a driver supplies the store (list images
 // with ids, references, sizes and whether a container uses them; remove
@@ -19,6 +19,10 @@
 //
 //	// In Driver.Close, after the cookies are done:
 //	cleaner.Close()
+//
+// The stores of the real runtimes are packages of their own,
+// images/dockerstore and images/containerdstore, each the cleaner's adapter
+// to one runtime, which its driver builds over its connection.
 //
 // # Policy
 //

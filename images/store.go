@@ -46,8 +46,10 @@ type Image struct {
 	LastUsed time.Time
 }
 
-// Store is the image store of one runtime, as the cleaner sees it. Each
-// driver implements it over its daemon; the cleaner holds the policy.
+// Store is the image store of one runtime, as the cleaner sees it: for
+// Docker and containerd, packages images/dockerstore and
+// images/containerdstore, which their drivers build and hand out through
+// Provider; the cleaner holds the policy.
 // List and Remove calls never overlap each other (SetLastUse may overlap
 // them), are never made with the cleaner's lock held, and must honour ctx:
 // Close cancels it.

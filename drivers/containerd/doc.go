@@ -26,9 +26,10 @@
 // loopback only and a warning is logged; a broken one fails New.
 //
 // Pool holders have a CNI network of their own, and a call's container
-// joins one by namespace path. The image store (ImageStore) groups the
-// records of one target digest, splits sizes into unique and shared bytes,
-// and keeps last uses in an image label. Every container, snapshot and
+// joins one by namespace path. The image store the cleaner works through
+// (ImageStore; package images/containerdstore) groups the records of one
+// target digest, splits sizes into unique and shared bytes, and keeps last
+// uses in an image label (LabelLastUse). Every container, snapshot and
 // lease carries the ownership labels, and every lease expires on its own;
 // a lease whose delete the daemon did not answer is retried in the
 // background. The leak reaper also removes other instances' orphan

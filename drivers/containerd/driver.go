@@ -17,6 +17,7 @@ import (
 	"github.com/fnrun/fnrun/drivers"
 	"github.com/fnrun/fnrun/drivers/lifecycle"
 	"github.com/fnrun/fnrun/images"
+	"github.com/fnrun/fnrun/images/containerdstore"
 	"github.com/fnrun/fnrun/internal/cninet"
 )
 
@@ -32,6 +33,9 @@ const (
 	LabelInstance = drivers.LabelInstance
 	// LabelLease says what a lease protects (pull, create...).
 	LabelLease = "io.fnrun.lease"
+	// LabelLastUse is the image label of an image's last use (see
+	// containerdstore.LabelLastUse).
+	LabelLastUse = containerdstore.LabelLastUse
 )
 
 // Driver runs tasks as containerd containers over the shared life cycle.
@@ -58,7 +62,7 @@ type daemon struct {
 	// CNI networking (loopback only).
 	cni   *cninet.Network
 	etc   *cninet.EtcFiles
-	store *imageStore
+	store *containerdstore.Store
 
 	// bg ends the daemon's own watchers (OOM events, the janitor) when it
 	// closes; wg counts them.
@@ -151,7 +155,10 @@ func connect(ctx context.Context, cfg drivers.Config, s *lifecycle.Settings) (*d
 		_ = client.Close()
 		return nil, fmt.Errorf("containerd at %s: %w: %w", address, drivers.ErrDaemonUnavailable, err)
 	}
-	d.store = &imageStore{d: d}
+	d.store = containerdstore.New(client, d.ns, o.snapshotter, d.caller,
+		containerdstore.WithLogger(d.log),
+		containerdstore.WithRemoveTimeout(s.PullTimeout),
+		containerdstore.WithOnRemove(d.images.forget))
 	d.janitor = newJanitor(d)
 	if d.cni, err = cninet.New(host, d.caller, d.log); err != nil {
 		_ = d.Close()

@@ -11,10 +11,9 @@ import (
 	"github.com/containerd/containerd/errdefs"
 	"github.com/containerd/containerd/remotes/docker"
 	remoteerrors "github.com/containerd/containerd/remotes/errors"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/fnrun/fnrun/drivers"
+	"github.com/fnrun/fnrun/internal/ctrderr"
 	"github.com/fnrun/fnrun/internal/dockerconfig"
 )
 
@@ -25,20 +24,9 @@ import (
 // driver's ErrCredentialHelper, so one errors.Is serves both.
 var ErrCredentialHelper = dockerconfig.ErrCredentialHelper
 
-// daemonErr translates a containerd error at the boundary: an unreachable or
-// silent daemon becomes drivers.ErrDaemonUnavailable, and the context and
-// errdefs classes stay matchable. msg names the operation and the object.
-func daemonErr(err error, msg string) error {
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, drivers.ErrDaemonUnavailable):
-		return fmt.Errorf("%s: %w", msg, err)
-	case isUnavailable(err):
-		return fmt.Errorf("%s: %w: %w", msg, drivers.ErrDaemonUnavailable, err)
-	}
-	return fmt.Errorf("%s: %w", msg, err)
-}
+// daemonErr translates a containerd error at the boundary (see
+// ctrderr.Wrap, which the image store shares).
+func daemonErr(err error, msg string) error { return ctrderr.Wrap(err, msg) }
 
 // notFoundErr translates err, turning containerd's not-found class into
 // class (ErrImageNotFound for images, ErrContainerGone for containers).
@@ -49,15 +37,7 @@ func notFoundErr(err error, class error, msg string) error {
 	return daemonErr(err, msg)
 }
 
-func isUnavailable(err error) bool {
-	if errdefs.IsUnavailable(err) {
-		return true
-	}
-	if s, ok := status.FromError(err); ok && s.Code() == codes.Unavailable {
-		return true
-	}
-	return false
-}
+func isUnavailable(err error) bool { return ctrderr.Unavailable(err) }
 
 // pullErr translates a pull failure into the classes of package drivers.
 // Registry errors carry the request URL, never the credentials (they travel

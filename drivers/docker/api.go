@@ -16,6 +16,7 @@ import (
 	docker "github.com/fsouza/go-dockerclient"
 
 	"github.com/fnrun/fnrun/drivers"
+	"github.com/fnrun/fnrun/images/dockerstore"
 )
 
 // do runs one daemon call bounded by the call timeout (see translate).
@@ -27,6 +28,18 @@ func (d *daemon) do(ctx context.Context, api, what string, kind objectKind, call
 func (d *daemon) doWithin(ctx context.Context, api, what string, kind objectKind, timeout time.Duration, call func(ctx context.Context) error) error {
 	return d.caller.CallWithin(ctx, api, timeout, func(ctx context.Context) error {
 		return translate(ctx, api, what, kind, call(ctx))
+	})
+}
+
+// storeCall is the image store's way to the daemon: a raw API call, bounded
+// and translated like every other.
+func (d *daemon) storeCall(ctx context.Context, r dockerstore.Request, out any) error {
+	kind := kindNone
+	if r.Image {
+		kind = kindImage
+	}
+	return d.do(ctx, r.API, r.Object, kind, func(ctx context.Context) error {
+		return d.api.rawCall(ctx, r.Method, r.Path, out)
 	})
 }
 

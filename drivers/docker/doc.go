@@ -25,8 +25,9 @@
 //
 // With a pre-fork pool, a call's container joins a free holder with
 // network mode "container:<holder id>", skipping a network namespace and a
-// veth per call; holders spread over PreForkNetworks. The image store
-// (ImageStore) reports an image in use when any container of the daemon
+// veth per call; holders spread over PreForkNetworks. The image store the
+// cleaner works through (ImageStore; package images/dockerstore, over the
+// driver's calls) reports an image in use when any container of the daemon
 // was created from it or another image is built on it, and splits sizes
 // into what each image holds alone and what it shares: from the daemon on
 // API 1.42+, else from each image's layers and history.

@@ -14,6 +14,7 @@ import (
 	"github.com/fnrun/fnrun/drivers"
 	"github.com/fnrun/fnrun/drivers/lifecycle"
 	"github.com/fnrun/fnrun/images"
+	"github.com/fnrun/fnrun/images/dockerstore"
 )
 
 const (
@@ -174,7 +175,7 @@ func connect(ctx context.Context, cfg drivers.Config, s *lifecycle.Settings) (*d
 		api:      api,
 		networks: newNetworkSpread(cfg.DockerNetworks),
 	}
-	d.store = newImageStore(d)
+	d.store = dockerstore.New(d.storeCall)
 	if o.wrapStore != nil {
 		d.store = o.wrapStore(d.store)
 	}

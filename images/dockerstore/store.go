@@ -1,4 +1,24 @@
-package docker
+// Package dockerstore is the image store of a Docker daemon as the image
+// cleaner (package images) sees it: an images.Store over the Engine API.
+//
+// It is a package of its own because it is the cleaner's adapter to one
+// runtime's store, not part of running containers: the docker driver
+// builds one over its connection (New, with the driver's bounded and
+// translated calls) and hands it out through ImageStore, and the cleaner
+// is all that uses it.
+//
+// An image is in use when any container of the daemon, ours or not, was
+// created from it, or when another image is built on it (the daemon
+// refuses to remove a parent).
+//
+// Daemons before API 1.42 (20.10 is 1.41) report no shared size, and
+// GET /system/df, the only listing that counts shared bytes, also walks
+// every container's and volume's files and refuses to run twice at once;
+// so List splits the sizes itself, from each image's layers and history.
+// When the history does not tell which size is which layer's, the whole
+// size counts as the image's own: shared bytes counted twice make the
+// cleaner evict early, never late.
+package dockerstore
 
 import (
 	"context"
@@ -24,28 +44,34 @@ import (
 // images it has not seen before.
 const layerFetchConcurrency = 4
 
-// imageStore is the images.Store of the docker driver. An image is in use
-// when any container, ours or not, was created from it, or when another
-// image is built on it (the daemon refuses to remove a parent).
-//
-// Daemons before API 1.42 (20.10 is 1.41) report no shared size, and
-// GET /system/df, the only listing that counts shared bytes, also walks
-// every container's and volume's files and refuses to run twice at once;
-// so List splits the sizes itself, from each image's layers and history.
-// When the history does not tell which size is which layer's, the whole
-// size counts as the image's own: shared bytes counted twice make the
-// cleaner evict early, never late.
-type imageStore struct {
-	d *daemon
+// Request is one call of the Engine API.
+type Request struct {
+	API    string // the call's name in the driver's metrics, e.g. "list_images"
+	Object string // what the call is about, for errors, e.g. `image "sha256:..."`; may be empty
+	Image  bool   // the object is an image: a 404 or a not-found message means drivers.ErrImageNotFound
+	Method string
+	Path   string // with its query, e.g. "/images/json?all=1"
+}
+
+// Call sends one request to the daemon and decodes the JSON answer into
+// out, or drops it when out is nil. It is bounded like every daemon call of
+// the driver, and its error wraps a class of package drivers and, for an
+// answer of status 400 or more, a *docker.Error.
+type Call func(ctx context.Context, r Request, out any) error
+
+// Store is the images.Store of one Docker daemon.
+type Store struct {
+	call Call
 
 	mu     sync.Mutex
 	layers map[string]layerInfo // image id -> its layers; image ids are content hashes, so this never goes stale
 }
 
-var _ images.Store = (*imageStore)(nil)
+var _ images.Store = (*Store)(nil)
 
-func newImageStore(d *daemon) *imageStore {
-	return &imageStore{d: d, layers: map[string]layerInfo{}}
+// New returns the store of the daemon that call reaches.
+func New(call Call) *Store {
+	return &Store{call: call, layers: map[string]layerInfo{}}
 }
 
 // apiImage is one entry of GET /images/json. SharedSize is -1 when the
@@ -72,11 +98,9 @@ type layerInfo struct {
 }
 
 // List implements images.Store.
-func (s *imageStore) List(ctx context.Context) ([]images.Image, error) {
+func (s *Store) List(ctx context.Context) ([]images.Image, error) {
 	var list []apiImage
-	if err := s.d.do(ctx, "list_images", "", kindNone, func(ctx context.Context) error {
-		return s.d.api.rawCall(ctx, http.MethodGet, "/images/json?shared-size=1", &list)
-	}); err != nil {
+	if err := s.call(ctx, Request{API: "list_images", Method: http.MethodGet, Path: "/images/json?shared-size=1"}, &list); err != nil {
 		return nil, err
 	}
 	// Containers are listed after images, so a container made from a
@@ -106,11 +130,9 @@ func (s *imageStore) List(ctx context.Context) ([]images.Image, error) {
 	return buildImages(list, used, layers, daemonShared), nil
 }
 
-func (s *imageStore) usedImages(ctx context.Context) (map[string]bool, error) {
+func (s *Store) usedImages(ctx context.Context) (map[string]bool, error) {
 	var ctrs []apiContainer
-	if err := s.d.do(ctx, "list", "all containers", kindNone, func(ctx context.Context) error {
-		return s.d.api.rawCall(ctx, http.MethodGet, "/containers/json?all=1", &ctrs)
-	}); err != nil {
+	if err := s.call(ctx, Request{API: "list", Object: "all containers", Method: http.MethodGet, Path: "/containers/json?all=1"}, &ctrs); err != nil {
 		return nil, err
 	}
 	used := make(map[string]bool, len(ctrs))
@@ -185,7 +207,7 @@ func references(img apiImage) []string {
 
 // layersOf returns the layers of every listed image, reading those of the
 // images it has not seen before, and forgets the images no longer listed.
-func (s *imageStore) layersOf(ctx context.Context, list []apiImage) (map[string]layerInfo, error) {
+func (s *Store) layersOf(ctx context.Context, list []apiImage) (map[string]layerInfo, error) {
 	s.mu.Lock()
 	known := make(map[string]layerInfo, len(list))
 	var missing []string
@@ -246,15 +268,14 @@ func (s *imageStore) layersOf(ctx context.Context, list []apiImage) (map[string]
 	return known, nil
 }
 
-func (s *imageStore) readLayers(ctx context.Context, id string, total int64) (layerInfo, error) {
-	img, err := s.d.inspectImage(ctx, id)
+func (s *Store) readLayers(ctx context.Context, id string, total int64) (layerInfo, error) {
+	img, err := s.inspect(ctx, id)
 	if err != nil {
 		return layerInfo{}, err
 	}
 	var hist []struct{ Size int64 }
-	if err := s.d.do(ctx, "image_history", fmt.Sprintf("image %q", id), kindImage, func(ctx context.Context) error {
-		return s.d.api.rawCall(ctx, http.MethodGet, "/images/"+id+"/history", &hist)
-	}); err != nil {
+	if err := s.call(ctx, Request{API: "image_history", Object: fmt.Sprintf("image %q", id), Image: true,
+		Method: http.MethodGet, Path: "/images/" + id + "/history"}, &hist); err != nil {
 		return layerInfo{}, err
 	}
 	sizes := make([]int64, len(hist))
@@ -262,6 +283,16 @@ func (s *imageStore) readLayers(ctx context.Context, id string, total int64) (la
 		sizes[len(hist)-1-i] = h.Size
 	}
 	return layerInfo{chains: chainIDs(img.RootFS.Layers), sizes: layerSizes(len(img.RootFS.Layers), sizes, total)}, nil
+}
+
+// inspect fails with drivers.ErrImageNotFound for a missing image.
+func (s *Store) inspect(ctx context.Context, ref string) (*docker.Image, error) {
+	var img docker.Image
+	if err := s.call(ctx, Request{API: "inspect_image", Object: fmt.Sprintf("image %q", ref), Image: true,
+		Method: http.MethodGet, Path: "/images/" + ref + "/json"}, &img); err != nil {
+		return nil, err
+	}
+	return &img, nil
 }
 
 // chainIDs turns diff ids (base first) into the chain ids the layer store
@@ -313,8 +344,8 @@ func layerSizes(n int, hist []int64, total int64) []int64 {
 // only when they are at most one tag of one repository; the others are
 // untagged first, once checkUnused passed, so that an image the daemon
 // would refuse keeps its names.
-func (s *imageStore) Remove(ctx context.Context, id string) error {
-	img, err := s.d.inspectImage(ctx, id)
+func (s *Store) Remove(ctx context.Context, id string) error {
+	img, err := s.inspect(ctx, id)
 	if err != nil {
 		return err
 	}
@@ -334,7 +365,7 @@ func (s *imageStore) Remove(ctx context.Context, id string) error {
 }
 
 // checkUnused fails with images.ErrImageInUse when the image is in use.
-func (s *imageStore) checkUnused(ctx context.Context, id string) error {
+func (s *Store) checkUnused(ctx context.Context, id string) error {
 	used, err := s.usedImages(ctx)
 	if err != nil {
 		return err
@@ -343,9 +374,7 @@ func (s *imageStore) checkUnused(ctx context.Context, id string) error {
 		return fmt.Errorf("image %s: a container uses it: %w", id, images.ErrImageInUse)
 	}
 	var all []apiImage
-	if err := s.d.do(ctx, "list_images", "", kindNone, func(ctx context.Context) error {
-		return s.d.api.rawCall(ctx, http.MethodGet, "/images/json?all=1", &all)
-	}); err != nil {
+	if err := s.call(ctx, Request{API: "list_images", Method: http.MethodGet, Path: "/images/json?all=1"}, &all); err != nil {
 		return err
 	}
 	for _, im := range all {
@@ -358,10 +387,9 @@ func (s *imageStore) checkUnused(ctx context.Context, id string) error {
 
 // deleteImage is one DELETE /images/<name> without force; a conflict wraps
 // images.ErrImageInUse.
-func (s *imageStore) deleteImage(ctx context.Context, name string) error {
-	err := s.d.do(ctx, "remove_image", fmt.Sprintf("image %q", name), kindImage, func(ctx context.Context) error {
-		return s.d.api.rawCall(ctx, http.MethodDelete, "/images/"+pathEscapeRef(name), nil)
-	})
+func (s *Store) deleteImage(ctx context.Context, name string) error {
+	err := s.call(ctx, Request{API: "remove_image", Object: fmt.Sprintf("image %q", name), Image: true,
+		Method: http.MethodDelete, Path: "/images/" + pathEscapeRef(name)}, nil)
 	var apiErr *docker.Error
 	if errors.As(err, &apiErr) && apiErr.Status == http.StatusConflict {
 		return fmt.Errorf("%w: %w", images.ErrImageInUse, err)

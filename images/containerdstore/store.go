@@ -1,4 +1,22 @@
-package containerd
+// Package containerdstore is the image store of one containerd namespace
+// as the image cleaner (package images) sees it: an images.Store and
+// images.LastUseStore over the containerd client.
+//
+// It is a package of its own because it is the cleaner's adapter to one
+// runtime's store, not part of running containers: the containerd driver
+// builds one over its client (New, with the driver's call bounds) and
+// hands it out through ImageStore, and the cleaner is all that uses it.
+//
+// An image is every record pointing at one target digest, its ID that
+// digest; it is in use when any container of the namespace, ours or not,
+// names one of its records.
+//
+// Sizes are bytes on disk: the blobs the target reaches (every platform
+// present) and the committed snapshots of its unpacked layers, in Size when
+// one image reaches them, else in each one's SharedSize. Not counted: a
+// container's writable snapshot (the container's, not the image's) and
+// content no image reaches any more (awaiting GC, or held by a lease).
+package containerdstore
 
 import (
 	"context"
@@ -8,18 +26,23 @@ import (
 	"sync"
 	"time"
 
+	ctrd "github.com/containerd/containerd"
 	"github.com/containerd/containerd/containers"
 	"github.com/containerd/containerd/content"
 	"github.com/containerd/containerd/errdefs"
 	ctrdimages "github.com/containerd/containerd/images"
+	"github.com/containerd/containerd/namespaces"
 	"github.com/containerd/containerd/snapshots"
 	"github.com/containerd/log"
 	"github.com/opencontainers/go-digest"
 	"github.com/opencontainers/image-spec/identity"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/sirupsen/logrus"
 
 	"github.com/fnrun/fnrun/drivers"
 	"github.com/fnrun/fnrun/images"
+	"github.com/fnrun/fnrun/internal/ctrderr"
+	"github.com/fnrun/fnrun/internal/logs"
 )
 
 // LabelLastUse is the image label where the image cleaner keeps an image's
@@ -27,18 +50,38 @@ import (
 // record (name) of the image.
 const LabelLastUse = "io.fnrun.last-use"
 
-// imageStore is the containerd image store of the driver's namespace, as
-// the image cleaner sees it. An image is every record pointing at one target
-// digest, its ID that digest; it is in use when any container of the
-// namespace, ours or not, names one of its records.
-//
-// Sizes are bytes on disk: the blobs the target reaches (every platform
-// present) and the committed snapshots of its unpacked layers, in Size when
-// one image reaches them, else in each one's SharedSize. Not counted: a
-// container's writable snapshot (the container's, not the image's) and
-// content no image reaches any more (awaiting GC, or held by a lease).
-type imageStore struct {
-	d *daemon
+// Caller bounds and records the store's daemon calls, api naming each in
+// the metrics; lifecycle.Caller is one. Call bounds a call by the driver's
+// call timeout, CallWithin by limit (0: by ctx alone).
+type Caller interface {
+	Call(ctx context.Context, api string, f func(context.Context) error) error
+	CallWithin(ctx context.Context, api string, limit time.Duration, f func(context.Context) error) error
+}
+
+// Option configures a Store.
+type Option func(*Store)
+
+// WithLogger sets the logger, which containerd's image helpers also log
+// through (default: discard).
+func WithLogger(l *logrus.Entry) Option { return func(s *Store) { s.log = l } }
+
+// WithRemoveTimeout bounds each image record's delete in Remove, the last
+// of which waits for the garbage collector (default 0: ctx alone).
+func WithRemoveTimeout(d time.Duration) Option { return func(s *Store) { s.removeTimeout = d } }
+
+// WithOnRemove has f told the target digest of every image Remove removed,
+// for a caller that caches what it knows of an image by digest.
+func WithOnRemove(f func(digest.Digest)) Option { return func(s *Store) { s.onRemove = f } }
+
+// Store is the image store of one namespace.
+type Store struct {
+	client        *ctrd.Client
+	namespace     string
+	call          Caller
+	snapshotter   string
+	log           *logrus.Entry
+	removeTimeout time.Duration
+	onRemove      func(digest.Digest)
 
 	mu sync.Mutex
 	// refs caches what each target digest reaches; content is addressed
@@ -47,6 +90,25 @@ type imageStore struct {
 	refs map[digest.Digest]*imageRefs
 	// usage caches the size of committed snapshots, which cannot change.
 	usage map[string]int64
+}
+
+var (
+	_ images.Store        = (*Store)(nil)
+	_ images.LastUseStore = (*Store)(nil)
+)
+
+// New returns the store of namespace, reached through client with every
+// call made through call. snapshotter is the one images are unpacked into,
+// whose snapshots count in the images' sizes.
+func New(client *ctrd.Client, namespace, snapshotter string, call Caller, opts ...Option) *Store {
+	s := &Store{client: client, namespace: namespace, snapshotter: snapshotter, call: call}
+	for _, o := range opts {
+		o(s)
+	}
+	if s.log == nil {
+		s.log = logs.Discard()
+	}
+	return s
 }
 
 // imageGroup is the records of one target digest, during a List.
@@ -65,45 +127,39 @@ type imageRefs struct {
 	created time.Time
 }
 
-var (
-	_ images.Store        = (*imageStore)(nil)
-	_ images.LastUseStore = (*imageStore)(nil)
-)
-
-// storeCtx puts the namespace and the driver's logger on ctx (containerd's
-// image helpers log through the context).
-func (s *imageStore) storeCtx(ctx context.Context) context.Context {
-	return log.WithLogger(s.d.nsCtx(ctx), s.d.log)
+// storeCtx puts the namespace and the logger on ctx (containerd's image
+// helpers log through the context).
+func (s *Store) storeCtx(ctx context.Context) context.Context {
+	return log.WithLogger(namespaces.WithNamespace(ctx, s.namespace), s.log)
 }
 
 // List implements images.Store.
-func (s *imageStore) List(ctx context.Context) ([]images.Image, error) {
-	d := s.d
+func (s *Store) List(ctx context.Context) ([]images.Image, error) {
 	ctx = s.storeCtx(ctx)
 	var records []ctrdimages.Image
-	if err := d.call(ctx, "images.List", func(ctx context.Context) error {
+	if err := s.call.Call(ctx, "images.List", func(ctx context.Context) error {
 		var err error
-		records, err = d.client.ImageService().List(ctx)
+		records, err = s.client.ImageService().List(ctx)
 		return err
 	}); err != nil {
-		return nil, daemonErr(err, "list images")
+		return nil, ctrderr.Wrap(err, "list images")
 	}
 	used, err := s.usedNames(ctx)
 	if err != nil {
 		return nil, err
 	}
 	blobs := map[digest.Digest]int64{}
-	if err := d.call(ctx, "content.Walk", func(ctx context.Context) error {
-		return d.client.ContentStore().Walk(ctx, func(info content.Info) error {
+	if err := s.call.Call(ctx, "content.Walk", func(ctx context.Context) error {
+		return s.client.ContentStore().Walk(ctx, func(info content.Info) error {
 			blobs[info.Digest] = info.Size
 			return nil
 		})
 	}); err != nil {
-		return nil, daemonErr(err, "list content")
+		return nil, ctrderr.Wrap(err, "list content")
 	}
-	sn := d.client.SnapshotService(d.opts.snapshotter)
+	sn := s.client.SnapshotService(s.snapshotter)
 	committed := map[string]bool{}
-	if err := d.call(ctx, "snapshots.Walk", func(ctx context.Context) error {
+	if err := s.call.Call(ctx, "snapshots.Walk", func(ctx context.Context) error {
 		return sn.Walk(ctx, func(_ context.Context, info snapshots.Info) error {
 			if info.Kind == snapshots.KindCommitted {
 				committed[info.Name] = true
@@ -111,7 +167,7 @@ func (s *imageStore) List(ctx context.Context) ([]images.Image, error) {
 			return nil
 		})
 	}); err != nil {
-		return nil, daemonErr(err, "list snapshots")
+		return nil, ctrderr.Wrap(err, "list snapshots")
 	}
 
 	groups := map[digest.Digest]*imageGroup{}
@@ -143,7 +199,7 @@ func (s *imageStore) List(ctx context.Context) ([]images.Image, error) {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
-			d.log.WithError(err).WithField("image", g.names[0]).Debug("cannot walk image content; counting what was found")
+			s.log.WithError(err).WithField("image", g.names[0]).Debug("cannot walk image content; counting what was found")
 		}
 		g.refs = refs
 		for _, b := range refs.blobs {
@@ -202,15 +258,14 @@ func (s *imageStore) List(ctx context.Context) ([]images.Image, error) {
 }
 
 // usedNames is the set of image names the namespace's containers use.
-func (s *imageStore) usedNames(ctx context.Context) (map[string]bool, error) {
-	d := s.d
+func (s *Store) usedNames(ctx context.Context) (map[string]bool, error) {
 	var ctrs []containers.Container
-	if err := d.call(ctx, "containers.List", func(ctx context.Context) error {
+	if err := s.call.Call(ctx, "containers.List", func(ctx context.Context) error {
 		var err error
-		ctrs, err = d.client.ContainerService().List(ctx)
+		ctrs, err = s.client.ContainerService().List(ctx)
 		return err
 	}); err != nil {
-		return nil, daemonErr(err, "list containers")
+		return nil, ctrderr.Wrap(err, "list containers")
 	}
 	used := make(map[string]bool, len(ctrs))
 	for _, c := range ctrs {
@@ -223,18 +278,18 @@ func (s *imageStore) usedNames(ctx context.Context) (map[string]bool, error) {
 
 // refsOf walks what target reaches, once per digest. Content that is not
 // there (platforms never fetched) is skipped.
-func (s *imageStore) refsOf(ctx context.Context, target ocispec.Descriptor) (*imageRefs, error) {
+func (s *Store) refsOf(ctx context.Context, target ocispec.Descriptor) (*imageRefs, error) {
 	s.mu.Lock()
 	r := s.refs[target.Digest]
 	s.mu.Unlock()
 	if r != nil {
 		return r, nil
 	}
-	cs := s.d.client.ContentStore()
+	cs := s.client.ContentStore()
 	r = &imageRefs{}
 	seen := map[digest.Digest]bool{}
 	var configs []ocispec.Descriptor
-	err := s.d.call(ctx, "images.Walk", func(ctx context.Context) error {
+	err := s.call.Call(ctx, "images.Walk", func(ctx context.Context) error {
 		return ctrdimages.Walk(ctx, ctrdimages.HandlerFunc(func(ctx context.Context, desc ocispec.Descriptor) ([]ocispec.Descriptor, error) {
 			if seen[desc.Digest] {
 				return nil, ctrdimages.ErrSkipDesc
@@ -257,7 +312,7 @@ func (s *imageStore) refsOf(ctx context.Context, target ocispec.Descriptor) (*im
 	chains := map[string]bool{}
 	for _, c := range configs {
 		var cfg ocispec.Image
-		err := s.d.call(ctx, "images.Config", func(ctx context.Context) error {
+		err := s.call.Call(ctx, "images.Config", func(ctx context.Context) error {
 			p, err := content.ReadBlob(ctx, cs, c)
 			if err != nil {
 				return err
@@ -291,8 +346,8 @@ func (s *imageStore) refsOf(ctx context.Context, target ocispec.Descriptor) (*im
 
 // snapshotUsage returns the size of the committed snapshots in chains,
 // asking the snapshotter only about those it was not asked about before.
-func (s *imageStore) snapshotUsage(ctx context.Context, chains map[string]int) (map[string]int64, error) {
-	sn := s.d.client.SnapshotService(s.d.opts.snapshotter)
+func (s *Store) snapshotUsage(ctx context.Context, chains map[string]int) (map[string]int64, error) {
+	sn := s.client.SnapshotService(s.snapshotter)
 	out := make(map[string]int64, len(chains))
 	for name := range chains {
 		s.mu.Lock()
@@ -300,7 +355,7 @@ func (s *imageStore) snapshotUsage(ctx context.Context, chains map[string]int) (
 		s.mu.Unlock()
 		if !ok {
 			var u snapshots.Usage
-			err := s.d.call(ctx, "snapshots.Usage", func(ctx context.Context) error {
+			err := s.call.Call(ctx, "snapshots.Usage", func(ctx context.Context) error {
 				var err error
 				u, err = sn.Usage(ctx, name)
 				return err
@@ -309,7 +364,7 @@ func (s *imageStore) snapshotUsage(ctx context.Context, chains map[string]int) (
 			case errdefs.IsNotFound(err):
 				continue // collected since the walk
 			case err != nil:
-				return nil, daemonErr(err, "snapshot usage "+name)
+				return nil, ctrderr.Wrap(err, "snapshot usage "+name)
 			}
 			size = u.Size
 			s.mu.Lock()
@@ -326,7 +381,7 @@ func (s *imageStore) snapshotUsage(ctx context.Context, chains map[string]int) (
 
 // prune forgets the cached walks of images no longer listed, and the sizes
 // of snapshots none of the listed images reaches.
-func (s *imageStore) prune(listed map[digest.Digest]*imageGroup, chains map[string]int) {
+func (s *Store) prune(listed map[digest.Digest]*imageGroup, chains map[string]int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for dg := range s.refs {
@@ -343,8 +398,7 @@ func (s *imageStore) prune(listed map[digest.Digest]*imageGroup, chains map[stri
 
 // Remove implements images.Store. The last record goes with a synchronous
 // garbage collection, so the content and snapshots are gone on return.
-func (s *imageStore) Remove(ctx context.Context, id string) error {
-	d := s.d
+func (s *Store) Remove(ctx context.Context, id string) error {
 	ctx = s.storeCtx(ctx)
 	records, err := s.recordsOf(ctx, id)
 	if err != nil {
@@ -359,62 +413,63 @@ func (s *imageStore) Remove(ctx context.Context, id string) error {
 			return fmt.Errorf("remove image %s: container of %s: %w", id, r.Name, images.ErrImageInUse)
 		}
 	}
-	is := d.client.ImageService()
+	is := s.client.ImageService()
 	for i, r := range records {
 		var opts []ctrdimages.DeleteOpt
 		if i == len(records)-1 {
 			opts = append(opts, ctrdimages.SynchronousDelete())
 		}
-		err := d.callWithin(ctx, "images.Delete", d.s.PullTimeout, func(ctx context.Context) error {
+		err := s.call.CallWithin(ctx, "images.Delete", s.removeTimeout, func(ctx context.Context) error {
 			return is.Delete(ctx, r.Name, opts...)
 		})
 		if err != nil && !errdefs.IsNotFound(err) {
-			return daemonErr(err, "remove image "+r.Name)
+			return ctrderr.Wrap(err, "remove image "+r.Name)
 		}
 	}
-	d.images.forget(records[0].Target.Digest)
+	if s.onRemove != nil {
+		s.onRemove(records[0].Target.Digest)
+	}
 	return nil
 }
 
 // SetLastUse implements images.LastUseStore with the LabelLastUse label.
-func (s *imageStore) SetLastUse(ctx context.Context, id string, t time.Time) error {
-	d := s.d
+func (s *Store) SetLastUse(ctx context.Context, id string, t time.Time) error {
 	ctx = s.storeCtx(ctx)
 	records, err := s.recordsOf(ctx, id)
 	if err != nil {
 		return err
 	}
 	value := t.UTC().Format(time.RFC3339Nano)
-	is := d.client.ImageService()
+	is := s.client.ImageService()
 	var errs []error
 	for _, r := range records {
 		if r.Labels[LabelLastUse] == value {
 			continue
 		}
-		err := d.call(ctx, "images.Update", func(ctx context.Context) error {
+		err := s.call.Call(ctx, "images.Update", func(ctx context.Context) error {
 			_, err := is.Update(ctx, ctrdimages.Image{Name: r.Name, Labels: map[string]string{LabelLastUse: value}}, "labels."+LabelLastUse)
 			return err
 		})
 		if err != nil && !errdefs.IsNotFound(err) {
-			errs = append(errs, daemonErr(err, "label image "+r.Name))
+			errs = append(errs, ctrderr.Wrap(err, "label image "+r.Name))
 		}
 	}
 	return errors.Join(errs...)
 }
 
-func (s *imageStore) recordsOf(ctx context.Context, id string) ([]ctrdimages.Image, error) {
+func (s *Store) recordsOf(ctx context.Context, id string) ([]ctrdimages.Image, error) {
 	dg, err := digest.Parse(id)
 	if err != nil {
 		return nil, fmt.Errorf("image id %q: %w: %w", id, drivers.ErrImageNotFound, err)
 	}
 	var records []ctrdimages.Image
-	err = s.d.call(ctx, "images.List", func(ctx context.Context) error {
+	err = s.call.Call(ctx, "images.List", func(ctx context.Context) error {
 		var err error
-		records, err = s.d.client.ImageService().List(ctx, fmt.Sprintf("target.digest==%q", dg.String()))
+		records, err = s.client.ImageService().List(ctx, fmt.Sprintf("target.digest==%q", dg.String()))
 		return err
 	})
 	if err != nil {
-		return nil, daemonErr(err, "list images of "+id)
+		return nil, ctrderr.Wrap(err, "list images of "+id)
 	}
 	if len(records) == 0 {
 		return nil, fmt.Errorf("image %s: %w", id, drivers.ErrImageNotFound)
