@@ -1,19 +1,11 @@
 package containerd
 
 import (
-	"bufio"
 	"context"
-	"fmt"
-	"os"
-	"strconv"
-	"strings"
-	"time"
 
 	"github.com/containerd/containerd/api/types"
-	v1 "github.com/containerd/containerd/metrics/types/v1"
-	v2 "github.com/containerd/containerd/metrics/types/v2"
-	"github.com/containerd/typeurl/v2"
 
+	"github.com/fnrun/fnrun/internal/statconv"
 	"github.com/fnrun/fnrun/stats"
 )
 
@@ -34,146 +26,15 @@ func (p *process) sample(ctx context.Context, withNet bool) (s stats.Stat, oomKi
 		d.log.WithError(err).WithField("container", p.c.name).Debug("no metrics")
 		return s, 0, false
 	}
-	s, oomKills, err = statFromMetric(m)
+	s, oomKills, err = statconv.FromContainerd(m)
 	if err != nil {
 		d.log.WithError(err).WithField("container", p.c.name).Debug("undecodable metrics")
 		return s, 0, false
 	}
 	if withNet {
-		if rx, tx, err := netDev(p.task.Pid()); err == nil {
+		if rx, tx, err := statconv.NetDev(p.task.Pid()); err == nil {
 			s.Metrics[stats.MetricNetRx], s.Metrics[stats.MetricNetTx] = rx, tx
 		}
 	}
 	return s, oomKills, true
-}
-
-// statFromMetric converts the cgroup metrics the shim reports: v1 metrics
-// on a v1 or hybrid host, v2 metrics on a unified one. The second result is
-// the cgroup's OOM-kill count, which process.Wait reads. Memory use leaves
-// out the inactive page cache, as docker stats does.
-func statFromMetric(m *types.Metric) (stats.Stat, uint64, error) {
-	s := stats.Stat{Timestamp: time.Now(), Metrics: map[string]uint64{}}
-	if m == nil || m.Data == nil {
-		return s, 0, fmt.Errorf("empty metrics")
-	}
-	if m.Timestamp != nil {
-		s.Timestamp = m.Timestamp.AsTime()
-	}
-	v, err := typeurl.UnmarshalAny(m.Data)
-	if err != nil {
-		return s, 0, err
-	}
-	var oomKills uint64
-	switch v := v.(type) {
-	case *v1.Metrics:
-		oomKills = putV1(s.Metrics, v)
-	case *v2.Metrics:
-		oomKills = putV2(s.Metrics, v)
-	default:
-		return s, 0, fmt.Errorf("unknown metrics type %T", v)
-	}
-	s.Metrics[stats.MetricOOMKillSeen] = oomKills
-	return s, oomKills, nil
-}
-
-// putV1 fills out from cgroup v1 metrics and returns the OOM-kill count:
-// oom_kill of memory.oom_control (Linux 4.13+).
-func putV1(out map[string]uint64, v *v1.Metrics) (oomKills uint64) {
-	if c := v.CPU; c != nil && c.Usage != nil {
-		out[stats.MetricCPUTotal] = c.Usage.Total
-		out[stats.MetricCPUUser] = c.Usage.User
-		out[stats.MetricCPUKernel] = c.Usage.Kernel
-	}
-	if mem := v.Memory; mem != nil && mem.Usage != nil {
-		out[stats.MetricMemUsage] = sub(mem.Usage.Usage, mem.TotalInactiveFile)
-		out[stats.MetricMemLimit] = mem.Usage.Limit
-	}
-	if p := v.Pids; p != nil {
-		out[stats.MetricPids] = p.Current
-	}
-	if b := v.Blkio; b != nil {
-		var rd, wr uint64
-		for _, e := range b.IoServiceBytesRecursive {
-			// "Read" and "Write"; "Sync", "Async" and "Total" count the
-			// same bytes again.
-			switch strings.ToLower(e.Op) {
-			case "read":
-				rd += e.Value
-			case "write":
-				wr += e.Value
-			}
-		}
-		out[stats.MetricDiskRead], out[stats.MetricDiskWrite] = rd, wr
-	}
-	if o := v.MemoryOomControl; o != nil {
-		oomKills = o.OomKill
-	}
-	return oomKills
-}
-
-// putV2 fills out from cgroup v2 metrics (cpu.stat's microseconds scaled to
-// v1's nanoseconds) and returns the OOM-kill count: oom_kill of
-// memory.events, whose "max" and "oom" lines count allocations that hit the
-// limit and kill nothing by themselves.
-func putV2(out map[string]uint64, v *v2.Metrics) (oomKills uint64) {
-	if c := v.CPU; c != nil {
-		out[stats.MetricCPUTotal] = c.UsageUsec * 1000
-		out[stats.MetricCPUUser] = c.UserUsec * 1000
-		out[stats.MetricCPUKernel] = c.SystemUsec * 1000
-	}
-	if mem := v.Memory; mem != nil {
-		out[stats.MetricMemUsage] = sub(mem.Usage, mem.InactiveFile)
-		out[stats.MetricMemLimit] = mem.UsageLimit
-	}
-	if p := v.Pids; p != nil {
-		out[stats.MetricPids] = p.Current
-	}
-	if io := v.Io; io != nil {
-		var rd, wr uint64
-		for _, e := range io.Usage {
-			rd += e.Rbytes
-			wr += e.Wbytes
-		}
-		out[stats.MetricDiskRead], out[stats.MetricDiskWrite] = rd, wr
-	}
-	if e := v.MemoryEvents; e != nil {
-		oomKills = e.OomKill
-	}
-	return oomKills
-}
-
-func sub(a, b uint64) uint64 {
-	if b > a {
-		return 0
-	}
-	return a - b
-}
-
-// netDev sums the received and sent bytes of every interface but loopback
-// in the network namespace of pid.
-func netDev(pid uint32) (rx, tx uint64, err error) {
-	if pid == 0 {
-		return 0, 0, fmt.Errorf("no pid")
-	}
-	f, err := os.Open(fmt.Sprintf("/proc/%d/net/dev", pid))
-	if err != nil {
-		return 0, 0, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		name, rest, ok := strings.Cut(sc.Text(), ":")
-		if !ok || strings.TrimSpace(name) == "lo" {
-			continue
-		}
-		f := strings.Fields(rest)
-		if len(f) < 9 {
-			continue
-		}
-		r, _ := strconv.ParseUint(f[0], 10, 64)
-		t, _ := strconv.ParseUint(f[8], 10, 64)
-		rx += r
-		tx += t
-	}
-	return rx, tx, sc.Err()
 }

@@ -8,16 +8,13 @@ import (
 	"testing"
 	"time"
 
-	v1 "github.com/containerd/cgroups/v3/cgroup1/stats"
-	v2 "github.com/containerd/cgroups/v3/cgroup2/stats"
 	apievents "github.com/containerd/containerd/api/events"
-	"github.com/containerd/containerd/api/types"
 	"github.com/containerd/containerd/events"
 	"github.com/containerd/containerd/runtime"
 	"github.com/containerd/typeurl/v2"
-	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/fnrun/fnrun/drivers"
+	"github.com/fnrun/fnrun/internal/statconv"
 )
 
 // oomEvents collects the TaskOOM events of the namespace, seen by a client
@@ -103,7 +100,7 @@ func runKeep(t *testing.T, d *Driver, in *inspector, task *drivers.Task) (driver
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, kills, err := statFromMetric(m)
+	_, kills, err := statconv.FromContainerd(m)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,63 +169,5 @@ func TestOOMWatcherHandle(t *testing.T) {
 	case <-other:
 		t.Fatal("event for a delivered to b")
 	default:
-	}
-}
-
-func metricOf(t *testing.T, v interface{}) *types.Metric {
-	t.Helper()
-	a, err := typeurl.MarshalAny(v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &types.Metric{Data: &anypb.Any{TypeUrl: a.GetTypeUrl(), Value: a.GetValue()}}
-}
-
-func TestStatFromMetric(t *testing.T) {
-	m1 := &v1.Metrics{
-		CPU:              &v1.CPUStat{Usage: &v1.CPUUsage{Total: 3000, User: 2000, Kernel: 1000}},
-		Memory:           &v1.MemoryStat{TotalInactiveFile: 100, Usage: &v1.MemoryEntry{Usage: 1100, Limit: 4096}},
-		Pids:             &v1.PidsStat{Current: 3},
-		Blkio:            &v1.BlkIOStat{IoServiceBytesRecursive: []*v1.BlkIOEntry{{Op: "Read", Value: 10}, {Op: "Write", Value: 20}, {Op: "Total", Value: 30}}},
-		MemoryOomControl: &v1.MemoryOomControl{OomKill: 2},
-	}
-	s, kills, err := statFromMetric(metricOf(t, m1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := map[string]uint64{"cpu_total": 3000, "cpu_user": 2000, "cpu_kernel": 1000, "mem_usage": 1000, "mem_limit": 4096,
-		"pids_current": 3, "disk_read": 10, "disk_write": 20, "oom_kills": 2}
-	for k, v := range want {
-		if s.Metrics[k] != v {
-			t.Errorf("v1 %s = %d, want %d", k, s.Metrics[k], v)
-		}
-	}
-	if kills != 2 {
-		t.Errorf("v1 oom kills %d", kills)
-	}
-
-	m2 := &v2.Metrics{
-		CPU:          &v2.CPUStat{UsageUsec: 3, UserUsec: 2, SystemUsec: 1},
-		Memory:       &v2.MemoryStat{Usage: 500, InactiveFile: 600, UsageLimit: 4096},
-		Pids:         &v2.PidsStat{Current: 1},
-		Io:           &v2.IOStat{Usage: []*v2.IOEntry{{Rbytes: 5, Wbytes: 6}, {Rbytes: 1}}},
-		MemoryEvents: &v2.MemoryEvents{OomKill: 1},
-	}
-	s, kills, err = statFromMetric(metricOf(t, m2))
-	if err != nil {
-		t.Fatal(err)
-	}
-	want = map[string]uint64{"cpu_total": 3000, "cpu_user": 2000, "cpu_kernel": 1000, "mem_usage": 0, "mem_limit": 4096,
-		"pids_current": 1, "disk_read": 6, "disk_write": 6, "oom_kills": 1}
-	for k, v := range want {
-		if s.Metrics[k] != v {
-			t.Errorf("v2 %s = %d, want %d", k, s.Metrics[k], v)
-		}
-	}
-	if kills != 1 {
-		t.Errorf("v2 oom kills %d", kills)
-	}
-	if _, _, err := statFromMetric(&types.Metric{}); err == nil {
-		t.Error("empty metric decoded")
 	}
 }

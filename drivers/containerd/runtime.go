@@ -576,7 +576,7 @@ func (p *process) stopWaiting() {
 
 // Wait implements lifecycle.Process. The OOM event can arrive after the
 // exit, so a non-zero exit also reads the cgroup's OOM-kill counter (see
-// statFromMetric).
+// statconv.FromContainerd).
 func (p *process) Wait(ctx context.Context) (lifecycle.Exit, error) {
 	p.mu.Lock()
 	statusC := p.statusC

@@ -484,26 +484,6 @@ func tagValues(t *testing.T, viewName string, key tag.Key) map[string]bool {
 	return out
 }
 
-func TestToStatCgroupVersions(t *testing.T) {
-	var s docker.Stats
-	s.Read = time.Now()
-	s.CPUStats.CPUUsage.TotalUsage = 100
-	s.MemoryStats.Usage = 1000
-	s.MemoryStats.Stats.TotalInactiveFile = 300 // cgroup v1 field
-	s.MemoryStats.Stats.InactiveFile = 100      // cgroup v2 field
-	s.Networks = map[string]docker.NetworkStats{"eth0": {RxBytes: 5, TxBytes: 7}, "eth1": {RxBytes: 1, TxBytes: 1}}
-	s.BlkioStats.IOServiceBytesRecursive = []docker.BlkioStatsEntry{
-		{Op: "Read", Value: 10}, {Op: "Write", Value: 20}, {Op: "read", Value: 1}, {Op: "Total", Value: 31},
-	}
-	v1, v2 := toStat(&s, false).Metrics, toStat(&s, true).Metrics
-	if v1[stats.MetricMemUsage] != 700 || v2[stats.MetricMemUsage] != 900 {
-		t.Errorf("memory usage v1 %d (want 700), v2 %d (want 900)", v1[stats.MetricMemUsage], v2[stats.MetricMemUsage])
-	}
-	if v1[stats.MetricNetRx] != 6 || v1[stats.MetricNetTx] != 8 || v1[stats.MetricDiskRead] != 11 || v1[stats.MetricDiskWrite] != 20 {
-		t.Errorf("network or disk sums wrong: %v", v1)
-	}
-}
-
 func TestErrorClasses(t *testing.T) {
 	for _, tc := range []struct {
 		kind objectKind

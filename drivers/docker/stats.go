@@ -5,11 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"strings"
 	"time"
 
 	docker "github.com/fsouza/go-dockerclient"
 
+	"github.com/fnrun/fnrun/internal/statconv"
 	"github.com/fnrun/fnrun/stats"
 )
 
@@ -60,57 +60,6 @@ func (d *daemon) sampleStats(ctx context.Context, c *container, write func(stats
 		if s.Read.IsZero() {
 			continue // the empty sample of a container that is not running
 		}
-		write(toStat(&s, v2))
+		write(statconv.FromDocker(&s, v2))
 	}
-}
-
-// toStat converts a daemon sample. cgroupV2 is the daemon's version, learnt
-// from /info at start: memory and block I/O keys differ between versions.
-func toStat(s *docker.Stats, cgroupV2 bool) stats.Stat {
-	m := map[string]uint64{
-		stats.MetricCPUTotal:  s.CPUStats.CPUUsage.TotalUsage,
-		stats.MetricCPUUser:   s.CPUStats.CPUUsage.UsageInUsermode,
-		stats.MetricCPUKernel: s.CPUStats.CPUUsage.UsageInKernelmode,
-		stats.MetricMemUsage:  memoryUsage(s, cgroupV2),
-		stats.MetricMemLimit:  s.MemoryStats.Limit,
-		stats.MetricPids:      s.PidsStats.Current,
-	}
-	var rx, tx uint64
-	if len(s.Networks) > 0 {
-		for _, n := range s.Networks {
-			rx += n.RxBytes
-			tx += n.TxBytes
-		}
-	} else {
-		rx, tx = s.Network.RxBytes, s.Network.TxBytes
-	}
-	m[stats.MetricNetRx], m[stats.MetricNetTx] = rx, tx
-	var read, write uint64
-	for _, e := range s.BlkioStats.IOServiceBytesRecursive {
-		// "Read"/"Write" on cgroup v1, "read"/"write" on v2.
-		switch strings.ToLower(e.Op) {
-		case "read":
-			read += e.Value
-		case "write":
-			write += e.Value
-		}
-	}
-	m[stats.MetricDiskRead], m[stats.MetricDiskWrite] = read, write
-	return stats.Stat{Timestamp: s.Read, Metrics: m}
-}
-
-// memoryUsage is the working set the way `docker stats` shows it: usage
-// without the inactive page cache, which the kernel drops first
-// (total_inactive_file on v1, where inactive_file leaves out the
-// container's child cgroups; inactive_file on v2, which is hierarchical).
-func memoryUsage(s *docker.Stats, cgroupV2 bool) uint64 {
-	usage := s.MemoryStats.Usage
-	inactive := s.MemoryStats.Stats.TotalInactiveFile
-	if cgroupV2 {
-		inactive = s.MemoryStats.Stats.InactiveFile
-	}
-	if inactive < usage {
-		return usage - inactive
-	}
-	return usage
 }

@@ -1,10 +1,14 @@
-package containerd
+package statconv
 
 import (
 	"math"
 	"testing"
 
+	v1 "github.com/containerd/cgroups/v3/cgroup1/stats"
 	v2 "github.com/containerd/cgroups/v3/cgroup2/stats"
+	"github.com/containerd/containerd/api/types"
+	"github.com/containerd/typeurl/v2"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/fnrun/fnrun/stats"
 )
@@ -51,7 +55,7 @@ func v2Sample() *v2.Metrics {
 // memory.max limit, pids.current, io.stat summed over the devices, and the
 // OOM-kill count from oom_kill of memory.events (not its max or oom lines).
 func TestStatFromCgroupV2Files(t *testing.T) {
-	s, kills, err := statFromMetric(metricOf(t, v2Sample()))
+	s, kills, err := FromContainerd(metricOf(t, v2Sample()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +96,7 @@ func TestOOMKillsCgroupV2(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			m := v2Sample()
 			m.MemoryEvents = tc.events
-			s, kills, err := statFromMetric(metricOf(t, m))
+			s, kills, err := FromContainerd(metricOf(t, m))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -110,7 +114,7 @@ func TestStatCgroupV2NoLimits(t *testing.T) {
 	m := v2Sample()
 	m.Memory.UsageLimit, m.Pids.Limit = math.MaxUint64, math.MaxUint64
 	m.Io = &v2.IOStat{}
-	s, _, err := statFromMetric(metricOf(t, m))
+	s, _, err := FromContainerd(metricOf(t, m))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,5 +123,63 @@ func TestStatCgroupV2NoLimits(t *testing.T) {
 	}
 	if rd, wr := s.Metrics[stats.MetricDiskRead], s.Metrics[stats.MetricDiskWrite]; rd != 0 || wr != 0 {
 		t.Errorf("disk %d/%d without io.stat lines, want 0/0", rd, wr)
+	}
+}
+
+func metricOf(t *testing.T, v interface{}) *types.Metric {
+	t.Helper()
+	a, err := typeurl.MarshalAny(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &types.Metric{Data: &anypb.Any{TypeUrl: a.GetTypeUrl(), Value: a.GetValue()}}
+}
+
+func TestFromContainerd(t *testing.T) {
+	m1 := &v1.Metrics{
+		CPU:              &v1.CPUStat{Usage: &v1.CPUUsage{Total: 3000, User: 2000, Kernel: 1000}},
+		Memory:           &v1.MemoryStat{TotalInactiveFile: 100, Usage: &v1.MemoryEntry{Usage: 1100, Limit: 4096}},
+		Pids:             &v1.PidsStat{Current: 3},
+		Blkio:            &v1.BlkIOStat{IoServiceBytesRecursive: []*v1.BlkIOEntry{{Op: "Read", Value: 10}, {Op: "Write", Value: 20}, {Op: "Total", Value: 30}}},
+		MemoryOomControl: &v1.MemoryOomControl{OomKill: 2},
+	}
+	s, kills, err := FromContainerd(metricOf(t, m1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]uint64{"cpu_total": 3000, "cpu_user": 2000, "cpu_kernel": 1000, "mem_usage": 1000, "mem_limit": 4096,
+		"pids_current": 3, "disk_read": 10, "disk_write": 20, "oom_kills": 2}
+	for k, v := range want {
+		if s.Metrics[k] != v {
+			t.Errorf("v1 %s = %d, want %d", k, s.Metrics[k], v)
+		}
+	}
+	if kills != 2 {
+		t.Errorf("v1 oom kills %d", kills)
+	}
+
+	m2 := &v2.Metrics{
+		CPU:          &v2.CPUStat{UsageUsec: 3, UserUsec: 2, SystemUsec: 1},
+		Memory:       &v2.MemoryStat{Usage: 500, InactiveFile: 600, UsageLimit: 4096},
+		Pids:         &v2.PidsStat{Current: 1},
+		Io:           &v2.IOStat{Usage: []*v2.IOEntry{{Rbytes: 5, Wbytes: 6}, {Rbytes: 1}}},
+		MemoryEvents: &v2.MemoryEvents{OomKill: 1},
+	}
+	s, kills, err = FromContainerd(metricOf(t, m2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = map[string]uint64{"cpu_total": 3000, "cpu_user": 2000, "cpu_kernel": 1000, "mem_usage": 0, "mem_limit": 4096,
+		"pids_current": 1, "disk_read": 6, "disk_write": 6, "oom_kills": 1}
+	for k, v := range want {
+		if s.Metrics[k] != v {
+			t.Errorf("v2 %s = %d, want %d", k, s.Metrics[k], v)
+		}
+	}
+	if kills != 1 {
+		t.Errorf("v2 oom kills %d", kills)
+	}
+	if _, _, err := FromContainerd(&types.Metric{}); err == nil {
+		t.Error("empty metric decoded")
 	}
 }

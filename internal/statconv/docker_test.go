@@ -1,8 +1,9 @@
-package docker
+package statconv
 
 import (
 	"encoding/json"
 	"testing"
+	"time"
 
 	docker "github.com/fsouza/go-dockerclient"
 
@@ -85,9 +86,9 @@ const statsV1JSON = `{
  "networks": {"eth0": {"rx_bytes": 1500, "tx_bytes": 700}}
 }`
 
-// TestToStatDaemonJSON decodes a sample as the daemon sends it on each
+// TestFromDockerDaemonJSON decodes a sample as the daemon sends it on each
 // cgroup version and converts it: the same container gives the same Stat.
-func TestToStatDaemonJSON(t *testing.T) {
+func TestFromDockerDaemonJSON(t *testing.T) {
 	want := map[string]uint64{
 		stats.MetricCPUTotal:  1250000000,
 		stats.MetricCPUUser:   1000000000,
@@ -109,7 +110,7 @@ func TestToStatDaemonJSON(t *testing.T) {
 			if err := json.Unmarshal([]byte(tc.json), &s); err != nil {
 				t.Fatal(err)
 			}
-			got := toStat(&s, tc.version == "2")
+			got := FromDocker(&s, tc.version == "2")
 			if got.Timestamp.IsZero() {
 				t.Error("no timestamp")
 			}
@@ -122,10 +123,10 @@ func TestToStatDaemonJSON(t *testing.T) {
 	}
 }
 
-// TestToStatV2MemoryKeys: on v2 the page cache to leave out is
+// TestFromDockerV2MemoryKeys: on v2 the page cache to leave out is
 // inactive_file; the v1 key total_inactive_file is absent, and taking it
 // would count the whole cache as use.
-func TestToStatV2MemoryKeys(t *testing.T) {
+func TestFromDockerV2MemoryKeys(t *testing.T) {
 	var s docker.Stats
 	if err := json.Unmarshal([]byte(statsV2JSON), &s); err != nil {
 		t.Fatal(err)
@@ -133,10 +134,30 @@ func TestToStatV2MemoryKeys(t *testing.T) {
 	if s.MemoryStats.Stats.TotalInactiveFile != 0 {
 		t.Fatalf("the v2 sample has total_inactive_file %d", s.MemoryStats.Stats.TotalInactiveFile)
 	}
-	if got := toStat(&s, false).Metrics[stats.MetricMemUsage]; got != 20971520 {
+	if got := FromDocker(&s, false).Metrics[stats.MetricMemUsage]; got != 20971520 {
 		t.Errorf("read as v1: memory use %d, want the whole usage (no total_inactive_file)", got)
 	}
-	if got := toStat(&s, true).Metrics[stats.MetricMemUsage]; got != 20971520-6291456 {
+	if got := FromDocker(&s, true).Metrics[stats.MetricMemUsage]; got != 20971520-6291456 {
 		t.Errorf("read as v2: memory use %d, want usage less inactive_file", got)
+	}
+}
+
+func TestFromDockerCgroupVersions(t *testing.T) {
+	var s docker.Stats
+	s.Read = time.Now()
+	s.CPUStats.CPUUsage.TotalUsage = 100
+	s.MemoryStats.Usage = 1000
+	s.MemoryStats.Stats.TotalInactiveFile = 300 // cgroup v1 field
+	s.MemoryStats.Stats.InactiveFile = 100      // cgroup v2 field
+	s.Networks = map[string]docker.NetworkStats{"eth0": {RxBytes: 5, TxBytes: 7}, "eth1": {RxBytes: 1, TxBytes: 1}}
+	s.BlkioStats.IOServiceBytesRecursive = []docker.BlkioStatsEntry{
+		{Op: "Read", Value: 10}, {Op: "Write", Value: 20}, {Op: "read", Value: 1}, {Op: "Total", Value: 31},
+	}
+	v1, v2 := FromDocker(&s, false).Metrics, FromDocker(&s, true).Metrics
+	if v1[stats.MetricMemUsage] != 700 || v2[stats.MetricMemUsage] != 900 {
+		t.Errorf("memory usage v1 %d (want 700), v2 %d (want 900)", v1[stats.MetricMemUsage], v2[stats.MetricMemUsage])
+	}
+	if v1[stats.MetricNetRx] != 6 || v1[stats.MetricNetTx] != 8 || v1[stats.MetricDiskRead] != 11 || v1[stats.MetricDiskWrite] != 20 {
+		t.Errorf("network or disk sums wrong: %v", v1)
 	}
 }
