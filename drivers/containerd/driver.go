@@ -19,6 +19,7 @@ import (
 	"github.com/fnrun/fnrun/images"
 	"github.com/fnrun/fnrun/images/containerdstore"
 	"github.com/fnrun/fnrun/internal/cninet"
+	"github.com/fnrun/fnrun/internal/registry"
 )
 
 // DriverName is the name the driver registers under and tags metrics with.
@@ -141,7 +142,7 @@ func connect(ctx context.Context, cfg drivers.Config, s *lifecycle.Settings) (*d
 		client: client,
 		ns:     cfg.Namespace(),
 		etc:    cninet.NewEtcFiles(host),
-		http:   newTransport(),
+		http:   registry.NewTransport(),
 		bg:     bg,
 		stopBG: stop,
 	}

@@ -384,21 +384,6 @@ func TestPullMissingImage(t *testing.T) {
 	}
 }
 
-func TestRegistryHost(t *testing.T) {
-	for in, want := range map[string]string{
-		"":                            "",
-		"docker.io":                   dockerHubHost,
-		"https://index.docker.io/v1/": dockerHubHost,
-		"127.0.0.1:5001":              "127.0.0.1:5001",
-		"http://127.0.0.1:5001/v2/":   "127.0.0.1:5001",
-		"Quay.IO":                     "quay.io",
-	} {
-		if got := registryHost(in); got != want {
-			t.Errorf("registryHost(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 // TestPullKey: concurrent pulls of one image share one pull only when
 // their credentials are equal. Through a slow proxy that demands a login,
 // pulls with the right, a wrong and no password at once each get their own
