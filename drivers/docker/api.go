@@ -2,20 +2,14 @@ package docker
 
 import (
 	"context"
-	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
 
 	docker "github.com/fsouza/go-dockerclient"
 
-	"github.com/fnrun/fnrun/drivers"
 	"github.com/fnrun/fnrun/images/dockerstore"
 )
 
@@ -39,43 +33,8 @@ func (d *daemon) storeCall(ctx context.Context, r dockerstore.Request, out any) 
 		kind = kindImage
 	}
 	return d.do(ctx, r.API, r.Object, kind, func(ctx context.Context) error {
-		return d.api.rawCall(ctx, r.Method, r.Path, out)
+		return d.conn.Call(ctx, r.Method, r.Path, out)
 	})
-}
-
-// rawCall sends one request and decodes a JSON answer into out, if non-nil;
-// a status of 400 or more gives a *docker.Error, like go-dockerclient's.
-func (a *rawAPI) rawCall(ctx context.Context, method, path string, out any) error {
-	req, err := http.NewRequestWithContext(ctx, method, a.baseURL+path, nil)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("User-Agent", "fnrun")
-	resp, err := a.http.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode >= http.StatusBadRequest {
-		return readAPIError(resp)
-	}
-	if out != nil {
-		return json.NewDecoder(resp.Body).Decode(out)
-	}
-	// Drain so that the connection goes back to the pool.
-	_, err = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
-	return err
-}
-
-func readAPIError(resp *http.Response) error {
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	var msg struct {
-		Message string `json:"message"`
-	}
-	if json.Unmarshal(body, &msg) == nil && msg.Message != "" {
-		return &docker.Error{Status: resp.StatusCode, Message: msg.Message}
-	}
-	return &docker.Error{Status: resp.StatusCode, Message: strings.TrimSpace(string(body))}
 }
 
 func (d *daemon) info(ctx context.Context) (hostInfo, error) {
@@ -86,7 +45,7 @@ func (d *daemon) info(ctx context.Context) (hostInfo, error) {
 		CgroupVersion string
 	}
 	err := d.do(ctx, "info", "", kindNone, func(ctx context.Context) error {
-		return d.api.rawCall(ctx, http.MethodGet, "/info", &raw)
+		return d.conn.Call(ctx, http.MethodGet, "/info", &raw)
 	})
 	if err != nil {
 		return hostInfo{}, err
@@ -107,7 +66,7 @@ func (d *daemon) info(ctx context.Context) (hostInfo, error) {
 func (d *daemon) inspectImage(ctx context.Context, ref string) (*docker.Image, error) {
 	var img docker.Image
 	err := d.do(ctx, "inspect_image", fmt.Sprintf("image %q", ref), kindImage, func(ctx context.Context) error {
-		return d.api.rawCall(ctx, http.MethodGet, "/images/"+ref+"/json", &img)
+		return d.conn.Call(ctx, http.MethodGet, "/images/"+ref+"/json", &img)
 	})
 	if err != nil {
 		return nil, err
@@ -137,7 +96,7 @@ func (d *daemon) kill(ctx context.Context, id string, sig docker.Signal) error {
 // without a lock, a race when the pool starts several holders at once.
 func (d *daemon) startContainer(ctx context.Context, id, what string) error {
 	return d.do(ctx, "start", what, kindContainer, func(ctx context.Context) error {
-		return d.api.rawCall(ctx, http.MethodPost, "/containers/"+id+"/start", nil)
+		return d.conn.Call(ctx, http.MethodPost, "/containers/"+id+"/start", nil)
 	})
 }
 
@@ -149,10 +108,10 @@ func (d *daemon) setPaused(ctx context.Context, id string, paused bool) error {
 	}
 	return d.do(ctx, api, fmt.Sprintf("container %q", id), kindContainer, func(ctx context.Context) error {
 		return retryPauseRace(ctx, paused, func() error {
-			return d.api.rawCall(ctx, http.MethodPost, "/containers/"+id+"/"+api, nil)
+			return d.conn.Call(ctx, http.MethodPost, "/containers/"+id+"/"+api, nil)
 		}, func() (bool, error) {
 			var st struct{ State struct{ Paused bool } }
-			err := d.api.rawCall(ctx, http.MethodGet, "/containers/"+id+"/json", &st)
+			err := d.conn.Call(ctx, http.MethodGet, "/containers/"+id+"/json", &st)
 			return st.State.Paused, err
 		})
 	})
@@ -249,131 +208,4 @@ func (d *daemon) remove(ctx context.Context, id string) error {
 func isRemovalInProgress(err error) bool {
 	var apiErr *docker.Error
 	return errors.As(err, &apiErr) && apiErr.Status == http.StatusConflict && strings.Contains(apiErr.Message, "already in progress")
-}
-
-// streamError finds an error message in a JSON message stream that the
-// daemon sent with a success status.
-func streamError(stream string) error {
-	dec := json.NewDecoder(strings.NewReader(stream))
-	for {
-		var msg struct {
-			Error       string `json:"error"`
-			ErrorDetail *struct {
-				Code    int    `json:"code"`
-				Message string `json:"message"`
-			} `json:"errorDetail"`
-		}
-		if err := dec.Decode(&msg); err != nil {
-			return nil // end of stream, or not JSON: nothing reported
-		}
-		switch {
-		case msg.ErrorDetail != nil && msg.ErrorDetail.Message != "":
-			return &docker.Error{Status: msg.ErrorDetail.Code, Message: msg.ErrorDetail.Message}
-		case msg.Error != "":
-			return &docker.Error{Message: msg.Error}
-		}
-	}
-}
-
-// rawAPI reaches the daemon directly for what go-dockerclient offers
-// without a context (pause, unpause, image inspect, info, a stats stream
-// that can be abandoned) and for attach, whose go-dockerclient form can
-// neither be cancelled while its handshake hangs nor report a refused
-// handshake. It shares go-dockerclient's connection pool, so every
-// connection of the driver comes from dial.
-type rawAPI struct {
-	endpoint  string
-	network   string // "unix" or "tcp", to dial for attach
-	address   string
-	baseURL   string
-	tls       *tls.Config // nil: plain connections
-	dialer    *net.Dialer
-	transport *http.Transport
-	http      *http.Client
-}
-
-// newRawAPI parses endpoint; tlsConfig, when non-nil, wraps every
-// connection in TLS (a tcp:// endpoint only).
-func newRawAPI(endpoint string, dialTimeout time.Duration, tlsConfig *tls.Config) (*rawAPI, error) {
-	u, err := url.Parse(endpoint)
-	if err != nil || u.Scheme == "" {
-		return nil, fmt.Errorf("docker driver: endpoint %q: %w", endpoint, drivers.ErrInvalidConfig)
-	}
-	a := &rawAPI{endpoint: endpoint, tls: tlsConfig}
-	switch u.Scheme {
-	case "unix":
-		a.network, a.address, a.baseURL = "unix", u.Path, "http://docker"
-	case "tcp", "http":
-		a.network, a.address, a.baseURL = "tcp", u.Host, "http://"+u.Host
-	default:
-		return nil, fmt.Errorf("docker driver: endpoint %q: scheme %q is not supported (unix, tcp): %w", endpoint, u.Scheme, drivers.ErrInvalidConfig)
-	}
-	if tlsConfig != nil {
-		if a.network != "tcp" {
-			return nil, fmt.Errorf("docker driver: endpoint %q: TLS needs a tcp:// endpoint: %w", endpoint, drivers.ErrInvalidConfig)
-		}
-		a.baseURL = "https://" + u.Host
-	}
-	// The timeout covers the TLS handshake too: tls.Dialer applies it to
-	// the whole dial.
-	a.dialer = &net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}
-	// One pooled transport with keep-alives for every call: go-dockerclient's
-	// default opens a connection per call. With TLS the URLs are https, so
-	// the transport dials through DialTLSContext, which also keeps it on
-	// HTTP/1.1, the protocol the daemon's streams and upgrades speak.
-	dial := func(ctx context.Context, _, _ string) (net.Conn, error) { return a.dial(ctx) }
-	a.transport = &http.Transport{
-		DialContext:         dial,
-		MaxIdleConns:        100,
-		MaxIdleConnsPerHost: 100,
-		IdleConnTimeout:     90 * time.Second,
-	}
-	if tlsConfig != nil {
-		a.transport.DialTLSContext = dial
-	}
-	a.http = &http.Client{Transport: a.transport}
-	return a, nil
-}
-
-// dial opens one connection to the daemon, the TLS handshake bounded by ctx.
-func (a *rawAPI) dial(ctx context.Context) (net.Conn, error) {
-	if a.tls == nil {
-		return a.dialer.DialContext(ctx, a.network, a.address)
-	}
-	d := tls.Dialer{NetDialer: a.dialer, Config: a.tls}
-	return d.DialContext(ctx, a.network, a.address)
-}
-
-// share makes client use the raw API's connection pool.
-func (a *rawAPI) share(client *docker.Client) {
-	client.HTTPClient = a.http
-	client.Dialer = contextlessDialer{a}
-	if a.tls != nil {
-		// go-dockerclient's own hijack dials TLS itself, and only through
-		// a *net.Dialer; its streams go through HTTPClient.
-		client.TLSConfig = a.tls
-		client.Dialer = a.dialer
-	}
-}
-
-// clientEndpoint is go-dockerclient's endpoint: https with TLS, so that its
-// URLs make the shared transport dial through DialTLSContext.
-func (a *rawAPI) clientEndpoint() string {
-	if a.tls != nil {
-		return a.baseURL
-	}
-	return a.endpoint
-}
-
-// closeIdle closes pooled connections, so none outlives the driver.
-func (a *rawAPI) closeIdle() { a.transport.CloseIdleConnections() }
-
-// contextlessDialer is go-dockerclient's Dialer for its streams (pull, load)
-// on a unix socket, bounded by a dial timeout since it gets no context.
-type contextlessDialer struct{ a *rawAPI }
-
-func (c contextlessDialer) Dial(string, string) (net.Conn, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	return c.a.dial(ctx)
 }

@@ -1,13 +1,11 @@
 package docker
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"sync"
 	"time"
 
@@ -33,8 +31,12 @@ func (d *daemon) attach(ctx context.Context, id string, in io.Reader, stdout, st
 		stream io.Reader
 	)
 	err := d.do(ctx, "attach", fmt.Sprintf("container %q", id), kindContainer, func(ctx context.Context) error {
+		query := "stream=1&stdout=1&stderr=1"
+		if in != nil {
+			query += "&stdin=1"
+		}
 		var err error
-		conn, stream, err = d.api.attach(ctx, id, in != nil)
+		conn, stream, err = d.conn.Hijack(ctx, "/containers/"+id+"/attach?"+query)
 		return err
 	})
 	if err != nil {
@@ -83,54 +85,4 @@ func (a *attachment) drain(timeout time.Duration) error {
 
 func (a *attachment) close() {
 	a.closeOnce.Do(func() { _ = a.conn.Close() })
-}
-
-// attach performs the attach handshake on a connection of its own and
-// returns it with the reader of the multiplexed output.
-func (a *rawAPI) attach(ctx context.Context, id string, stdin bool) (net.Conn, io.Reader, error) {
-	conn, err := a.dial(ctx)
-	if err != nil {
-		return nil, nil, err
-	}
-	// Bound the handshake by ctx: closing the connection unblocks it.
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	fail := func(err error) (net.Conn, io.Reader, error) {
-		stop()
-		conn.Close()
-		return nil, nil, err
-	}
-	query := "stream=1&stdout=1&stderr=1"
-	if stdin {
-		query += "&stdin=1"
-	}
-	req, err := http.NewRequest(http.MethodPost, a.baseURL+"/containers/"+id+"/attach?"+query, nil)
-	if err != nil {
-		return fail(err)
-	}
-	req.Header.Set("User-Agent", "fnrun")
-	req.Header.Set("Content-Type", "text/plain")
-	req.Header.Set("Connection", "Upgrade")
-	req.Header.Set("Upgrade", "tcp")
-	if err := req.Write(conn); err != nil {
-		return fail(err)
-	}
-	br := bufio.NewReader(conn)
-	resp, err := http.ReadResponse(br, req)
-	if err != nil {
-		return fail(err)
-	}
-	var stream io.Reader = br
-	switch resp.StatusCode {
-	case http.StatusSwitchingProtocols:
-	case http.StatusOK:
-		stream = resp.Body // a daemon that does not upgrade streams the body
-	default:
-		return fail(readAPIError(resp))
-	}
-	if !stop() {
-		// ctx ended and closed the connection meanwhile.
-		conn.Close()
-		return nil, nil, ctx.Err()
-	}
-	return conn, stream, nil
 }

@@ -17,7 +17,11 @@
 //
 // Every daemon call goes through one pooled transport and is bounded by
 // the call timeout. A tcp:// endpoint is reached over TLS as the docker
-// CLI reaches it, when DOCKER_TLS_VERIFY is set or WithTLS is given.
+// CLI reaches it, when DOCKER_TLS_VERIFY is set or WithTLS is given. The
+// connection itself (endpoint, TLS, the transport go-dockerclient shares,
+// the raw calls and the attach hijack) is package internal/dockerconn; the
+// driver holds the daemon calls and their translation into the drivers
+// error classes.
 // Registry credentials come from the task (drivers.Auther) or a Docker
 // config.json, credential helpers included, for the exact registry host
 // only. Stats stream from the daemon (cgroup v1 and v2) once a container

@@ -15,6 +15,7 @@ import (
 	"github.com/fnrun/fnrun/drivers/lifecycle"
 	"github.com/fnrun/fnrun/images"
 	"github.com/fnrun/fnrun/images/dockerstore"
+	"github.com/fnrun/fnrun/internal/dockerconn"
 )
 
 const (
@@ -47,7 +48,7 @@ const (
 type Option = drivers.Option
 
 type options struct {
-	tls         tlsRequest
+	tls         dockerconn.TLSRequest
 	loadTimeout time.Duration
 	statsDelay  time.Duration
 	// wrapStore, for tests, changes the image store the cleaner and
@@ -65,7 +66,7 @@ type option func(*options)
 // DOCKER_TLS_VERIFY; on a unix:// endpoint New fails.
 func WithTLS(certPath string) Option {
 	return drivers.WithExtra(option(func(o *options) {
-		o.tls = tlsRequest{enabled: true, certPath: certPath, explicit: true}
+		o.tls = dockerconn.TLSRequest{Enabled: true, CertPath: certPath, Explicit: true}
 	}))
 }
 
@@ -107,7 +108,7 @@ func New(ctx context.Context, cfg drivers.Config, opts ...Option) (*Driver, erro
 		_ = d.Close()
 		return nil, err
 	}
-	d.log.WithFields(logrus.Fields{"endpoint": d.api.endpoint, "version": d.host.version, "storage": d.host.storageDriver, "instance": s.Instance}).Debug("docker driver ready")
+	d.log.WithFields(logrus.Fields{"endpoint": d.conn.Endpoint(), "version": d.host.version, "storage": d.host.storageDriver, "instance": s.Instance}).Debug("docker driver ready")
 	return &Driver{Driver: ld, d: d}, nil
 }
 
@@ -118,7 +119,7 @@ type daemon struct {
 	log      *logrus.Entry
 	caller   lifecycle.Caller
 	client   *docker.Client
-	api      *rawAPI
+	conn     *dockerconn.Conn
 	host     hostInfo
 	networks *networkSpread
 	store    images.Store
@@ -150,29 +151,29 @@ func connect(ctx context.Context, cfg drivers.Config, s *lifecycle.Settings) (*d
 	if endpoint == "" {
 		endpoint = defaultEndpoint
 	}
-	if !o.tls.enabled {
-		o.tls = tlsFromEnv()
+	if !o.tls.Enabled {
+		o.tls = dockerconn.TLSFromEnv()
 	}
-	tlsConfig, err := clientTLSConfig(o.tls, endpoint)
+	tlsConfig, err := dockerconn.ClientTLSConfig(o.tls, endpoint)
 	if err != nil {
 		return nil, err
 	}
-	api, err := newRawAPI(endpoint, s.CallTimeout, tlsConfig)
+	conn, err := dockerconn.New(endpoint, s.CallTimeout, tlsConfig)
 	if err != nil {
 		return nil, err
 	}
-	client, err := docker.NewClient(api.clientEndpoint())
+	client, err := docker.NewClient(conn.ClientEndpoint())
 	if err != nil {
 		return nil, fmt.Errorf("docker driver: endpoint %q: %w: %v", endpoint, drivers.ErrInvalidConfig, err)
 	}
-	api.share(client)
+	conn.Share(client)
 	d := &daemon{
 		s:        s,
 		o:        o,
 		log:      s.Logger,
 		caller:   lifecycle.Caller{Driver: driverName, Timeout: s.CallTimeout},
 		client:   client,
-		api:      api,
+		conn:     conn,
 		networks: newNetworkSpread(cfg.DockerNetworks),
 	}
 	d.store = dockerstore.New(d.storeCall)
@@ -180,7 +181,7 @@ func connect(ctx context.Context, cfg drivers.Config, s *lifecycle.Settings) (*d
 		d.store = o.wrapStore(d.store)
 	}
 	if err := d.start(ctx, cfg); err != nil {
-		api.closeIdle()
+		conn.CloseIdle()
 		return nil, err
 	}
 	return d, nil
@@ -190,7 +191,7 @@ func (d *daemon) start(ctx context.Context, cfg drivers.Config) error {
 	if err := d.do(ctx, "ping", "", kindNone, func(ctx context.Context) error {
 		return d.client.PingWithContext(ctx)
 	}); err != nil {
-		return fmt.Errorf("docker driver: daemon at %s: %w", d.api.endpoint, err)
+		return fmt.Errorf("docker driver: daemon at %s: %w", d.conn.Endpoint(), err)
 	}
 	info, err := d.info(ctx)
 	if err != nil {
@@ -270,7 +271,7 @@ func (d *daemon) loadImages(ctx context.Context, path string) error {
 		}
 		// The daemon answers 200 and reports a bad archive inside the
 		// stream, which go-dockerclient copies as is.
-		return streamError(out.String())
+		return dockerconn.StreamError(out.String())
 	})
 	if err != nil {
 		return fmt.Errorf("docker driver: %w", err)
@@ -295,7 +296,7 @@ func (d *daemon) SendsSyslog() {}
 
 // Close implements lifecycle.Closer: no connection outlives the driver.
 func (d *daemon) Close() error {
-	d.api.closeIdle()
+	d.conn.CloseIdle()
 	return nil
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/moby/moby/api/types/jsonstream"
 
 	"github.com/fnrun/fnrun/drivers"
+	"github.com/fnrun/fnrun/internal/dockerconn"
 )
 
 // ErrFsSizeUnsupported is drivers.ErrFsSizeUnsupported: FsSize needs a
@@ -86,7 +87,7 @@ func translate(ctx context.Context, api, what string, kind objectKind, err error
 		out.class = drivers.ErrDaemonUnavailable
 		out.err = fmt.Errorf("no answer in time: %w", err)
 	default:
-		if why, ok := tlsFailure(err); ok {
+		if why, ok := dockerconn.DescribeTLSFailure(err); ok {
 			out.class = drivers.ErrDaemonUnavailable
 			out.err = fmt.Errorf("%s: %w", why, err)
 			break

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"time"
 
@@ -27,21 +28,11 @@ func (d *daemon) sampleStats(ctx context.Context, c *container, write func(stats
 		case <-t.C:
 		}
 	}
-	var resp *http.Response
+	var body io.ReadCloser
 	err := d.doWithin(ctx, "stats", fmt.Sprintf("container %q", c.ID()), kindContainer, 0, func(ctx context.Context) error {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, d.api.baseURL+"/containers/"+c.ID()+"/stats?stream=1", nil)
-		if err != nil {
-			return err
-		}
-		resp, err = d.api.http.Do(req)
-		if err != nil {
-			return err
-		}
-		if resp.StatusCode >= http.StatusBadRequest {
-			defer resp.Body.Close()
-			return readAPIError(resp)
-		}
-		return nil
+		var err error
+		body, err = d.conn.Stream(ctx, http.MethodGet, "/containers/"+c.ID()+"/stats?stream=1")
+		return err
 	})
 	if err != nil {
 		if ctx.Err() == nil {
@@ -49,9 +40,9 @@ func (d *daemon) sampleStats(ctx context.Context, c *container, write func(stats
 		}
 		return
 	}
-	defer resp.Body.Close()
+	defer body.Close()
 	v2 := d.host.cgroupVersion == "2"
-	dec := json.NewDecoder(resp.Body)
+	dec := json.NewDecoder(body)
 	for {
 		var s docker.Stats
 		if err := dec.Decode(&s); err != nil {

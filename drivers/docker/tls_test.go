@@ -2,19 +2,10 @@ package docker
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"io"
-	"math/big"
 	"net"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,123 +13,10 @@ import (
 	"time"
 
 	"github.com/fnrun/fnrun/drivers"
+	"github.com/fnrun/fnrun/internal/dockerconn/dockerconntest"
 	"github.com/fnrun/fnrun/stats"
 	"github.com/fnrun/fnrun/test"
 )
-
-// testCA issues the certificates of a TLS test: the daemon's, for
-// 127.0.0.1, and the client's.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pem  []byte
-}
-
-func newTestCA(t testing.TB, name string) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
-}
-
-// issue signs a leaf certificate: for the server at 127.0.0.1, or for a
-// client. It returns the PEM certificate and key.
-func (ca *testCA) issue(t testing.TB, name string, server bool) (certPEM, keyPEM []byte) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial, err := rand.Int(rand.Reader, big.NewInt(1<<62))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: name},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	if server {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
-}
-
-// certDir writes a DOCKER_CERT_PATH folder; a nil content leaves its file
-// out.
-func certDir(t testing.TB, caPEM, certPEM, keyPEM []byte) string {
-	t.Helper()
-	dir := t.TempDir()
-	for name, content := range map[string][]byte{tlsCAFile: caPEM, tlsCertFile: certPEM, tlsKeyFile: keyPEM} {
-		if content == nil {
-			continue
-		}
-		if err := os.WriteFile(filepath.Join(dir, name), content, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return dir
-}
-
-// testPKI is a CA with a daemon certificate and a client folder in the
-// layout of DOCKER_CERT_PATH.
-type testPKI struct {
-	ca         *testCA
-	server     tls.Certificate
-	clientDir  string // ca.pem, cert.pem, key.pem
-	clientCert []byte
-	clientKey  []byte
-}
-
-func newTestPKI(t testing.TB) *testPKI {
-	t.Helper()
-	ca := newTestCA(t, "fnrun test CA")
-	serverCert, serverKey := ca.issue(t, "127.0.0.1", true)
-	server, err := tls.X509KeyPair(serverCert, serverKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	clientCert, clientKey := ca.issue(t, "fnrun test client", false)
-	return &testPKI{
-		ca:         ca,
-		server:     server,
-		clientDir:  certDir(t, ca.pem, clientCert, clientKey),
-		clientCert: clientCert,
-		clientKey:  clientKey,
-	}
-}
 
 // tlsProxy terminates TLS with client certificates required, as a dockerd
 // started with --tlsverify does, and pipes each connection byte for byte to
@@ -153,16 +31,9 @@ type tlsProxy struct {
 	wg    sync.WaitGroup
 }
 
-func newTLSProxy(t testing.TB, target string, pki *testPKI) *tlsProxy {
+func newTLSProxy(t testing.TB, target string, pki *dockerconntest.PKI) *tlsProxy {
 	t.Helper()
-	clientCAs := x509.NewCertPool()
-	clientCAs.AddCert(pki.ca.cert)
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{
-		Certificates: []tls.Certificate{pki.server},
-		ClientAuth:   tls.RequireAndVerifyClientCert,
-		ClientCAs:    clientCAs,
-		MinVersion:   tls.VersionTLS12,
-	})
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", pki.ServerConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,12 +110,12 @@ func (p *tlsProxy) close() {
 // hijacked attach with stdin, the stats stream, pause and unpause.
 func TestTLSEndpoint(t *testing.T) {
 	e := needEnv(t)
-	pki := newTestPKI(t)
+	pki := dockerconntest.NewPKI(t)
 	proxy := newTLSProxy(t, e.host, pki)
 	t.Setenv("DOCKER_TLS_VERIFY", "1")
-	t.Setenv("DOCKER_CERT_PATH", pki.clientDir)
+	t.Setenv("DOCKER_CERT_PATH", pki.ClientDir)
 	d := newDriver(t, drivers.Config{Docker: proxy.endpoint()}, WithStatsDelay(0))
-	if d.d.api.tls == nil {
+	if !d.d.conn.TLS() {
 		t.Fatal("DOCKER_TLS_VERIFY=1 did not turn TLS on")
 	}
 	ctx := testCtx(t, 2*time.Minute)
@@ -305,10 +176,10 @@ func TestTLSEnvIgnoredOnUnixSocket(t *testing.T) {
 	t.Setenv("DOCKER_TLS_VERIFY", "1")
 	t.Setenv("DOCKER_CERT_PATH", t.TempDir())
 	d := newDriver(t, drivers.Config{Docker: e.host})
-	if d.d.api.tls != nil {
+	if d.d.conn.TLS() {
 		t.Error("TLS turned on for a unix socket")
 	}
-	_, err := New(testCtx(t, time.Minute), drivers.Config{Docker: e.host}, WithTLS(newTestPKI(t).clientDir))
+	_, err := New(testCtx(t, time.Minute), drivers.Config{Docker: e.host}, WithTLS(dockerconntest.NewPKI(t).ClientDir))
 	if !errors.Is(err, drivers.ErrInvalidConfig) {
 		t.Errorf("WithTLS on a unix socket: %v, want ErrInvalidConfig", err)
 	}
@@ -318,21 +189,21 @@ func TestTLSEnvIgnoredOnUnixSocket(t *testing.T) {
 // that says why, and leave nothing running.
 func TestTLSRefused(t *testing.T) {
 	e := needEnv(t)
-	pki := newTestPKI(t)
+	pki := dockerconntest.NewPKI(t)
 	proxy := newTLSProxy(t, e.host, pki)
-	otherCA := newTestCA(t, "another CA")
+	otherCA := dockerconntest.NewCA(t, "another CA")
 	for _, tc := range []struct {
 		name string
 		dir  string
 		want error
 		msg  string
 	}{
-		{"no client certificate", certDir(t, pki.ca.pem, nil, nil), drivers.ErrDaemonUnavailable, "refused the handshake"},
-		{"wrong CA", certDir(t, otherCA.pem, pki.clientCert, pki.clientKey), drivers.ErrDaemonUnavailable, "certificate failed verification"},
+		{"no client certificate", dockerconntest.CertDir(t, pki.CA.PEM, nil, nil), drivers.ErrDaemonUnavailable, "refused the handshake"},
+		{"wrong CA", dockerconntest.CertDir(t, otherCA.PEM, pki.ClientCert, pki.ClientKey), drivers.ErrDaemonUnavailable, "certificate failed verification"},
 		{"no files", t.TempDir(), drivers.ErrInvalidConfig, "ca.pem"},
-		{"key without certificate", certDir(t, pki.ca.pem, nil, pki.clientKey), drivers.ErrInvalidConfig, "cert.pem and key.pem"},
-		{"garbage CA", certDir(t, []byte("not a certificate"), pki.clientCert, pki.clientKey), drivers.ErrInvalidConfig, "no PEM certificate"},
-		{"mismatched key", certDir(t, pki.ca.pem, pki.clientCert, certKeyOf(t, pki.ca)), drivers.ErrInvalidConfig, "client certificate"},
+		{"key without certificate", dockerconntest.CertDir(t, pki.CA.PEM, nil, pki.ClientKey), drivers.ErrInvalidConfig, "cert.pem and key.pem"},
+		{"garbage CA", dockerconntest.CertDir(t, []byte("not a certificate"), pki.ClientCert, pki.ClientKey), drivers.ErrInvalidConfig, "no PEM certificate"},
+		{"mismatched key", dockerconntest.CertDir(t, pki.CA.PEM, pki.ClientCert, pki.CA.StrayKey(t)), drivers.ErrInvalidConfig, "client certificate"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Setenv("DOCKER_TLS_VERIFY", "1")
@@ -353,7 +224,7 @@ func TestTLSRefused(t *testing.T) {
 		})
 	}
 	// The same through the option, without the environment.
-	_, err := New(testCtx(t, time.Minute), drivers.Config{Docker: proxy.endpoint()}, WithTLS(certDir(t, otherCA.pem, pki.clientCert, pki.clientKey)))
+	_, err := New(testCtx(t, time.Minute), drivers.Config{Docker: proxy.endpoint()}, WithTLS(dockerconntest.CertDir(t, otherCA.PEM, pki.ClientCert, pki.ClientKey)))
 	if !errors.Is(err, drivers.ErrDaemonUnavailable) {
 		t.Errorf("WithTLS, wrong CA: %v, want ErrDaemonUnavailable", err)
 	}
@@ -364,22 +235,14 @@ func TestTLSRefused(t *testing.T) {
 	}
 }
 
-// certKeyOf returns a PEM key that does not belong to any client
-// certificate of ca.
-func certKeyOf(t testing.TB, ca *testCA) []byte {
-	t.Helper()
-	_, key := ca.issue(t, "unrelated", false)
-	return key
-}
-
 // TestConformanceTLS runs the shared suite over a TLS endpoint.
 func TestConformanceTLS(t *testing.T) {
 	e := needEnv(t)
-	pki := newTestPKI(t)
+	pki := dockerconntest.NewPKI(t)
 	proxy := newTLSProxy(t, e.host, pki)
 	test.Run(t, func(t *testing.T, cfg drivers.Config) *test.Harness {
-		h := newHarness(t, cfg, false, proxy.endpoint(), WithTLS(pki.clientDir))
-		if h.Driver.(*Driver).d.api.tls == nil {
+		h := newHarness(t, cfg, false, proxy.endpoint(), WithTLS(pki.ClientDir))
+		if !h.Driver.(*Driver).d.conn.TLS() {
 			t.Fatal("WithTLS did not turn TLS on")
 		}
 		return h

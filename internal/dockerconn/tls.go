@@ -1,4 +1,4 @@
-package docker
+package dockerconn
 
 import (
 	"crypto/tls"
@@ -16,41 +16,41 @@ import (
 
 // The file names the docker CLI looks for in DOCKER_CERT_PATH.
 const (
-	tlsCAFile   = "ca.pem"
-	tlsCertFile = "cert.pem"
-	tlsKeyFile  = "key.pem"
+	CAFile   = "ca.pem"
+	CertFile = "cert.pem"
+	KeyFile  = "key.pem"
 )
 
-// tlsRequest is where the wish for TLS came from: WithTLS, or
-// DOCKER_TLS_VERIFY read by New next to DOCKER_HOST.
-type tlsRequest struct {
-	enabled  bool
-	certPath string // empty: DOCKER_CERT_PATH, else ~/.docker
-	explicit bool   // asked for by WithTLS rather than the environment
+// TLSRequest is where the wish for TLS came from: the driver's WithTLS,
+// or DOCKER_TLS_VERIFY read next to DOCKER_HOST (TLSFromEnv).
+type TLSRequest struct {
+	Enabled  bool
+	CertPath string // empty: DOCKER_CERT_PATH, else ~/.docker
+	Explicit bool   // asked for by WithTLS rather than the environment
 }
 
-// tlsFromEnv reads DOCKER_TLS_VERIFY as the docker CLI does: any non-empty
+// TLSFromEnv reads DOCKER_TLS_VERIFY as the docker CLI does: any non-empty
 // value, "0" included, turns verification on.
-func tlsFromEnv() tlsRequest {
-	return tlsRequest{enabled: os.Getenv("DOCKER_TLS_VERIFY") != ""}
+func TLSFromEnv() TLSRequest {
+	return TLSRequest{Enabled: os.Getenv("DOCKER_TLS_VERIFY") != ""}
 }
 
-// clientTLSConfig builds the TLS configuration for endpoint, or nil when
+// ClientTLSConfig builds the TLS configuration for endpoint, or nil when
 // the connection stays plain. Only tcp:// endpoints use TLS: the docker CLI
 // ignores DOCKER_TLS_VERIFY for a unix socket, which is why the environment
-// alone never makes a unix endpoint fail, whereas WithTLS on one is a
-// mistake worth reporting.
-func clientTLSConfig(req tlsRequest, endpoint string) (*tls.Config, error) {
-	if !req.enabled {
+// alone never makes a unix endpoint fail, whereas an explicit request
+// (the driver's WithTLS) on one is a mistake worth reporting.
+func ClientTLSConfig(req TLSRequest, endpoint string) (*tls.Config, error) {
+	if !req.Enabled {
 		return nil, nil
 	}
 	if u, err := url.Parse(endpoint); err != nil || u.Scheme != "tcp" {
-		if req.explicit {
+		if req.Explicit {
 			return nil, fmt.Errorf("docker driver: TLS needs a tcp:// endpoint, not %q: %w", endpoint, drivers.ErrInvalidConfig)
 		}
 		return nil, nil
 	}
-	dir := req.certPath
+	dir := req.CertPath
 	if dir == "" {
 		dir = os.Getenv("DOCKER_CERT_PATH")
 	}
@@ -73,17 +73,17 @@ func loadTLSConfig(dir string) (*tls.Config, error) {
 	invalid := func(format string, args ...any) error {
 		return fmt.Errorf("docker driver: TLS certificates in %s: %s: %w", dir, fmt.Sprintf(format, args...), drivers.ErrInvalidConfig)
 	}
-	caPEM, err := os.ReadFile(filepath.Join(dir, tlsCAFile))
+	caPEM, err := os.ReadFile(filepath.Join(dir, CAFile))
 	if err != nil {
 		return nil, invalid("%v", err)
 	}
 	roots := x509.NewCertPool()
 	if !roots.AppendCertsFromPEM(caPEM) {
-		return nil, invalid("%s holds no PEM certificate", tlsCAFile)
+		return nil, invalid("%s holds no PEM certificate", CAFile)
 	}
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots}
 
-	certPath, keyPath := filepath.Join(dir, tlsCertFile), filepath.Join(dir, tlsKeyFile)
+	certPath, keyPath := filepath.Join(dir, CertFile), filepath.Join(dir, KeyFile)
 	haveCert, err := fileExists(certPath)
 	if err != nil {
 		return nil, invalid("%v", err)
@@ -100,7 +100,7 @@ func loadTLSConfig(dir string) (*tls.Config, error) {
 		}
 		cfg.Certificates = []tls.Certificate{pair}
 	case haveCert != haveKey:
-		return nil, invalid("%s and %s go together, only one is there", tlsCertFile, tlsKeyFile)
+		return nil, invalid("%s and %s go together, only one is there", CertFile, KeyFile)
 	}
 	return cfg, nil
 }
@@ -113,12 +113,12 @@ func fileExists(path string) (bool, error) {
 	return err == nil, err
 }
 
-// tlsFailure says which side of a TLS connection gave up, for an error that
-// is one: the daemon's certificate failing verification, the daemon
+// DescribeTLSFailure says which side of a TLS connection gave up, for an error that
+// is one (false otherwise): the daemon's certificate failing verification, the daemon
 // refusing the handshake (typically over the client certificate), or an
 // endpoint that does not speak TLS. Without it all three read as a bare
 // "remote error" or "x509: ..." deep in a transport error.
-func tlsFailure(err error) (string, bool) {
+func DescribeTLSFailure(err error) (string, bool) {
 	var (
 		verifyErr    *tls.CertificateVerificationError
 		authorityErr x509.UnknownAuthorityError
