@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -407,6 +406,3 @@ func decodeCursor(c string) (string, error) {
 	}
 	return string(b), nil
 }
-
-// isNotFound reports whether err says an app or function does not exist.
-func isNotFound(err error) bool { return errors.Is(err, ErrNotFound) }

@@ -2,17 +2,13 @@ package docker
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"sync"
-	"time"
 
 	"github.com/moby/moby/api/pkg/stdcopy"
 )
-
-var errOutputStuck = errors.New("output stream did not end after the container exited")
 
 // attachment is a hijacked connection carrying a container's stdio.
 type attachment struct {
@@ -64,23 +60,6 @@ func (d *daemon) attach(ctx context.Context, id string, in io.Reader, stdout, st
 		}()
 	}
 	return a, nil
-}
-
-// drain waits for the output copy to reach the stream's end, at most
-// timeout, then closes the connection. It returns why the copy did not end
-// cleanly, or nil.
-func (a *attachment) drain(timeout time.Duration) error {
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	select {
-	case <-a.done:
-		a.close()
-		return a.err
-	case <-t.C:
-		a.close()
-		<-a.done
-		return errOutputStuck
-	}
 }
 
 func (a *attachment) close() {

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -232,6 +234,13 @@ func TestTLSRefused(t *testing.T) {
 	_, err = New(testCtx(t, time.Minute), drivers.Config{Docker: proxy.endpoint()})
 	if !errors.Is(err, drivers.ErrDaemonUnavailable) {
 		t.Errorf("plain HTTP to a TLS port: %v, want ErrDaemonUnavailable", err)
+	}
+	// Nor is a plain HTTP server taken for a TLS daemon.
+	plain := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "OK") }))
+	defer plain.Close()
+	_, err = New(testCtx(t, time.Minute), drivers.Config{Docker: "tcp://" + plain.Listener.Addr().String()}, WithTLS(pki.ClientDir))
+	if !errors.Is(err, drivers.ErrDaemonUnavailable) || !strings.Contains(err.Error(), "does not speak TLS") {
+		t.Errorf("TLS to a plain HTTP port: %v, want ErrDaemonUnavailable saying it does not speak TLS", err)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -130,7 +131,9 @@ func DescribeTLSFailure(err error) (string, bool) {
 	switch {
 	case errors.As(err, &verifyErr), errors.As(err, &authorityErr), errors.As(err, &hostErr), errors.As(err, &invalidErr):
 		return "TLS: the daemon's certificate failed verification against the CA (ca.pem)", true
-	case errors.As(err, &recordErr):
+	case errors.As(err, &recordErr), errors.Is(err, http.ErrSchemeMismatch):
+		// net/http reports a plain HTTP answer to its handshake as a
+		// scheme mismatch; a dial of ours sees the record itself.
 		return "TLS: the endpoint does not speak TLS", true
 	case errors.As(err, &opErr) && opErr.Op == "remote error":
 		// Go reports every alert the peer sends this way; during a

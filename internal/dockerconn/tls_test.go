@@ -134,8 +134,7 @@ func TestTLSCall(t *testing.T) {
 		{"no client certificate", tlsEndpoint, dockerconntest.CertDir(t, pki.CA.PEM, nil, nil), "refused the handshake", false},
 		{"wrong CA", tlsEndpoint, dockerconntest.CertDir(t, otherCA.PEM, pki.ClientCert, pki.ClientKey), "certificate failed verification", false},
 		{"wrong CA, dial", tlsEndpoint, dockerconntest.CertDir(t, otherCA.PEM, pki.ClientCert, pki.ClientKey), "certificate failed verification", true},
-		// Only a dial sees the plain answer as such: net/http turns it
-		// into http.ErrSchemeMismatch, which names no TLS error.
+		{"plain endpoint", plainEndpoint, pki.ClientDir, "does not speak TLS", false},
 		{"plain endpoint, dial", plainEndpoint, pki.ClientDir, "does not speak TLS", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
