@@ -140,18 +140,22 @@ func TestPullDedupe(t *testing.T) {
 	const n = 8
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	var wg sync.WaitGroup
+	var wg, created sync.WaitGroup
+	pull := make(chan struct{}) // closed once every cookie exists, so all pulls overlap
 	errs := make([]error, n+1)
+	created.Add(n + 1)
 	for i := 0; i <= n; i++ {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
 			c, err := d.CreateCookie(ctx, pullTask(ref, nil))
+			created.Done()
 			if err != nil {
 				errs[i] = err
 				return
 			}
 			defer c.Close(ctx)
+			<-pull
 			pctx := ctx
 			if i == n { // an impatient caller
 				var cancel context.CancelFunc
@@ -161,6 +165,8 @@ func TestPullDedupe(t *testing.T) {
 			errs[i] = c.PullImage(pctx)
 		}(i)
 	}
+	created.Wait()
+	close(pull)
 	wg.Wait()
 	for i, err := range errs[:n] {
 		if err != nil {

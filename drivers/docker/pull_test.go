@@ -129,8 +129,10 @@ func TestPullDedupe(t *testing.T) {
 	p.reset()
 	p.delay.Store(int64(500 * time.Millisecond)) // keep the flight open while all join
 	const n = 8
-	var wg sync.WaitGroup
+	var wg, validated sync.WaitGroup
+	pull := make(chan struct{}) // closed once every cookie has validated
 	errs := make(chan error, n)
+	validated.Add(n)
 	for i := 0; i < n; i++ {
 		wg.Add(1)
 		go func(i int) {
@@ -138,14 +140,20 @@ func TestPullDedupe(t *testing.T) {
 			task := &drivers.Task{ID: fmt.Sprintf("fnrun-dedupe-%d", i), ImageRef: ref}
 			c, err := d.CreateCookie(ctx, task)
 			if err != nil {
+				validated.Done()
 				errs <- err
 				return
 			}
 			defer c.Close(context.Background())
-			if need, err := c.ValidateImage(ctx); err != nil || !need {
+			need, err := c.ValidateImage(ctx)
+			validated.Done()
+			if err != nil || !need {
 				errs <- fmt.Errorf("cookie %d: ValidateImage = %v, %v before the pull", i, need, err)
 				return
 			}
+			// All pull at once: a loaded host's inspects must not spread
+			// the joins over more than the flight's delay.
+			<-pull
 			if err := c.PullImage(ctx); err != nil {
 				errs <- fmt.Errorf("cookie %d: %w", i, err)
 				return
@@ -155,6 +163,8 @@ func TestPullDedupe(t *testing.T) {
 			}
 		}(i)
 	}
+	validated.Wait()
+	close(pull)
 	wg.Wait()
 	close(errs)
 	for err := range errs {
