@@ -152,9 +152,13 @@ func (c *Conn) Call(ctx context.Context, method, path string, out any) error {
 	}
 	defer body.Close()
 	if out != nil {
-		return json.NewDecoder(body).Decode(out)
+		if err := json.NewDecoder(body).Decode(out); err != nil {
+			return err
+		}
 	}
-	// Drain so that the connection goes back to the pool.
+	// Drain, so that the connection goes back to the pool: a decoder stops
+	// at the end of the value, before the newline and the chunked body's
+	// end the daemon sends after it.
 	_, err = io.Copy(io.Discard, io.LimitReader(body, 1<<20))
 	return err
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"io"
 	"net"
@@ -102,6 +103,11 @@ func apiMux() *http.ServeMux {
 		w.WriteHeader(http.StatusInternalServerError)
 		io.WriteString(w, "  not json\n")
 	})
+	// An inspect answer as large as a real container's, written as dockerd
+	// writes it: chunked, with a trailing newline after the JSON value.
+	mux.HandleFunc("GET /containers/big/json", func(w http.ResponseWriter, _ *http.Request) {
+		_ = json.NewEncoder(w).Encode(map[string]string{"Id": "big", "Padding": strings.Repeat("x", 32<<10)})
+	})
 	mux.HandleFunc("GET /stream", func(w http.ResponseWriter, _ *http.Request) {
 		io.WriteString(w, `{"n":1}{"n":2}`)
 	})
@@ -126,6 +132,12 @@ func TestCall(t *testing.T) {
 	}
 	if err := c.Call(ctx, http.MethodPost, "/containers/abc/start", nil); err != nil {
 		t.Fatalf("start: %v", err)
+	}
+	for range 3 {
+		var ctr struct{ Id string }
+		if err := c.Call(ctx, http.MethodGet, "/containers/big/json", &ctr); err != nil || ctr.Id != "big" {
+			t.Fatalf("inspect: %+v, %v", ctr, err)
+		}
 	}
 	for _, tc := range []struct {
 		path   string
