@@ -106,6 +106,11 @@ func TestImageCleaner(t *testing.T) {
 		}
 	}
 	size := func(i int) uint64 { img, _ := imagetest.Find(now, ids[i-1]); return img.Size }
+	// Driver A unpacked image 1 with its snapshotter: the driver's store
+	// counts that snapshot beside the 3 MiB layer's blob.
+	if size(1) < 6*imagetest.MiB {
+		t.Errorf("image 1: size %d, want the layer's blob and its snapshot", size(1))
+	}
 	total := imagetest.Tracked(now)
 	low := total - size(1) - size(4)/2
 	budget := total - 1

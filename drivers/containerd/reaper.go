@@ -8,6 +8,8 @@ import (
 	"github.com/containerd/containerd/errdefs"
 	"github.com/containerd/containerd/leases"
 	"github.com/containerd/containerd/snapshots"
+
+	"github.com/fnrun/fnrun/drivers/lifecycle"
 )
 
 // ReapLeaks implements lifecycle.Reaper. Objects without our tag are never
@@ -81,7 +83,7 @@ func (d *daemon) removeContainer(ctx context.Context, c ctrd.Container) error {
 			_, err := task.Delete(ctx, ctrd.WithProcessKill)
 			return err
 		})
-		if err != nil && !errdefs.IsNotFound(err) && !d.taskGone(ctx, c) {
+		if err != nil && !errdefs.IsNotFound(err) && !d.taskGone(ctx, c, err) {
 			return daemonErr(err, "delete task of "+c.ID())
 		}
 	case !errdefs.IsNotFound(err):
@@ -96,13 +98,21 @@ func (d *daemon) removeContainer(ctx context.Context, c ctrd.Container) error {
 	return nil
 }
 
-// taskGone reports whether c has no task any more. Two deletes of one task
-// can race (a holder killed through the lister while its pool removes it on
-// seeing it die): the loser may fail with the shim's connection closed
-// under it ("ttrpc: closed") rather than "not found", and the record goes
-// a moment after the shim.
-func (d *daemon) taskGone(ctx context.Context, c ctrd.Container) bool {
-	for i := 0; i < 10; i++ {
+// taskGone reports whether a task delete that failed with err left c
+// without a task all the same. Two deletes of one task can race (a holder
+// killed through the lister while its pool removes it on seeing it die):
+// the loser may fail with the shim's connection closed under it ("ttrpc:
+// closed") rather than "not found", and the record goes a moment after the
+// shim. A daemon that did not answer or cannot be reached tells nothing of
+// the task, so its error is returned at once; the look itself is bounded
+// by a second.
+func (d *daemon) taskGone(ctx context.Context, c ctrd.Container, err error) bool {
+	if lifecycle.InDoubt(err) || isUnavailable(err) {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	for {
 		err := d.call(ctx, "tasks.Get", func(ctx context.Context) error {
 			_, err := c.Task(ctx, nil)
 			return err
@@ -113,11 +123,12 @@ func (d *daemon) taskGone(ctx context.Context, c ctrd.Container) bool {
 		case err != nil && !isUnavailable(err):
 			return false
 		}
+		t := time.NewTimer(100 * time.Millisecond)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return false
-		case <-time.After(100 * time.Millisecond):
+		case <-t.C:
 		}
 	}
-	return false
 }

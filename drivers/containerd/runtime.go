@@ -254,7 +254,7 @@ type container struct {
 	mu         sync.Mutex
 	ctr        ctrd.Container // nil until created, or when the create is in doubt
 	createSent bool           // a create whose answer was lost: the container may exist
-	net        NetworkLease   // its own network, released after it is removed; nil when none
+	net        NetworkLease   // its own network, released once no process can use it (see Remove); nil when none
 	info       cninet.Info    // of its network, for its /etc files
 	etcDir     string         // "" when none were written or they are removed
 	task       ctrd.Task
@@ -508,7 +508,7 @@ func (c *container) deleteTask(ctx context.Context, task ctrd.Task) error {
 		_, err := task.Delete(ctx, ctrd.WithProcessKill)
 		return err
 	})
-	if err != nil && !errdefs.IsNotFound(err) && !d.taskGone(ctx, c.ctr) {
+	if err != nil && !errdefs.IsNotFound(err) && !d.taskGone(ctx, c.ctr, err) {
 		return daemonErr(err, "remove "+c.name+": delete task")
 	}
 	return nil

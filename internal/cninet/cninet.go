@@ -185,9 +185,11 @@ func New(cfg Config, call Caller, log *logrus.Entry) (*Network, error) {
 	// at every container.
 	probe := filepath.Join(n.dir, "probe-"+randomID())
 	if err := netns.Create(probe); err != nil {
+		n.RemoveDirs()
 		return nil, invalid("cannot create network namespaces (the driver needs CAP_SYS_ADMIN on the daemon's host): %v", err)
 	}
 	if err := netns.Remove(probe); err != nil {
+		// The pinned probe stays for the tag's next instance to reap.
 		return nil, invalid("cannot remove network namespaces: %v", err)
 	}
 	return n, nil
