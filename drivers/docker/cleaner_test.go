@@ -144,18 +144,12 @@ func TestImageCleaner(t *testing.T) {
 	if snap.TrackedBytes > snap.LowWater || snap.TrackedBytes > budget {
 		t.Errorf("tracked %d bytes, low-water mark %d, budget %d", snap.TrackedBytes, snap.LowWater, budget)
 	}
-	var sum uint64
 	list, err := d.ImageStore().List(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var shared uint64
-	for _, im := range list {
-		sum += im.Size
-		shared = max(shared, im.SharedSize)
-	}
-	if sum+shared > snap.LowWater || len(list) != 4 {
-		t.Errorf("store holds %d images, %d bytes, low-water mark %d", len(list), sum+shared, snap.LowWater)
+	if held := imagetest.Tracked(list); held > snap.LowWater || len(list) != 4 {
+		t.Errorf("store holds %d images, %d bytes, low-water mark %d", len(list), held, snap.LowWater)
 	}
 	for _, im := range snap.Images {
 		isPool := slices.ContainsFunc(im.References, func(r string) bool { return strings.Contains(r, "/pool:") })

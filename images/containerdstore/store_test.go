@@ -2,8 +2,6 @@ package containerdstore
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"slices"
 	"testing"
@@ -35,12 +33,6 @@ func newClient(t *testing.T, address, namespace string) *ctrd.Client {
 	return c
 }
 
-func randomID() string {
-	var b [8]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
-}
-
 // TestImageStore checks the store the cleaner works through: ids, names,
 // sizes of unique and shared bytes, use by containers, last-use labels,
 // removal of every name.
@@ -53,7 +45,7 @@ func TestImageStore(t *testing.T) {
 		WithRemoveTimeout(time.Minute), WithOnRemove(func(d digest.Digest) { removed = append(removed, d) }))
 	ctx := context.Background()
 	nsCtx := namespaces.WithNamespace(ctx, ns)
-	prefix := env["FNRUN_REGISTRY"] + "/fnrun/store-" + randomID()
+	prefix := env["FNRUN_REGISTRY"] + "/fnrun/store-" + imagetest.RandomID()
 	a, b := prefix+"-a:latest", prefix+"-a:alias"
 	id := imagetest.MakeContainerdImage(t, client, ns, localImage, 3, a, b)
 

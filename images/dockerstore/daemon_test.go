@@ -2,8 +2,6 @@ package dockerstore_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"slices"
 	"testing"
@@ -25,18 +23,12 @@ const mib = imagetest.MiB
 // classes of package drivers is the driver's.
 func driverStore(ctx context.Context, t *testing.T, host string) images.Store {
 	t.Helper()
-	d, err := dockerdriver.New(ctx, drivers.Config{Docker: host, ContainerLabelTag: "test-" + randomID()})
+	d, err := dockerdriver.New(ctx, drivers.Config{Docker: host, ContainerLabelTag: "test-" + imagetest.RandomID()})
 	if err != nil {
 		t.Fatalf("docker driver: %v", err)
 	}
 	t.Cleanup(func() { _ = d.Close() })
 	return d.ImageStore()
-}
-
-func randomID() string {
-	var b [8]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
 }
 
 // TestImageStore: the store lists images with their references, their own
@@ -51,7 +43,7 @@ func TestImageStore(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	prefix := "fnrun-store-" + randomID()
+	prefix := "fnrun-store-" + imagetest.RandomID()
 	t.Cleanup(func() { imagetest.RemoveDockerImagesUnder(bare, prefix) })
 	ref := prefix + "/a:v1"
 	imagetest.BuildDockerImage(t, bare, localImage, ref, mib)
@@ -93,7 +85,7 @@ func TestImageStore(t *testing.T) {
 	}
 
 	// A container, even one never started, keeps the image.
-	ctr, err := bare.CreateContainer(docker.CreateContainerOptions{Name: "fnrun-store-user-" + randomID(), Context: ctx,
+	ctr, err := bare.CreateContainer(docker.CreateContainerOptions{Name: "fnrun-store-user-" + imagetest.RandomID(), Context: ctx,
 		Config: &docker.Config{Image: ref, Cmd: []string{"true"}}})
 	if err != nil {
 		t.Fatal(err)

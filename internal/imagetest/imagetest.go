@@ -28,6 +28,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/fnrun/fnrun/images"
+	"github.com/fnrun/fnrun/internal/dockerconn"
 )
 
 // MiB is a mebibyte, the unit of the images' sizes.
@@ -82,8 +83,8 @@ func BuildDockerImage(t testing.TB, c *docker.Client, base, ref string, size int
 	err := c.BuildImage(docker.BuildImageOptions{Name: ref, InputStream: &ctxTar, OutputStream: &out, RmTmpContainer: true, ForceRmTmpContainer: true})
 	if err == nil {
 		// The daemon reports a failed build inside the stream, with a
-		// success status: the image is then missing.
-		_, err = c.InspectImage(ref)
+		// success status.
+		err = dockerconn.StreamError(out.String())
 	}
 	if err != nil {
 		t.Fatalf("build %s: %v\n%s", ref, err, out.String())
@@ -206,9 +207,7 @@ func ForeignContainer(t testing.TB, client *ctrd.Client, namespace, snapshotter,
 	if err := img.Unpack(ctx, snapshotter); err != nil {
 		t.Fatal(err)
 	}
-	var b [8]byte
-	_, _ = rand.Read(b[:])
-	id := "fnrun-foreign-" + hex.EncodeToString(b[:])
+	id := "fnrun-foreign-" + RandomID()
 	ctr, err := client.NewContainer(ctx, id,
 		ctrd.WithSnapshotter(snapshotter),
 		ctrd.WithNewSnapshot(id, img),
@@ -230,4 +229,11 @@ func ForeignContainer(t testing.TB, client *ctrd.Client, namespace, snapshotter,
 	if err := tk.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// RandomID is a fresh hex id for names the stores' tests make.
+func RandomID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }

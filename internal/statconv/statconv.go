@@ -70,14 +70,7 @@ func putV1(out map[string]uint64, v *v1.Metrics) (oomKills uint64) {
 	if b := v.Blkio; b != nil {
 		var rd, wr uint64
 		for _, e := range b.IoServiceBytesRecursive {
-			// "Read" and "Write"; "Sync", "Async" and "Total" count the
-			// same bytes again.
-			switch strings.ToLower(e.Op) {
-			case "read":
-				rd += e.Value
-			case "write":
-				wr += e.Value
-			}
+			addIO(e.Op, e.Value, &rd, &wr)
 		}
 		out[stats.MetricDiskRead], out[stats.MetricDiskWrite] = rd, wr
 	}
@@ -177,13 +170,7 @@ func FromDocker(s *docker.Stats, cgroupV2 bool) stats.Stat {
 	m[stats.MetricNetRx], m[stats.MetricNetTx] = rx, tx
 	var read, write uint64
 	for _, e := range s.BlkioStats.IOServiceBytesRecursive {
-		// "Read"/"Write" on cgroup v1, "read"/"write" on v2.
-		switch strings.ToLower(e.Op) {
-		case "read":
-			read += e.Value
-		case "write":
-			write += e.Value
-		}
+		addIO(e.Op, e.Value, &read, &write)
 	}
 	m[stats.MetricDiskRead], m[stats.MetricDiskWrite] = read, write
 	return stats.Stat{Timestamp: s.Read, Metrics: m}
@@ -203,4 +190,17 @@ func memoryUsage(s *docker.Stats, cgroupV2 bool) uint64 {
 		return usage - inactive
 	}
 	return usage
+}
+
+// addIO counts one blkio entry of a cgroup v1 io_service_bytes listing
+// (Docker's on v2 too): "Read"/"Write" ("read"/"write" from Docker on v2)
+// into read and write; "Sync", "Async" and "Total" count the same bytes
+// again.
+func addIO(op string, v uint64, read, write *uint64) {
+	switch strings.ToLower(op) {
+	case "read":
+		*read += v
+	case "write":
+		*write += v
+	}
 }
