@@ -106,6 +106,9 @@ func connect(ctx context.Context, cfg drivers.Config, s *lifecycle.Settings) (*d
 	if err := o.validate(); err != nil {
 		return nil, err
 	}
+	if !o.runtimeSet {
+		o.runtime = findRuntime()
+	}
 	address := cfg.Containerd
 	if address == "" {
 		address = defaults.DefaultAddress

@@ -14,8 +14,16 @@ import (
 
 // Defaults of the options.
 const (
-	DefaultSnapshotter   = "overlayfs"
-	DefaultRuntime       = "io.containerd.runc.v2"
+	DefaultSnapshotter = "overlayfs"
+	// DefaultRuntime is containerd's runc shim, the runtime when FnrunShim
+	// is not on the PATH.
+	DefaultRuntime = "io.containerd.runc.v2"
+	// FnrunRuntime is the runc shim behind this module's
+	// containerd-shim-fnrun-v2 (FnrunShim), which spares every task a second
+	// `runc delete` (see cmd/containerd-shim-fnrun-v2).
+	FnrunRuntime = "io.containerd.fnrun.v2"
+	// FnrunShim is FnrunRuntime's binary, as containerd names it.
+	FnrunShim            = "containerd-shim-fnrun-v2"
 	DefaultDialTimeout   = 5 * time.Second
 	DefaultStatsInterval = time.Second
 	// DefaultLeaseExpiry bounds how long a lease of a crashed process keeps
@@ -35,6 +43,7 @@ type Option = drivers.Option
 type options struct {
 	snapshotter   string
 	runtime       string
+	runtimeSet    bool
 	dialTimeout   time.Duration
 	statsInterval time.Duration
 	leaseExpiry   time.Duration
@@ -52,7 +61,6 @@ func with(f func(*options)) Option { return drivers.WithExtra(option(f)) }
 func defaultOptions() options {
 	return options{
 		snapshotter:   DefaultSnapshotter,
-		runtime:       DefaultRuntime,
 		dialTimeout:   DefaultDialTimeout,
 		statsInterval: DefaultStatsInterval,
 		leaseExpiry:   DefaultLeaseExpiry,
@@ -62,7 +70,7 @@ func defaultOptions() options {
 
 func (o options) validate() error {
 	switch {
-	case o.snapshotter == "" || o.runtime == "" || o.stateDir == "":
+	case o.snapshotter == "" || (o.runtimeSet && o.runtime == "") || o.stateDir == "":
 		return fmt.Errorf("containerd driver: empty snapshotter, runtime or state dir: %w", drivers.ErrInvalidConfig)
 	case o.dialTimeout <= 0 || o.statsInterval <= 0 || o.leaseExpiry <= 0:
 		return fmt.Errorf("containerd driver: dial timeout %v, stats interval %v and lease expiry %v must be positive: %w",
@@ -77,9 +85,21 @@ func WithSnapshotter(name string) Option {
 	return with(func(o *options) { o.snapshotter = name })
 }
 
-// WithRuntime names the containerd runtime (shim) that runs the tasks.
+// WithRuntime names the containerd runtime (shim) that runs the tasks. By
+// default the driver uses FnrunRuntime when FnrunShim is on its PATH, and
+// DefaultRuntime otherwise. containerd looks for the shim on its own PATH:
+// install it where the daemon finds it too (`make up` puts it in
+// /usr/local/bin).
 func WithRuntime(name string) Option {
-	return with(func(o *options) { o.runtime = name })
+	return with(func(o *options) { o.runtime, o.runtimeSet = name, true })
+}
+
+// findRuntime is the default runtime (see WithRuntime).
+func findRuntime() string {
+	if _, err := exec.LookPath(FnrunShim); err == nil {
+		return FnrunRuntime
+	}
+	return DefaultRuntime
 }
 
 // WithDialTimeout bounds the connection to the daemon in New.

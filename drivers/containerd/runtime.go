@@ -260,6 +260,7 @@ type container struct {
 	task       ctrd.Task
 	taskLeft   bool // a task may exist that task does not hold
 	p          *process
+	init       *initProcess // the started task's first process; nil when not held
 }
 
 func (c *container) ID() string { return c.name }
@@ -324,7 +325,7 @@ func (c *container) Start(ctx context.Context, sio lifecycle.IO) (lifecycle.Proc
 	if err = p.rewait(); err == nil {
 		p.oomSeen, p.unwatch = d.oom.watch(c.name)
 		if err = d.call(ctx, "tasks.Start", task.Start); err == nil {
-			c.task, c.p = task, p
+			c.task, c.p, c.init = task, p, holdInit(task.Pid())
 			go p.collectOutput()
 			return p, nil
 		}
@@ -417,7 +418,11 @@ func (c *container) Remove(ctx context.Context) error {
 			release()
 		}
 		if task != nil {
-			if err := c.deleteTask(ctx, task); err != nil {
+			err := c.deleteTask(ctx, task)
+			if err == nil && c.init != nil {
+				err, c.init = c.init.end(), nil
+			}
+			if err != nil {
 				if released != nil {
 					<-released // it uses c, which is not to change once c.mu is let go
 				}

@@ -38,6 +38,8 @@ type Containerd struct {
 	Labels map[string]string
 
 	cni *cniNet // see UseCNI
+	// runtime is the shim the driver runs its tasks with (see Spec).
+	runtime string
 	// etcFiles are the /etc files the driver mounts into its containers,
 	// by mount destination (see Spec): the bare side writes them per
 	// container too, as any user of bare containerd wanting DNS must.
@@ -111,6 +113,11 @@ func (c *Containerd) Spec(ctx context.Context, drv drivers.Driver, task *drivers
 	if err != nil {
 		return nil, err
 	}
+	info, err := ctr.Info(c.ctx(ctx))
+	if err != nil {
+		return nil, err
+	}
+	c.runtime = info.Runtime.Name
 	spec, err := ctr.Spec(c.ctx(ctx))
 	if err != nil {
 		return nil, err
@@ -244,8 +251,17 @@ func (c *Containerd) labels(role string) map[string]string {
 	return withRole(c.Labels, role)
 }
 
-// newContainer creates a container of the image on a new snapshot.
-func (c *Containerd) newContainer(ctx context.Context, id string, spec *oci.Spec, role string) (ctrd.Container, error) {
+// driverRuntime is the runtime the driver's containers named (see Spec).
+func (c *Containerd) driverRuntime() string {
+	if c.runtime == "" {
+		return fncd.DefaultRuntime
+	}
+	return c.runtime
+}
+
+// newContainer creates a container of the image on a new snapshot, run by
+// the runtime (shim) named.
+func (c *Containerd) newContainer(ctx context.Context, id string, spec *oci.Spec, role, runtime string) (ctrd.Container, error) {
 	img, err := c.Client.GetImage(ctx, c.Image)
 	if err != nil {
 		return nil, err
@@ -257,7 +273,7 @@ func (c *Containerd) newContainer(ctx context.Context, id string, spec *oci.Spec
 		ctrd.WithSnapshotter(fncd.DefaultSnapshotter),
 		ctrd.WithNewSnapshot(id, img, snapshots.WithLabels(c.labels(role))),
 		ctrd.WithSpec(spec),
-		ctrd.WithRuntime(fncd.DefaultRuntime, nil),
+		ctrd.WithRuntime(runtime, nil),
 		ctrd.WithContainerLabels(c.labels(role)))
 	if err != nil {
 		removeEtcFiles(id)
@@ -295,6 +311,7 @@ type ContainerdCall struct {
 	c       *Containerd
 	proto   *oci.Spec
 	variant Variant
+	runtime string
 
 	mu      sync.Mutex
 	holders []ctrd.Container
@@ -303,9 +320,15 @@ type ContainerdCall struct {
 
 // NewContainerdCall returns the bare containerd target of mode (Cold or
 // Pooled); proto is the driver's spec for `true` (see Containerd.Spec), or
-// the minimal one (see MinimalSpec) for client Minimal.
+// the minimal one (see MinimalSpec) for client Minimal. The bare client
+// runs its tasks with the driver's runtime; the minimal one with
+// containerd's runc shim, as a user of bare containerd would.
 func NewContainerdCall(c *Containerd, proto *oci.Spec, driverName, mode, client string) *ContainerdCall {
-	return &ContainerdCall{c: c, proto: proto, variant: Variant{driverName, mode, client}}
+	runtime := c.driverRuntime()
+	if client == Minimal {
+		runtime = fncd.DefaultRuntime
+	}
+	return &ContainerdCall{c: c, proto: proto, variant: Variant{driverName, mode, client}, runtime: runtime}
 }
 
 func (t *ContainerdCall) Variant() Variant { return t.variant }
@@ -324,7 +347,7 @@ func (t *ContainerdCall) Prepare(ctx context.Context, workers int) error {
 		proc := *spec.Process
 		proc.Args = holderArgs(proc.Args)
 		spec.Process = &proc
-		ctr, err := t.c.newContainer(ctx, id, spec, drivers.RoleHolder)
+		ctr, err := t.c.newContainer(ctx, id, spec, drivers.RoleHolder, t.runtime)
 		if err != nil {
 			return fmt.Errorf("holder: %w", err)
 		}
@@ -368,17 +391,17 @@ func (t *ContainerdCall) Call(ctx context.Context, worker int) error {
 		if err != nil {
 			return err
 		}
-		err = t.c.lifecycle(t.c.ctx(ctx), t.c.specFor(t.proto, id, path, ""), id)
+		err = t.c.lifecycle(t.c.ctx(ctx), t.c.specFor(t.proto, id, path, ""), id, t.runtime)
 		if derr := t.c.cni.detach(context.WithoutCancel(ctx), id, path); err == nil {
 			err = derr
 		}
 		return err
 	}
-	return t.c.lifecycle(t.c.ctx(ctx), t.c.specFor(t.proto, id, netns, group), id)
+	return t.c.lifecycle(t.c.ctx(ctx), t.c.specFor(t.proto, id, netns, group), id, t.runtime)
 }
 
-func (c *Containerd) lifecycle(ctx context.Context, spec *oci.Spec, id string) (err error) {
-	ctr, err := c.newContainer(ctx, id, spec, drivers.RoleCall)
+func (c *Containerd) lifecycle(ctx context.Context, spec *oci.Spec, id, runtime string) (err error) {
+	ctr, err := c.newContainer(ctx, id, spec, drivers.RoleCall, runtime)
 	if err != nil {
 		return err
 	}
@@ -464,7 +487,7 @@ func (t *ContainerdWarm) Prepare(ctx context.Context, workers int) error {
 	ctx = t.c.ctx(ctx)
 	for w := 0; w < workers; w++ {
 		id := callID("bw")
-		ctr, err := t.c.newContainer(ctx, id, t.c.specFor(t.proto, id, "", ""), drivers.RoleCall)
+		ctr, err := t.c.newContainer(ctx, id, t.c.specFor(t.proto, id, "", ""), drivers.RoleCall, t.c.driverRuntime())
 		if err != nil {
 			return err
 		}

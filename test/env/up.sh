@@ -602,7 +602,30 @@ fnfunc_image() {
 }
 
 # ---------------------------------------------------------------------------
+# 6. the containerd driver's shim (cmd/containerd-shim-fnrun-v2), where
+#    containerd looks for shims and the driver finds it: /usr/local/bin
+# ---------------------------------------------------------------------------
+SHIM=/usr/local/bin/containerd-shim-fnrun-v2
+
+install_shim() {
+  local gobin tmp
+  gobin=$(command -v go || echo /usr/local/go/bin/go)
+  [[ -x $gobin ]] || die "go not found: it builds the containerd shim (cmd/containerd-shim-fnrun-v2)"
+  tmp=$(mktemp "$STATE/.shim.XXXXXX")
+  (cd "$FNFUNC_SRC" && CGO_ENABLED=0 "$gobin" build -trimpath -ldflags='-s -w' \
+    -o "$tmp" ./cmd/containerd-shim-fnrun-v2) || { rm -f "$tmp"; die "go build of cmd/containerd-shim-fnrun-v2 failed"; }
+  if cmp -s "$tmp" "$SHIM"; then
+    rm -f "$tmp"
+    return
+  fi
+  log "installing $SHIM"
+  install -m 0755 "$tmp" "$SHIM"
+  rm -f "$tmp"
+}
+
+# ---------------------------------------------------------------------------
 main() {
+  install_shim
   start_containerd
   start_dockerd
   start_registry registry "$REGISTRY" reg_plain_ok
