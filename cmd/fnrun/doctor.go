@@ -22,6 +22,7 @@ import (
 	docker "github.com/fsouza/go-dockerclient"
 
 	"github.com/fnrun/fnrun/drivers"
+	fncd "github.com/fnrun/fnrun/drivers/containerd"
 )
 
 const doctorAbout = `Checks what fnrun needs on this host and says what to fix:
@@ -533,6 +534,12 @@ func checkTools(names []string) []checkResult {
 			out = append(out, checkResult{name: "runc", status: checkOK, detail: p})
 		} else {
 			out = append(out, checkResult{name: "runc", status: checkWarn, detail: "runc is not on fnrun's PATH (containerd needs it on its own PATH)", fix: "install runc"})
+		}
+		if p, err := exec.LookPath(fncd.FnrunShim); err == nil {
+			out = append(out, checkResult{name: "shim", status: checkOK, detail: p + ": tasks run with " + fncd.FnrunRuntime + " (containerd must find it on its own PATH too)"})
+		} else {
+			out = append(out, checkResult{name: "shim", status: checkWarn, detail: fncd.FnrunShim + " is not on PATH: tasks run with " + fncd.DefaultRuntime + ", whose every task delete runs runc twice",
+				fix: "go build -o /usr/local/bin/" + fncd.FnrunShim + " ./cmd/" + fncd.FnrunShim})
 		}
 		init := ""
 		for _, name := range []string{"tini-static", "docker-init"} {

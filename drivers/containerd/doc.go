@@ -25,8 +25,17 @@
 // exact registry host only. Without a CNI configuration, containers get
 // loopback only and a warning is logged; a broken one fails New.
 //
+// Tasks run with fnrun's shim, FnrunRuntime, when its binary FnrunShim is
+// on the PATH (containerd must find it on its own PATH too), and with
+// containerd's runc shim otherwise (WithRuntime chooses). fnrun's shim is
+// the runc shim less two of containerd's calls of the shim binary that need
+// no runc shim: a second `runc delete` after every task delete, and a shim
+// start for every task that joins a running group. When a task's shim dies,
+// Remove kills what is left of the task itself (its first process is held
+// by pidfd) rather than leave it to containerd's clean-up after the shim.
+//
 // Pool holders have a CNI network of their own, and a call's container
-// joins one by namespace path. The image store the cleaner works through
+// joins one by namespace path, in the holder's shim. The image store the cleaner works through
 // (ImageStore; package images/containerdstore) groups the records of one
 // target digest, splits sizes into unique and shared bytes, and keeps last
 // uses in an image label (LabelLastUse). Every container, snapshot and

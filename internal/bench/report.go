@@ -138,11 +138,11 @@ pooled: the same, joining a running holder's network namespace (fnrun: the drive
 warm:   a hot container per worker, frozen between calls. A call unfreezes it, writes one line to its stdin, reads
         the echo from its stdout and freezes it again: thaw + one request round trip + freeze, no container created.
 bare:   the same daemon steps with go-dockerclient / the containerd client directly, with the container options or
-        OCI spec the fnrun driver generated. P50/BARE is fnrun's p50 over the bare client's. Latencies are per call;
+        OCI spec (and containerd runtime) the fnrun driver generated. P50/BARE is fnrun's p50 over the bare client's. Latencies are per call;
         CALLS/S is the throughput with CONC calls in flight.
 minimal: (containerd) the bare client asking for the least: containerd's default spec for the image, uid 1000, no new
-        privileges, the same network; no /etc files, no init, no seccomp profile or capability set of the driver's.
-        P50/MIN is fnrun's p50 over it: what the Docker-like extras cost.
+        privileges, the same network, containerd's runc shim; no /etc files, no init, no seccomp profile or capability
+        set of the driver's, nor its shim. P50/MIN is fnrun's p50 over it.
 runc:   the floor: 'runc run' of the image's root filesystem with the containerd driver's spec, no daemon, no network
         beyond loopback, no /etc files. RESULT is the p50 from the start of a call to its result, before the clean-up
         the other columns include; RESULT/RUNC compares it with the floor's.`
