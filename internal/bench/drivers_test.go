@@ -80,6 +80,10 @@ func BenchmarkNoNetPool(b *testing.B) {
 			defer plain.Close()
 			pcfg := cfg
 			pcfg.PreForkNoNetPoolSize, pcfg.PreForkImage = 1, image
+			// A label tag is one agent's: a second instance with the same
+			// tag would reap the first's containers, namespaces and folders
+			// as a crashed predecessor's.
+			pcfg.ContainerLabelTag = "bench-" + randomID()
 			pooled, err := drivers.Open(ctx, name, pcfg)
 			if err != nil {
 				b.Fatal(err)
