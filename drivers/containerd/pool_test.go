@@ -234,12 +234,17 @@ func startSleeper(t *testing.T, d *Driver, env testEnv) (drivers.Cookie, drivers
 	return c, w
 }
 
-// startSleeperID is startSleeper that also returns the container's id.
-func startSleeperID(t *testing.T, d *Driver, env testEnv) (drivers.Cookie, drivers.WaitResult, string) {
+// startSleeperID is startSleeper that also returns the container's id;
+// edits change the task first.
+func startSleeperID(t *testing.T, d *Driver, env testEnv, edits ...func(*drivers.Task)) (drivers.Cookie, drivers.WaitResult, string) {
 	t.Helper()
 	ctx := context.Background()
-	id := "fnrun-pool-" + randomID()
-	c, err := d.CreateCookie(ctx, &drivers.Task{ID: id, ImageRef: env.localImage, Cmd: "sleep 120"})
+	task := &drivers.Task{ID: "fnrun-pool-" + randomID(), ImageRef: env.localImage, Cmd: "sleep 120"}
+	for _, edit := range edits {
+		edit(task)
+	}
+	id := task.ID
+	c, err := d.CreateCookie(ctx, task)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -99,20 +99,7 @@ func TestShims(t *testing.T) {
 			}
 
 			// No network: a shim of its own, not the holder's.
-			id := "fnrun-shim-" + randomID()
-			ctx := context.Background()
-			c, err := d.CreateCookie(ctx, &drivers.Task{ID: id, ImageRef: env.localImage, Cmd: "sleep 120", NoNetwork: true})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = c.Close(context.Background()) })
-			if err := c.CreateContainer(ctx); err != nil {
-				t.Fatal(err)
-			}
-			w, err := c.Run(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
+			c, w, id := startSleeperID(t, d, env, func(task *drivers.Task) { task.NoNetwork = true })
 			pid := loadTask(t, in, id).Pid()
 			shim := shimOf(t, in, id)
 			if shim == shimOf(t, in, oneHolder(t, d).ID) {
@@ -121,7 +108,7 @@ func TestShims(t *testing.T) {
 			if err := syscall.Kill(shim, syscall.SIGKILL); err != nil {
 				t.Fatal(err)
 			}
-			ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			if res := w.Wait(ctx); ctx.Err() != nil || res.Status() == drivers.StatusSuccess {
 				t.Fatalf("after its shim's kill: %s, %v (wait %v)", res.Status(), res.Error(), ctx.Err())
