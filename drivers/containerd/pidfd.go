@@ -28,10 +28,17 @@ func holdInit(pid uint32) *initProcess {
 	return &initProcess{fd: fd}
 }
 
+// release lets go of the process; nil holds none.
+func (p *initProcess) release() {
+	if p != nil {
+		_ = unix.Close(p.fd)
+	}
+}
+
 // end kills the process if it still runs, waits until it has ended, and
 // lets go of it.
 func (p *initProcess) end() error {
-	defer unix.Close(p.fd)
+	defer p.release()
 	if ended(p.fd, 0) {
 		return nil
 	}

@@ -321,16 +321,20 @@ func (c *container) Start(ctx context.Context, sio lifecycle.IO) (lifecycle.Proc
 		return nil, notFoundErr(err, drivers.ErrContainerGone, "create task of "+c.name)
 	}
 	p.task = task
+	// Held before the start, while the process waits for it and its pid
+	// cannot have gone to another.
+	held := holdInit(task.Pid())
 	// The exit stream outlives Start, so it is not bound to ctx.
 	if err = p.rewait(); err == nil {
 		p.oomSeen, p.unwatch = d.oom.watch(c.name)
 		if err = d.call(ctx, "tasks.Start", task.Start); err == nil {
-			c.task, c.p, c.init = task, p, holdInit(task.Pid())
+			c.task, c.p, c.init = task, p, held
 			go p.collectOutput()
 			return p, nil
 		}
 		p.unwatch()
 	}
+	held.release()
 	p.stopWaiting()
 	// Remove the task made above, so the container is left as it was.
 	cctx, cancel := d.cleanupCtx(ctx)
