@@ -3,6 +3,10 @@ package containerd
 import (
 	"errors"
 	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -18,14 +22,27 @@ type initProcess struct{ fd int }
 // initExitTimeout bounds the wait for a killed first process to end.
 const initExitTimeout = 2 * time.Second
 
-// holdInit holds process pid, or returns nil when it cannot (a kernel
-// before 5.3, a driver in another PID namespace than the daemon's).
-func holdInit(pid uint32) *initProcess {
+// holdInit holds process pid, the first process of container id, or
+// returns nil when it cannot: a kernel before 5.3, or a pid that is not
+// that process here (a driver in another PID namespace than the daemon's
+// sees another process, or none, under the daemon's pid). Once the pidfd is
+// open, the process it names is checked to be in a cgroup of the container,
+// then to be still alive: the pid cannot have changed hands in between.
+func holdInit(pid uint32, id string) *initProcess {
 	fd, err := unix.PidfdOpen(int(pid), 0)
 	if err != nil {
 		return nil
 	}
-	return &initProcess{fd: fd}
+	p := &initProcess{fd: fd}
+	cgroups, err := os.ReadFile("/proc/" + strconv.FormatUint(uint64(pid), 10) + "/cgroup")
+	inContainer := err == nil && slices.ContainsFunc(strings.Split(string(cgroups), "\n"), func(line string) bool {
+		return strings.HasSuffix(line, "/"+id)
+	})
+	if !inContainer || unix.PidfdSendSignal(fd, 0, nil, 0) != nil {
+		p.release()
+		return nil
+	}
+	return p
 }
 
 // release lets go of the process; nil holds none.

@@ -323,7 +323,7 @@ func (c *container) Start(ctx context.Context, sio lifecycle.IO) (lifecycle.Proc
 	p.task = task
 	// Held before the start, while the process waits for it and its pid
 	// cannot have gone to another.
-	held := holdInit(task.Pid())
+	held := holdInit(task.Pid(), c.name)
 	// The exit stream outlives Start, so it is not bound to ctx.
 	if err = p.rewait(); err == nil {
 		p.oomSeen, p.unwatch = d.oom.watch(c.name)
@@ -422,9 +422,15 @@ func (c *container) Remove(ctx context.Context) error {
 			release()
 		}
 		if task != nil {
+			// Let go of the first process whatever happens: nothing
+			// retries a failed Remove.
+			held := c.init
+			c.init = nil
 			err := c.deleteTask(ctx, task)
-			if err == nil && c.init != nil {
-				err, c.init = c.init.end(), nil
+			if err == nil && held != nil {
+				err = held.end()
+			} else {
+				held.release()
 			}
 			if err != nil {
 				if released != nil {
