@@ -41,6 +41,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/encoding/protowire"
 )
@@ -53,19 +54,37 @@ const runcShim = "containerd-shim-runc-v2"
 const runcRoot = "/run/containerd/runc"
 
 func main() {
-	if inv, ok := parse(os.Args[1:]); ok {
+	inv, ok := parse(os.Args[1:])
+	if ok {
 		if out, ok := answer(inv, time.Now()); ok {
-			if _, err := os.Stdout.Write(out); err == nil {
-				return
+			if _, err := os.Stdout.Write(out); err != nil {
+				// Part of the answer may be out: a second one from the runc
+				// shim would not read as either.
+				fmt.Fprintf(os.Stderr, "write the answer: %v\n", err)
+				os.Exit(1)
 			}
+			return
 		}
 	}
-	path, err := exec.LookPath(runcShim)
+	path, err := findRuncShim(inv.containerd)
 	if err == nil {
 		err = syscall.Exec(path, append([]string{path}, os.Args[1:]...), os.Environ())
 	}
 	fmt.Fprintf(os.Stderr, "%s: %v\n", runcShim, err)
 	os.Exit(1)
+}
+
+// findRuncShim finds the runc shim where containerd finds shims: on the
+// PATH, or beside containerd's binary.
+func findRuncShim(containerd string) (string, error) {
+	path, err := exec.LookPath(runcShim)
+	if err != nil && containerd != "" {
+		beside := filepath.Join(filepath.Dir(containerd), runcShim)
+		if _, serr := os.Stat(beside); serr == nil {
+			return beside, nil
+		}
+	}
+	return path, err
 }
 
 // answer gives the runc shim's answer to inv when it needs no runc shim,
@@ -95,7 +114,8 @@ func answer(inv invocation, now time.Time) ([]byte, bool) {
 // `shim -namespace NS ... -id ID [-bundle DIR] ACTION`.
 type invocation struct {
 	namespace, id, action string
-	address               string // containerd's
+	address               string // containerd's socket
+	containerd            string // containerd's binary (-publish-binary)
 }
 
 // valueFlags are the runc shim's flags that take a value (the others are
@@ -134,6 +154,8 @@ func parse(args []string) (inv invocation, ok bool) {
 			inv.id = value
 		case "address":
 			inv.address = value
+		case "publish-binary":
+			inv.containerd = value
 		}
 	}
 	return inv, inv.action != ""
@@ -277,25 +299,16 @@ func deleteResponse(pid, status uint64, at time.Time) []byte {
 // first, each until it is no mount point any more: what containerd's
 // mount.UnmountRecursive does, without its dependencies.
 func unmountRecursive(target string) error {
-	data, err := os.ReadFile("/proc/self/mountinfo")
+	mounts, err := mountinfo.GetMounts(mountinfo.PrefixFilter(target))
 	if err != nil {
 		return err
 	}
-	var points []string
-	for line := range strings.Lines(string(data)) {
-		// Field 5 is the mount point, octal-escaped (see proc(5)).
-		fields := strings.Fields(line)
-		if len(fields) < 5 {
-			continue
-		}
-		point := unescapeOctal(fields[4])
-		if point == target || strings.HasPrefix(point, target+"/") {
-			points = append(points, point)
-		}
+	points := make([]string, 0, len(mounts))
+	for _, m := range mounts {
+		points = append(points, m.Mountpoint)
 	}
 	slices.Sort(points)
-	points = slices.Compact(points)
-	for _, point := range slices.Backward(points) {
+	for _, point := range slices.Backward(slices.Compact(points)) {
 		for {
 			err := unix.Unmount(point, 0)
 			if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
@@ -307,24 +320,4 @@ func unmountRecursive(target string) error {
 		}
 	}
 	return nil
-}
-
-// unescapeOctal undoes mountinfo's \ooo escapes (of space, tab, newline
-// and backslash).
-func unescapeOctal(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }

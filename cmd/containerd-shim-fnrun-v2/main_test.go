@@ -6,11 +6,11 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	taskapi "github.com/containerd/containerd/api/runtime/task/v2"
+	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 )
@@ -24,10 +24,10 @@ func TestParse(t *testing.T) {
 	}{
 		{"delete as containerd 1.6 runs it",
 			[]string{"-namespace", "fnrun", "-address", "/run/c.sock", "-publish-binary", "/usr/bin/containerd", "-id", "c1", "-bundle", "/b/c1", "delete"},
-			invocation{"fnrun", "c1", "delete", "/run/c.sock"}, true},
+			invocation{"fnrun", "c1", "delete", "/run/c.sock", "/usr/bin/containerd"}, true},
 		{"flags with = and a debug boolean",
 			[]string{"--namespace=ns", "-debug", "-id=c2", "start"},
-			invocation{"ns", "c2", "start", ""}, true},
+			invocation{namespace: "ns", id: "c2", action: "start"}, true},
 		{"no action", []string{"-namespace", "ns", "-id", "c"}, invocation{namespace: "ns", id: "c"}, false},
 		{"a flag without its value", []string{"delete", "-id"}, invocation{action: "delete"}, false},
 		{"two actions", []string{"-id", "c", "delete", "start"}, invocation{id: "c", action: "delete"}, false},
@@ -166,19 +166,6 @@ func TestAnswerDelete(t *testing.T) {
 	}
 }
 
-func TestUnescapeOctal(t *testing.T) {
-	for in, want := range map[string]string{
-		`/run/plain`:           "/run/plain",
-		`/run/a\040b`:          "/run/a b",
-		`/run/tab\011end\134x`: "/run/tab\tend\\x",
-		`/run/short\04`:        `/run/short\04`,
-	} {
-		if got := unescapeOctal(in); got != want {
-			t.Errorf("unescapeOctal(%q) = %q; want %q", in, got, want)
-		}
-	}
-}
-
 // TestUnmountRecursive mounts a tmpfs on a root filesystem's place, one
 // inside it, and one on a sibling whose name shares the prefix: the first
 // two go, the sibling stays. It needs root.
@@ -221,14 +208,29 @@ func TestUnmountRecursive(t *testing.T) {
 }
 
 func mounted(t *testing.T, path string) bool {
-	data, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
+	ok, err := mountinfo.Mounted(path)
+	if err != nil && !os.IsNotExist(err) {
 		t.Fatal(err)
 	}
-	for line := range strings.Lines(string(data)) {
-		if f := strings.Fields(line); len(f) > 4 && unescapeOctal(f[4]) == path {
-			return true
+	return ok
+}
+
+// TestFindRuncShim: the runc shim is looked for on the PATH, then beside
+// containerd's binary, as containerd looks for shims.
+func TestFindRuncShim(t *testing.T) {
+	onPath, beside := t.TempDir(), t.TempDir()
+	t.Setenv("PATH", onPath)
+	containerd := filepath.Join(beside, "containerd")
+	if _, err := findRuncShim(containerd); err == nil {
+		t.Fatal("found a runc shim where there is none")
+	}
+	for _, dir := range []string{beside, onPath} {
+		if err := os.WriteFile(filepath.Join(dir, runcShim), []byte("#!/bin/sh\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		want := filepath.Join(dir, runcShim)
+		if got, err := findRuncShim(containerd); err != nil || got != want {
+			t.Fatalf("findRuncShim = %q, %v; want %q", got, err, want)
 		}
 	}
-	return false
 }
