@@ -12,7 +12,7 @@ import (
 	"unicode"
 
 	"github.com/fnrun/fnrun/drivers"
-	"github.com/fnrun/fnrun/internal/syslog"
+	"github.com/fnrun/fnrun/drivers/lifecycle"
 )
 
 // Limits and defaults of Fn's API.
@@ -154,7 +154,7 @@ func (a *App) validate() error {
 		return err
 	}
 	if a.SyslogURL != nil && *a.SyslogURL != "" {
-		if _, err := syslog.Parse(drivers.LoggerConfig{URL: *a.SyslogURL}); err != nil {
+		if _, err := lifecycle.CheckLogger(drivers.LoggerConfig{URL: *a.SyslogURL}); err != nil {
 			return apiErr(400, ErrInvalid, "invalid syslog url: "+err.Error())
 		}
 	}

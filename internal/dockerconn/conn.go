@@ -151,16 +151,19 @@ func (c *Conn) Call(ctx context.Context, method, path string, out any) error {
 		return err
 	}
 	defer body.Close()
-	if out != nil {
-		if err := json.NewDecoder(body).Decode(out); err != nil {
-			return err
-		}
+	if out == nil {
+		_, err = io.Copy(io.Discard, io.LimitReader(body, 1<<20))
+		return err
+	}
+	if err := json.NewDecoder(body).Decode(out); err != nil {
+		return err
 	}
 	// Drain, so that the connection goes back to the pool: a decoder stops
 	// at the end of the value, before the newline and the chunked body's
-	// end the daemon sends after it.
-	_, err = io.Copy(io.Discard, io.LimitReader(body, 1<<20))
-	return err
+	// end the daemon sends after it. The answer is in by then: a failure
+	// here only costs the connection.
+	_, _ = io.Copy(io.Discard, io.LimitReader(body, 1<<20))
+	return nil
 }
 
 // Stream sends one request and returns the answer's body, for the caller
