@@ -9,7 +9,6 @@ import (
 
 	"github.com/fnrun/fnrun/drivers"
 	"github.com/fnrun/fnrun/drivers/lifecycle"
-	"github.com/fnrun/fnrun/internal/syslog"
 )
 
 // Values of the container options that do not come from the task.
@@ -176,7 +175,7 @@ func (d *daemon) holderOptions(spec lifecycle.CreateSpec) docker.CreateContainer
 
 // logConfig maps the log target CheckTask derived to a Docker log driver:
 // nothing at all when there is none, or syslog with the tags.
-func logConfig(target *syslog.Target) docker.LogConfig {
+func logConfig(target *lifecycle.SyslogTarget) docker.LogConfig {
 	if target == nil {
 		return docker.LogConfig{Type: "none"}
 	}

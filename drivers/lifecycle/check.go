@@ -27,7 +27,7 @@ type Task struct {
 	// Env holds "KEY=value" entries sorted by key.
 	Env []string
 	// Syslog is where the output also goes; nil means nowhere.
-	Syslog *syslog.Target
+	Syslog *SyslogTarget
 }
 
 // validID is the set of names Docker accepts for a container; containerd
@@ -95,7 +95,7 @@ func CheckTask(task drivers.ContainerTask) (*Task, error) {
 			return nil, drivers.InvalidTaskf("task %s: command argument %q contains NUL", id, arg)
 		}
 	}
-	if checked.Syslog, err = syslog.Parse(task.LoggerConfig()); err != nil {
+	if checked.Syslog, err = CheckLogger(task.LoggerConfig()); err != nil {
 		return nil, fmt.Errorf("task %s: %w", id, err)
 	}
 	return checked, nil
@@ -180,3 +180,12 @@ func checkMounts(task drivers.ContainerTask) error {
 	}
 	return nil
 }
+
+// SyslogTarget is where a task's output is sent, as CheckLogger derives it
+// from the task's LoggerConfig: named here so that runtimes outside this
+// module (SyslogSender) can name it too.
+type SyslogTarget = syslog.Target
+
+// CheckLogger validates a task's log configuration. It returns nil and no
+// error when the task sends its output nowhere.
+func CheckLogger(lc drivers.LoggerConfig) (*SyslogTarget, error) { return syslog.Parse(lc) }

@@ -33,10 +33,10 @@
 //     end, nor Wait, nor Close; what could not be delivered makes the
 //     result an error wrapping drivers.ErrOutputLost;
 //   - syslog: for a runtime without a log driver of its own (see
-//     SyslogSender), each output line goes to the task's endpoint as
-//     Docker's syslog log driver sends it for Fn (RFC 5424, facility
-//     user; package internal/syslog), dialled before the start so an endpoint that cannot be
-//     reached fails Run with drivers.ErrSyslogUnavailable;
+//     SyslogSender), each output line goes to the task's endpoint
+//     (SyslogTarget) as Docker's syslog log driver sends it for Fn (RFC
+//     5424, facility user), dialled before the start so an endpoint that
+//     cannot be reached fails Run with drivers.ErrSyslogUnavailable;
 //   - the result: success for exit 0, drivers.ExitError otherwise,
 //     StatusKilled with drivers.ErrOutOfMemory only for a non-zero exit the
 //     runtime saw the OOM killer cause, StatusTimeout or StatusCancelled

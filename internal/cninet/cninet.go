@@ -333,7 +333,7 @@ func (n *Network) Reap(ctx context.Context, log *logrus.Entry) int {
 // OwnNS gives the attachment of path when path is a namespace of our label
 // tag (any instance's), such as another instance's container's, to Release.
 func (n *Network) OwnNS(path string) (*NS, bool) {
-	if path == "" {
+	if n == nil || path == "" {
 		return nil, false
 	}
 	clean := filepath.Clean(path)
