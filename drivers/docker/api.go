@@ -62,18 +62,6 @@ func (d *daemon) info(ctx context.Context) (hostInfo, error) {
 	return h, nil
 }
 
-// inspectImage fails with drivers.ErrImageNotFound for a missing image.
-func (d *daemon) inspectImage(ctx context.Context, ref string) (*docker.Image, error) {
-	var img docker.Image
-	err := d.do(ctx, "inspect_image", fmt.Sprintf("image %q", ref), kindImage, func(ctx context.Context) error {
-		return d.conn.Call(ctx, http.MethodGet, "/images/"+ref+"/json", &img)
-	})
-	if err != nil {
-		return nil, err
-	}
-	return &img, nil
-}
-
 // inspectContainer fails with drivers.ErrContainerGone for a missing one.
 func (d *daemon) inspectContainer(ctx context.Context, id string) (*docker.Container, error) {
 	var ctr *docker.Container

@@ -11,6 +11,7 @@ import (
 
 	"github.com/fnrun/fnrun/drivers"
 	"github.com/fnrun/fnrun/drivers/lifecycle"
+	"github.com/fnrun/fnrun/images/dockerstore"
 	"github.com/fnrun/fnrun/stats"
 )
 
@@ -40,7 +41,7 @@ func (d *daemon) Joinable(t *lifecycle.Task, opts any) bool {
 // refused unless the driver enables them: each run would leave an
 // anonymous volume with data from the image.
 func (d *daemon) FindImage(ctx context.Context, ref drivers.Reference) (bool, error) {
-	img, err := d.inspectImage(ctx, ref.Familiar)
+	img, err := dockerstore.InspectImage(ctx, d.storeCall, ref.Familiar)
 	switch {
 	case errors.Is(err, drivers.ErrImageNotFound):
 		return false, nil

@@ -287,8 +287,15 @@ func (s *Store) readLayers(ctx context.Context, id string, total int64) (layerIn
 
 // inspect fails with drivers.ErrImageNotFound for a missing image.
 func (s *Store) inspect(ctx context.Context, ref string) (*docker.Image, error) {
+	return InspectImage(ctx, s.call, ref)
+}
+
+// InspectImage asks the daemon through call for image ref; it fails with
+// drivers.ErrImageNotFound for a missing image. The driver looks images up
+// with it too.
+func InspectImage(ctx context.Context, call Call, ref string) (*docker.Image, error) {
 	var img docker.Image
-	if err := s.call(ctx, Request{API: "inspect_image", Object: fmt.Sprintf("image %q", ref), Image: true,
+	if err := call(ctx, Request{API: "inspect_image", Object: fmt.Sprintf("image %q", ref), Image: true,
 		Method: http.MethodGet, Path: "/images/" + ref + "/json"}, &img); err != nil {
 		return nil, err
 	}
