@@ -1,14 +1,18 @@
 package test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -344,6 +348,73 @@ func testCloseWhileWaiting(t *testing.T, s *suite) {
 		t.Fatal("Wait did not return after Close")
 	}
 	s.checkNoLeftovers(t, s.h)
+}
+
+// The runtime's supervisor of a running container (its shim) dies: Wait
+// ends without success, and once Close has returned the container's main
+// process has ended too, whatever the daemon's own clean-up after the
+// supervisor still has to do.
+func testSupervisorDies(t *testing.T, s *suite) {
+	if s.h.MainPID == nil {
+		t.Skip("the runtime runs no process")
+	}
+	ctx := testContext(t, time.Minute)
+	task := s.task(t, "sleep 120", Script{Hang: true})
+	task.NoNetwork = true // the container's own supervisor, not a pool holder's
+	cookie, wait := start(t, ctx, s.h, task)
+	pid, err := s.h.MainPID(ctx, task.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	supervisor, err := parentOf(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(supervisor, syscall.SIGKILL); err != nil {
+		t.Fatalf("kill the supervisor %d: %v", supervisor, err)
+	}
+	waitCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if res := wait.Wait(waitCtx); waitCtx.Err() != nil || res.Status() == drivers.StatusSuccess {
+		t.Fatalf("after its supervisor died: %s, %v (wait: %v)", res.Status(), res.Error(), waitCtx.Err())
+	}
+	if err := cookie.Close(ctx); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if running(pid) {
+		t.Fatalf("the container's main process %d still runs after Close", pid)
+	}
+	s.checkNoLeftovers(t, s.h)
+}
+
+// running reports whether process pid exists and has not ended (a zombie
+// has ended).
+func running(pid int) bool {
+	fields, err := procStat(pid)
+	return err == nil && fields[0] != "Z"
+}
+
+// parentOf is the pid of process pid's parent.
+func parentOf(pid int) (int, error) {
+	fields, err := procStat(pid)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(fields[1])
+}
+
+// procStat is /proc/PID/stat from the state on (the fields after the
+// command's name, which may hold spaces).
+func procStat(pid int) ([]string, error) {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return nil, err
+	}
+	fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+	if len(fields) < 2 {
+		return nil, fmt.Errorf("/proc/%d/stat: %q", pid, stat)
+	}
+	return fields, nil
 }
 
 // A syslog endpoint that cannot be reached fails Run with a typed error

@@ -53,6 +53,7 @@ var cases = []testCase{
 	{name: "Syslog", run: testSyslog},
 	{name: "SyslogUnavailable", run: testSyslogUnavailable},
 	{name: "HolderDiesBeforeRun", run: testHolderDiesBeforeRun},
+	{name: "SupervisorDies", needs: drivers.CapRunsCommands, run: testSupervisorDies},
 	{name: "NoNetworkPool", needs: drivers.CapRunsCommands, run: testNoNetworkPool},
 	{name: "ImageRemovedAfterValidate", needs: drivers.CapImagePull, run: testImageRemovedAfterValidate},
 }

@@ -47,6 +47,10 @@ type Harness struct {
 	// Capabilities overrides what the driver reports through
 	// drivers.Capable. Zero means ask the driver.
 	Capabilities drivers.Capability
+	// MainPID is the pid on this host of container id's main process, whose
+	// parent is the runtime's supervisor of it (its shim). Nil for a
+	// runtime that runs no process (the mock).
+	MainPID func(ctx context.Context, id string) (int, error)
 	// Script, for a driver that runs no command (the mock), makes task
 	// behave as s says its command does, through the driver's own
 	// scripting. Drivers that run commands leave it nil.

@@ -66,6 +66,18 @@ func conformanceFactory(env testEnv, in *inspector, modify func(*drivers.Config)
 			Leftovers: func(ctx context.Context) ([]string, error) {
 				return in.allLeftovers(ctx, env, tag, !d.Closed())
 			},
+			MainPID: func(ctx context.Context, id string) (int, error) {
+				ctx = in.ctx(ctx)
+				ctr, err := in.client.LoadContainer(ctx, id)
+				if err != nil {
+					return 0, err
+				}
+				task, err := ctr.Task(ctx, nil)
+				if err != nil {
+					return 0, err
+				}
+				return int(task.Pid()), nil
+			},
 		}
 	}
 }

@@ -77,6 +77,13 @@ func newHarness(t *testing.T, cfg drivers.Config, pooled bool, endpoint string, 
 			}
 			return leftoversWhileRunning(ctx, bare, tag)
 		},
+		MainPID: func(ctx context.Context, id string) (int, error) {
+			c, err := bare.InspectContainerWithOptions(docker.InspectContainerOptions{ID: id, Context: ctx})
+			if err != nil {
+				return 0, err
+			}
+			return c.State.Pid, nil
+		},
 	}
 }
 
